@@ -1,0 +1,27 @@
+# Makefile for the anonymize extension (PGXS)
+#
+# Every src/*.c is part of the module; regression tests are listed in the
+# order they run (setup first), isolation specs and TAP tests are picked up
+# from specs/*.spec and t/*.pl.
+
+MODULE_big = anonymize
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+
+EXTENSION = anonymize
+DATA = $(sort $(wildcard sql/anonymize--*.sql))
+PGFILEDESC = "anonymize - GDPR erasure for a contact-centre archive"
+
+REGRESS = setup normalize mask request
+REGRESS_OPTS = --inputdir=. --load-extension=anonymize
+ISOLATION := $(sort $(basename $(notdir $(wildcard specs/*.spec))))
+ISOLATION_OPTS = --load-extension=anonymize
+ifneq ($(wildcard t/*.pl),)
+TAP_TESTS = 1
+endif
+
+PG_CPPFLAGS = -I$(srcdir)/src
+PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

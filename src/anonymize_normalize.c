@@ -1,0 +1,146 @@
+/*-------------------------------------------------------------------------
+ *
+ * anonymize_normalize.c
+ *	  SQL functions normalize_phone() and normalize_email(), and the
+ *	  server-side wrappers every other part uses to get canonical forms.
+ *
+ * Errors say what is wrong with a value, never the value: the text of an
+ * error reaches the server log, and an identifier must not.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "utils/builtins.h"
+
+#include "anonymize_normalize.h"
+#include "anonymize_settings.h"
+
+PG_FUNCTION_INFO_V1(anonymize_normalize_phone);
+PG_FUNCTION_INFO_V1(anonymize_normalize_email);
+
+static const char *
+phone_status_detail(anon_phone_status st)
+{
+	switch (st)
+	{
+		case ANON_PHONE_EMPTY:
+			return "The phone number has no digits.";
+		case ANON_PHONE_BAD_CHAR:
+			return "The phone number contains a character that is not a digit, a leading + or a separator.";
+		case ANON_PHONE_LONE_PLUS:
+			return "The phone number has no digits after + or 00.";
+		case ANON_PHONE_SHORT_NATIONAL:
+			return "A national phone number needs at least 3 digits.";
+		case ANON_PHONE_SHORT_INTL:
+			return "A foreign phone number needs at least 4 digits after 00 or +.";
+		case ANON_PHONE_BAD_COUNTRY:
+			return "A country code cannot start with 0.";
+		case ANON_PHONE_TOO_LONG:
+			return "A phone number has at most 15 digits with its country code.";
+		case ANON_PHONE_NO_COUNTRY:
+		case ANON_PHONE_OK:
+			break;
+	}
+	return NULL;
+}
+
+bool
+anonymize_phone_canonical(const char *s, size_t len, bool lenient,
+						  bool raise_error, char *out)
+{
+	anon_phone_status st;
+
+	st = anon_phone_canonical(s, len, lenient,
+							  anonymize_country_code ? anonymize_country_code : "",
+							  anonymize_trunk_prefix ? anonymize_trunk_prefix : "",
+							  out);
+	if (st == ANON_PHONE_OK)
+		return true;
+	if (!raise_error)
+		return false;
+
+	if (st == ANON_PHONE_NO_COUNTRY)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("national phone number without a configured country code"),
+				 errdetail("A number without 00 or + is national, and anonymize.country_code is empty."),
+				 errhint("Set anonymize.country_code to the country this solution runs in, for example 47, or enter the number with 00 and its country code.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid phone number"),
+			 errdetail_internal("%s", phone_status_detail(st)),
+			 errhint(ANONYMIZE_PHONE_HINT)));
+	return false;				/* keep compiler quiet */
+}
+
+static const char *
+email_status_detail(anon_email_status st)
+{
+	switch (st)
+	{
+		case ANON_EMAIL_EMPTY:
+			return "The email address is empty.";
+		case ANON_EMAIL_NO_AT:
+			return "An email address has exactly one @.";
+		case ANON_EMAIL_BAD_CHAR:
+			return "The email address contains a space, control character or character not allowed in an address.";
+		case ANON_EMAIL_BAD_LOCAL:
+			return "The part before @ is empty or malformed.";
+		case ANON_EMAIL_BAD_DOMAIN:
+			return "The part after @ is not a domain name such as example.com.";
+		case ANON_EMAIL_BAD_BRACKETS:
+			return "The address in angle brackets is not closed.";
+		case ANON_EMAIL_TOO_LONG:
+			return "An email address has at most 254 characters.";
+		case ANON_EMAIL_OK:
+			break;
+	}
+	return NULL;
+}
+
+char *
+anonymize_email_canonical(const char *s, size_t len, bool lenient,
+						  bool raise_error)
+{
+	char	   *out = palloc(len + 1);
+	size_t		outlen;
+	anon_email_status st;
+
+	st = anon_email_canonical(s, len, lenient, out, &outlen);
+	if (st == ANON_EMAIL_OK)
+		return out;
+	pfree(out);
+	if (!raise_error)
+		return NULL;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid email address"),
+			 errdetail_internal("%s", email_status_detail(st)),
+			 errhint(ANONYMIZE_EMAIL_HINT)));
+	return NULL;				/* keep compiler quiet */
+}
+
+/* normalize_phone(text) returns text: '+' and digits */
+Datum
+anonymize_normalize_phone(PG_FUNCTION_ARGS)
+{
+	text	   *in = PG_GETARG_TEXT_PP(0);
+	char		out[ANON_PHONE_CANON_SIZE];
+
+	anonymize_phone_canonical(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in),
+							  false, true, out);
+	PG_RETURN_TEXT_P(cstring_to_text(out));
+}
+
+/* normalize_email(text) returns text: the lower-case address */
+Datum
+anonymize_normalize_email(PG_FUNCTION_ARGS)
+{
+	text	   *in = PG_GETARG_TEXT_PP(0);
+
+	PG_RETURN_TEXT_P(cstring_to_text(anonymize_email_canonical(VARDATA_ANY(in),
+															   VARSIZE_ANY_EXHDR(in),
+															   false, true)));
+}

@@ -1,0 +1,260 @@
+/*-------------------------------------------------------------------------
+ *
+ * anonymize_settings.c
+ *	  Declares the anonymize.* settings and checks their values.
+ *
+ * Settings that change what a run does (country code, trunk prefix, time
+ * zone, replacement) are PGC_SUSET, so that a superuser can try them in a
+ * session while the portal's role cannot change them; the worker and run()
+ * read them from the server's configuration.  Settings of the schedule are
+ * PGC_SIGHUP, the worker's database PGC_POSTMASTER.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+#include <limits.h>
+
+#include "access/xact.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+#include "anonymize_settings.h"
+
+char	   *anonymize_database = NULL;
+char	   *anonymize_country_code = NULL;
+char	   *anonymize_trunk_prefix = NULL;
+char	   *anonymize_timezone_name = NULL;
+char	   *anonymize_run_at = NULL;
+char	   *anonymize_replacement = NULL;
+int			anonymize_batch_size = 10000;
+int			anonymize_max_rows_per_request = 100000;
+bool		anonymize_enabled = true;
+
+static bool
+anonymize_all_digits(const char *s, int maxlen)
+{
+	int			n = 0;
+
+	for (; *s; s++, n++)
+		if (!isdigit((unsigned char) *s))
+			return false;
+	return n <= maxlen;
+}
+
+static bool
+check_country_code(char **newval, void **extra, GucSource source)
+{
+	if (!anonymize_all_digits(*newval, 3) || (*newval)[0] == '0')
+	{
+		GUC_check_errdetail("A country code is 1 to 3 digits and does not start with 0.");
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_trunk_prefix(char **newval, void **extra, GucSource source)
+{
+	if (!anonymize_all_digits(*newval, 2))
+	{
+		GUC_check_errdetail("A trunk prefix is empty or 1 to 2 digits.");
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_timezone(char **newval, void **extra, GucSource source)
+{
+	if ((*newval)[0] == '\0')
+		return true;
+	if (pg_tzset(*newval) == NULL)
+	{
+		GUC_check_errdetail("\"%s\" is not a time zone name known to this server.",
+							*newval);
+		return false;
+	}
+	return true;
+}
+
+/* "HH:MM", 00:00 to 23:59; returns minutes after midnight or -1 */
+static int
+parse_run_at(const char *s)
+{
+	int			h,
+				m;
+	char		tail;
+
+	if (sscanf(s, "%d:%d%c", &h, &m, &tail) != 2)
+		return -1;
+	if (h < 0 || h > 23 || m < 0 || m > 59)
+		return -1;
+	return h * 60 + m;
+}
+
+static bool
+check_run_at(char **newval, void **extra, GucSource source)
+{
+	if (parse_run_at(*newval) < 0)
+	{
+		GUC_check_errdetail("The daily run time is written HH:MM, from 00:00 to 23:59.");
+		return false;
+	}
+	return true;
+}
+
+static bool
+check_replacement(char **newval, void **extra, GucSource source)
+{
+	if ((*newval)[0] == '\0')
+	{
+		GUC_check_errdetail("The replacement text must not be empty.");
+		return false;
+	}
+	return true;
+}
+
+void
+anonymize_settings_init(void)
+{
+	DefineCustomStringVariable("anonymize.database",
+							   "Database the anonymize background worker serves.",
+							   NULL,
+							   &anonymize_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("anonymize.country_code",
+							   "Country code of national phone numbers, digits only (for example 47).",
+							   NULL,
+							   &anonymize_country_code,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   check_country_code, NULL, NULL);
+
+	DefineCustomStringVariable("anonymize.trunk_prefix",
+							   "Trunk prefix dropped from national phone numbers (for example 0).",
+							   NULL,
+							   &anonymize_trunk_prefix,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   check_trunk_prefix, NULL, NULL);
+
+	DefineCustomStringVariable("anonymize.timezone",
+							   "Time zone of to_date and run_at; empty means the server's TimeZone.",
+							   NULL,
+							   &anonymize_timezone_name,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   check_timezone, NULL, NULL);
+
+	DefineCustomStringVariable("anonymize.run_at",
+							   "Daily time of the scheduled run, HH:MM in anonymize.timezone.",
+							   NULL,
+							   &anonymize_run_at,
+							   "02:00",
+							   PGC_SIGHUP,
+							   0,
+							   check_run_at, NULL, NULL);
+
+	DefineCustomStringVariable("anonymize.replacement",
+							   "Text written in place of an anonymized identifier.",
+							   NULL,
+							   &anonymize_replacement,
+							   "Anonymized",
+							   PGC_SUSET,
+							   0,
+							   check_replacement, NULL, NULL);
+
+	DefineCustomIntVariable("anonymize.batch_size",
+							"Rows rewritten per transaction.",
+							NULL,
+							&anonymize_batch_size,
+							10000, 1, 10000000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("anonymize.max_rows_per_request",
+							"A request that would rewrite more rows is held for confirmation; 0 means no limit.",
+							NULL,
+							&anonymize_max_rows_per_request,
+							100000, 0, INT_MAX,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("anonymize.enabled",
+							 "Whether the background worker runs on schedule.",
+							 NULL,
+							 &anonymize_enabled,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("anonymize");
+}
+
+pg_tz *
+anonymize_tz(void)
+{
+	if (anonymize_timezone_name && anonymize_timezone_name[0] != '\0')
+	{
+		pg_tz	   *tz = pg_tzset(anonymize_timezone_name);
+
+		if (tz != NULL)
+			return tz;
+	}
+	return session_timezone;
+}
+
+DateADT
+anonymize_today(void)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+	int			tzoff;
+
+	if (timestamp2tm(GetCurrentTransactionStartTimestamp(), &tzoff, &tm,
+					 &fsec, NULL, anonymize_tz()) != 0)
+		elog(ERROR, "current time out of range");
+	return date2j(tm.tm_year, tm.tm_mon, tm.tm_mday) - POSTGRES_EPOCH_JDATE;
+}
+
+int
+anonymize_run_at_minutes(void)
+{
+	int			m = parse_run_at(anonymize_run_at ? anonymize_run_at : "02:00");
+
+	return m < 0 ? 120 : m;
+}
+
+TimestampTz
+anonymize_date_end(DateADT d)
+{
+	struct pg_tm tm;
+	TimestampTz result;
+	int			tzoff;
+
+	if (DATE_NOT_FINITE(d))
+		return DATE_IS_NOBEGIN(d) ? DT_NOBEGIN : DT_NOEND;
+
+	memset(&tm, 0, sizeof(tm));
+	j2date(d + 1 + POSTGRES_EPOCH_JDATE, &tm.tm_year, &tm.tm_mon, &tm.tm_mday);
+	tzoff = DetermineTimeZoneOffset(&tm, anonymize_tz());
+	if (tm2timestamp(&tm, 0, &tzoff, &result) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("date out of range for a timestamp")));
+	return result;
+}

@@ -1,0 +1,43 @@
+/*-------------------------------------------------------------------------
+ *
+ * anonymize_settings.h
+ *	  The anonymize.* configuration settings (GUCs) and helpers that read
+ *	  them: the time zone and "today" of the solution.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ANONYMIZE_SETTINGS_H
+#define ANONYMIZE_SETTINGS_H
+
+#include "datatype/timestamp.h"
+#include "pgtime.h"
+#include "utils/date.h"
+
+extern char *anonymize_database;
+extern char *anonymize_country_code;
+extern char *anonymize_trunk_prefix;
+extern char *anonymize_timezone_name;
+extern char *anonymize_run_at;
+extern char *anonymize_replacement;
+extern int	anonymize_batch_size;
+extern int	anonymize_max_rows_per_request;
+extern bool anonymize_enabled;
+
+extern void anonymize_settings_init(void);
+
+/* anonymize.timezone, or the session's TimeZone when it is empty */
+extern pg_tz *anonymize_tz(void);
+
+/* today's date in anonymize_tz() */
+extern DateADT anonymize_today(void);
+
+/* minutes after midnight of anonymize.run_at */
+extern int	anonymize_run_at_minutes(void);
+
+/*
+ * The first instant after the date d ends in anonymize_tz(): rows whose
+ * timestamptz is before this fall on or before d.
+ */
+extern TimestampTz anonymize_date_end(DateADT d);
+
+#endif							/* ANONYMIZE_SETTINGS_H */

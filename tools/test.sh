@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# tools/test.sh: run every test of anonymize on this machine.
+#
+# Installs what is missing (apt-get), builds with -Werror, installs the
+# extension, starts a throwaway cluster with shared_preload_libraries =
+# 'anonymize', and runs the pg_regress, isolation and TAP suites
+# (make installcheck).  Exits non-zero on any failure.  Safe to run again.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+ensure_deps
+work=$(mktemp -d /tmp/anonymize-test.XXXXXX)
+chmod 755 "$work"
+port=$(free_port)
+trap 'stop_cluster "$work/cluster"' EXIT
+
+stage_tree "$work/src"
+build_install "$work/src"
+
+log "starting a throwaway cluster on port $port"
+start_cluster "$work/cluster" "$port" \
+	"anonymize.country_code = '47'" \
+	"timezone = 'Europe/Oslo'" \
+	"anonymize.enabled = off"
+
+log "running pg_regress, isolation and TAP suites"
+status=0
+as_pg make -C "$work/src" PG_CONFIG="$PG_BIN/pg_config" installcheck \
+	PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres || status=$?
+
+# show what failed
+for f in "$work/src/regression.diffs" "$work/src/output_iso/regression.diffs"; do
+	[ -s "$f" ] && { log "$f"; head -200 "$f"; }
+done
+if [ $status -ne 0 ] && [ -d "$work/src/tmp_check/log" ]; then
+	for f in "$work/src"/tmp_check/log/regress_log_*; do
+		[ -f "$f" ] && { log "$f (tail)"; tail -60 "$f"; }
+	done
+fi
+
+if [ $status -eq 0 ]; then
+	log "all suites passed"
+	stop_cluster "$work/cluster"
+	rm -rf "$work"
+	echo "anonymize: all test suites passed"
+else
+	log "FAILED (work files in $work)"
+	exit $status
+fi
