@@ -11,7 +11,13 @@ EXTENSION = anonymize
 DATA = $(sort $(wildcard sql/anonymize--*.sql))
 PGFILEDESC = "anonymize - GDPR erasure for a contact-centre archive"
 
-REGRESS = setup normalize mask request
+# each area appends its tests on its own line
+REGRESS_FOUNDATION = setup normalize mask request targets
+REGRESS_RUN =
+REGRESS_HOOKS =
+REGRESS_HARDENING =
+REGRESS_OPERATIONS =
+REGRESS = $(REGRESS_FOUNDATION) $(REGRESS_RUN) $(REGRESS_HOOKS) $(REGRESS_HARDENING) $(REGRESS_OPERATIONS)
 REGRESS_OPTS = --inputdir=. --load-extension=anonymize
 ISOLATION := $(sort $(basename $(notdir $(wildcard specs/*.spec))))
 ISOLATION_OPTS = --load-extension=anonymize

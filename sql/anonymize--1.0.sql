@@ -157,6 +157,145 @@ COMMENT ON TABLE @extschema@.request_private IS
 'HMAC digests of a Done request''s identifiers (for is_anonymized) and confirmations of Held requests';
 
 ------------------------------------------------------------------------
+-- Targets: where identifiers live
+------------------------------------------------------------------------
+
+CREATE TABLE @extschema@.target (
+	tbl			regclass NOT NULL,
+	col			name NOT NULL,
+	kind		text NOT NULL CHECK (kind IN ('phone', 'email', 'phone_or_email')),
+	scope		text NOT NULL CHECK (scope IN ('archive', 'sms_survey', 'raw_data')),
+	time_col	name NOT NULL,
+	added_at	timestamptz NOT NULL DEFAULT now(),
+	added_by	text NOT NULL DEFAULT session_user,
+	PRIMARY KEY (tbl, col)
+);
+COMMENT ON TABLE @extschema@.target IS
+'registered identifier columns; change with add_target() and remove_target()';
+
+-- add_target(): validates everything the run will rely on, so that a
+-- mistake shows at registration and never at 2 a.m.
+CREATE FUNCTION @extschema@.add_target(tbl regclass, col name, kind text,
+									   scope text, time_col name)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_relkind	"char";
+	v_coltype	regtype;
+	v_timetype	regtype;
+BEGIN
+	IF tbl IS NULL OR col IS NULL OR kind IS NULL OR scope IS NULL OR time_col IS NULL THEN
+		RAISE EXCEPTION 'arguments of add_target must not be null'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Give the table, the identifier column, its kind, the scope and the time column.';
+	END IF;
+	SELECT c.relkind INTO v_relkind FROM pg_class c WHERE c.oid = tbl;
+	IF v_relkind NOT IN ('r', 'p') THEN
+		RAISE EXCEPTION '"%" is not a table', tbl
+			USING ERRCODE = 'wrong_object_type',
+				  HINT = 'Register an ordinary or partitioned table; views and foreign tables cannot be rewritten in place.';
+	END IF;
+	IF kind NOT IN ('phone', 'email', 'phone_or_email') THEN
+		RAISE EXCEPTION 'invalid target kind "%"', kind
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'The kind is phone, email or phone_or_email (a chatter ID that can be either).';
+	END IF;
+	IF scope NOT IN ('archive', 'sms_survey', 'raw_data') THEN
+		RAISE EXCEPTION 'invalid target scope "%"', scope
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'The scope is archive, sms_survey or raw_data, as ticked on the page.';
+	END IF;
+
+	SELECT a.atttypid::regtype INTO v_coltype
+	FROM pg_attribute a
+	WHERE a.attrelid = tbl AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'column "%" of relation "%" does not exist', col, tbl
+			USING ERRCODE = 'undefined_column',
+				  HINT = 'Name the column that holds the phone number, chatter ID or email address.';
+	END IF;
+	IF v_coltype NOT IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN
+		RAISE EXCEPTION 'column "%" of relation "%" is of type %, not text', col, tbl, v_coltype
+			USING ERRCODE = 'datatype_mismatch',
+				  HINT = 'An identifier column is text, varchar or char, so that it can hold the replacement text.';
+	END IF;
+
+	SELECT a.atttypid::regtype INTO v_timetype
+	FROM pg_attribute a
+	WHERE a.attrelid = tbl AND a.attname = time_col AND a.attnum > 0 AND NOT a.attisdropped;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'column "%" of relation "%" does not exist', time_col, tbl
+			USING ERRCODE = 'undefined_column',
+				  HINT = 'Name the column that holds when the contact was made.';
+	END IF;
+	IF v_timetype NOT IN ('date'::regtype, 'timestamp without time zone'::regtype,
+						  'timestamp with time zone'::regtype) THEN
+		RAISE EXCEPTION 'column "%" of relation "%" is of type %, not a date or timestamp', time_col, tbl, v_timetype
+			USING ERRCODE = 'datatype_mismatch',
+				  HINT = 'The time column is date, timestamp or timestamptz; it is compared with the request''s to_date.';
+	END IF;
+
+	IF EXISTS (SELECT FROM pg_inherits i WHERE i.inhrelid = tbl)
+	   AND EXISTS (SELECT FROM @extschema@.target t
+				   WHERE t.tbl IN (SELECT i.inhparent FROM pg_inherits i WHERE i.inhrelid = add_target.tbl)
+				     AND t.col = add_target.col) THEN
+		RAISE EXCEPTION 'the parent of "%" is already a target for column "%"', tbl, col
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'A registered partitioned table covers its partitions.';
+	END IF;
+
+	INSERT INTO @extschema@.target (tbl, col, kind, scope, time_col)
+	VALUES (add_target.tbl, add_target.col, add_target.kind, add_target.scope, add_target.time_col)
+	ON CONFLICT ON CONSTRAINT target_pkey DO UPDATE
+		SET kind = EXCLUDED.kind, scope = EXCLUDED.scope, time_col = EXCLUDED.time_col;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.add_target(regclass, name, text, text, name) IS
+'register (or re-register) an identifier column of a table for the run';
+
+CREATE FUNCTION @extschema@.remove_target(tbl regclass, col name)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	DELETE FROM @extschema@.target t WHERE t.tbl = remove_target.tbl AND t.col = remove_target.col;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'column "%" of relation "%" is not a target', col, tbl
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'See anonymize.targets for the registered columns.';
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.remove_target(regclass, name) IS
+'stop rewriting an identifier column';
+
+CREATE VIEW @extschema@.targets AS
+SELECT t.tbl, t.col, t.kind, t.scope, t.time_col,
+	   c.relkind = 'p' AS partitioned, t.added_at, t.added_by
+FROM @extschema@.target t
+JOIN pg_catalog.pg_class c ON c.oid = t.tbl;
+COMMENT ON VIEW @extschema@.targets IS 'registered identifier columns';
+
+-- ==== The run (issue 3): run(), preview(), confirm() and their tables ====
+-- (insert the run's objects here)
+-- ==== end of the run ====
+
+-- ==== The background worker (issue 3): wake() ====
+-- (insert the worker's objects here)
+-- ==== end of the worker ====
+
+-- ==== Search hooks (issue 4): is_anonymized(), protect(), unprotect() ====
+-- (insert the search hooks' objects here)
+-- ==== end of the search hooks ====
+
+-- ==== Operations (issue 7): runs, status(), retention ====
+-- (insert the operator's objects here)
+-- ==== end of operations ====
+
+------------------------------------------------------------------------
 -- Privileges and dumps: keep this section last, so that it covers every
 -- object above.
 ------------------------------------------------------------------------
@@ -171,3 +310,4 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.request_log', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.request_log_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.secret', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.request_private', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.target', '');

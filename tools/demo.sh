@@ -15,6 +15,7 @@ port=$(free_port)
 trap 'stop_cluster "$work/cluster"; rm -rf "$work"' EXIT
 
 stage_tree "$work/src"
+private_pg "$work/pg"
 build_install "$work/src"
 log "starting a throwaway cluster on port $port"
 start_cluster "$work/cluster" "$port" \

@@ -2,9 +2,11 @@
 # tools/test.sh: run every test of anonymize on this machine.
 #
 # Installs what is missing (apt-get), builds with -Werror, installs the
-# extension, starts a throwaway cluster with shared_preload_libraries =
-# 'anonymize', and runs the pg_regress, isolation and TAP suites
-# (make installcheck).  Exits non-zero on any failure.  Safe to run again.
+# extension into a private copy of PostgreSQL 15 (tools/lib.sh), starts a
+# throwaway cluster with shared_preload_libraries = 'anonymize', and runs
+# the pg_regress, isolation and TAP suites (make installcheck).  Exits
+# non-zero on any failure.  Safe to run again; the machine's own server is
+# left as it was.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -15,6 +17,7 @@ port=$(free_port)
 trap 'stop_cluster "$work/cluster"' EXIT
 
 stage_tree "$work/src"
+private_pg "$work/pg"
 build_install "$work/src"
 
 log "starting a throwaway cluster on port $port"
@@ -25,7 +28,7 @@ start_cluster "$work/cluster" "$port" \
 
 log "running pg_regress, isolation and TAP suites"
 status=0
-as_pg make -C "$work/src" PG_CONFIG="$PG_BIN/pg_config" installcheck \
+as_pg make -C "$work/src" PG_CONFIG="$SYS_PG_CONFIG" bindir="$PG_BIN" installcheck \
 	PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres || status=$?
 
 # show what failed
