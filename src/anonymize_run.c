@@ -491,6 +491,12 @@ run_scan_targets(RunState *st, int first)
 
 			run_begin_xact();
 			rel = try_table_open(leafid, AccessShareLock);
+			if (rel != NULL && !anonymize_leaf_may_match(ms, target, rel))
+			{
+				/* a partition of later times: nothing in it is due */
+				table_close(rel, AccessShareLock);
+				rel = NULL;
+			}
 			if (rel != NULL)
 			{
 				run_activity(st, "scanning %s (%s, %ld pages) for %d identifiers",
