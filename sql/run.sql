@@ -219,6 +219,17 @@ FROM (VALUES ($$SELECT anonymize.run()$$), ($$SELECT anonymize.confirm(1)$$),
              ($$SELECT count(*) FROM anonymize.runs$$)) AS t(q), LATERAL regress.try(q) r;
 RESET SESSION AUTHORIZATION;
 
+-- with the README's grant the portal can preview (SECURITY DEFINER)
+INSERT INTO anonymize.anonymize_request (phone, to_date, comment) VALUES ('+46 12 345 678', '2024-02-29', 'D');
+GRANT EXECUTE ON FUNCTION anonymize.preview(bigint) TO regress_anonymize_portal;
+SET SESSION AUTHORIZATION regress_anonymize_portal;
+SELECT p.target, p.rows
+FROM anonymize.anonymize_request r, LATERAL anonymize.preview(r.id) p
+WHERE r.comment = 'D' ORDER BY 1;
+RESET SESSION AUTHORIZATION;
+REVOKE EXECUTE ON FUNCTION anonymize.preview(bigint) FROM regress_anonymize_portal;
+DELETE FROM anonymize.anonymize_request WHERE comment = 'D';
+
 -- run() refuses a transaction that has written: it would wait for it
 BEGIN;
 INSERT INTO runt.raw VALUES (100, 'x', now());
