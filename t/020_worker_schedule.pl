@@ -142,7 +142,7 @@ $node->reload;
 wait_status("worker_state = 'disabled'", 'the disabled worker');
 is(status('next_run IS NULL AND NOT enabled'), 't', 'disabled: no next run');
 $node->safe_psql('postgres', 'SELECT anonymize.wake()');
-wait_status("last_trigger = 'wake' AND last_outcome = 'ok'", 'the woken run');
+wait_status("last_trigger = 'wake()' AND last_outcome = 'ok'", 'the woken run');
 pass('wake() runs while anonymize.enabled is off');
 
 # wake() in a database the worker does not serve
@@ -164,7 +164,7 @@ like($err, qr/55000: the anonymize background worker is not loaded/,
 like($err, qr/HINT:  Add anonymize to shared_preload_libraries/, '... with a hint');
 is( $node->safe_psql('postgres',
 		'SELECT worker_state, worker_pid IS NULL, next_run IS NULL, last_trigger, last_outcome FROM anonymize.status()'),
-	'not loaded|t|t|wake|ok',
+	'not loaded|t|t|wake()|ok',
 	'status() without the worker: not loaded, and the last run from worker_state');
 
 $node->stop;
