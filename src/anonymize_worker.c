@@ -498,7 +498,9 @@ anonymize_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
-			next_slot = 0;		/* run_at or the time zone may have changed */
+			/* run_at or the time zone may have changed; a due run stays due */
+			if (next_slot > GetCurrentTimestamp())
+				next_slot = 0;
 		}
 
 		if (RecoveryInProgress())
