@@ -69,6 +69,28 @@ $node->safe_psql('postgres', 'CREATE EXTENSION anonymize');
 $node->reload;    # the worker looks again at once on SIGHUP
 wait_status("worker_state = 'waiting'", 'the worker to wait');
 
+# one run per local date across daylight-saving changes (Europe/Oslo 2026:
+# 29 March 02:00 -> 03:00, 25 October 03:00 -> 02:00); times in UTC
+is( $node->safe_psql('postgres', q{
+SELECT string_agg(a || ' -> ' || anonymize._schedule_next(a, r, 'Europe/Oslo'), E'\n' ORDER BY a, r)
+FROM (VALUES ('2026-06-01 00:00+00'::timestamptz, '02:00'::time),
+	('2026-06-01 00:00:01+00', '02:00'),
+	('2026-03-28 12:00+00', '02:30'),
+	('2026-03-29 01:30+00', '02:30'),
+	('2026-10-24 12:00+00', '02:30'),
+	('2026-10-25 00:30+00', '02:30'),
+	('2026-10-25 01:30+00', '02:30'),
+	('2026-12-31 23:30+00', '00:15')) AS v(a, r)}),
+	q{2026-03-28 12:00:00+00 -> 2026-03-29 01:30:00+00
+2026-03-29 01:30:00+00 -> 2026-03-30 00:30:00+00
+2026-06-01 00:00:00+00 -> 2026-06-02 00:00:00+00
+2026-06-01 00:00:01+00 -> 2026-06-02 00:00:00+00
+2026-10-24 12:00:00+00 -> 2026-10-25 01:30:00+00
+2026-10-25 00:30:00+00 -> 2026-10-25 01:30:00+00
+2026-10-25 01:30:00+00 -> 2026-10-26 01:30:00+00
+2026-12-31 23:30:00+00 -> 2027-01-01 23:15:00+00},
+	'the schedule: strictly after, a skipped run_at an hour later, a repeated one once, across the year');
+
 is(status('next_run = ' . slot_sql('02:00', '>')),
 	't', 'next_run is the next 02:00 in anonymize.timezone');
 is(status('last_trigger IS NULL'), 't', 'installing the extension runs nothing');
