@@ -422,7 +422,8 @@ CREATE FUNCTION @extschema@.status(
 	OUT last_rows_rewritten bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'anonymize_status'
-LANGUAGE C VOLATILE;
+LANGUAGE C VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;	-- reads worker_state
 COMMENT ON FUNCTION @extschema@.status() IS
 'the background worker: state, next scheduled run, current activity and last run';
 -- ==== end of the worker ====

@@ -167,10 +167,27 @@ $node->safe_psql('postgres', 'SELECT anonymize.wake()');
 wait_status("last_trigger = 'wake()' AND last_outcome = 'ok'", 'the woken run');
 pass('wake() runs while anonymize.enabled is off');
 
+# privileges: nothing for PUBLIC; a role granted wake() and status() needs
+# nothing else (status() reads worker_state as its owner)
+$node->safe_psql('postgres', q{
+CREATE ROLE portal LOGIN;
+CREATE ROLE nobody LOGIN;
+GRANT USAGE ON SCHEMA anonymize TO portal, nobody;
+GRANT EXECUTE ON FUNCTION anonymize.wake(), anonymize.status() TO portal;
+});
+is( $node->safe_psql('postgres',
+		"SET ROLE portal; SELECT FROM anonymize.wake(); SELECT worker_state IS NOT NULL AND last_started IS NOT NULL FROM anonymize.status()"),
+	't', 'a role granted wake() and status() can use them');
+my ($ret, $out, $err) = $node->psql('postgres',
+	"SET ROLE nobody; SELECT anonymize.status()");
+like($err, qr/permission denied for function status/, 'status() is not granted to PUBLIC');
+($ret, $out, $err) = $node->psql('postgres', "SET ROLE nobody; SELECT anonymize.wake()");
+like($err, qr/permission denied for function wake/, 'nor is wake()');
+
 # wake() in a database the worker does not serve
 $node->safe_psql('postgres', 'CREATE DATABASE other');
 $node->safe_psql('other', 'CREATE EXTENSION anonymize');
-my ($ret, $out, $err) = $node->psql('other',
+($ret, $out, $err) = $node->psql('other',
 	"\\set VERBOSITY verbose\nSELECT anonymize.wake()");
 like($err, qr/55000: the anonymize background worker serves database "postgres", not this one/,
 	'wake() in another database: 55000');

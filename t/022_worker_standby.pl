@@ -96,5 +96,8 @@ SKIP:
 	pass('after promotion the worker catches up the missed scheduled run');
 }
 
+unlike(slurp_file($primary->logfile) . slurp_file($standby->logfile),
+	qr/98765432/, 'no identifier in the server logs');
+
 $standby->stop;
 done_testing();
