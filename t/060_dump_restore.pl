@@ -21,6 +21,7 @@ shared_preload_libraries = 'anonymize'
 max_worker_processes = 16
 anonymize.country_code = '47'
 anonymize.enabled = off
+anonymize.max_rows_per_request = 5
 timezone = 'Europe/Oslo'
 });
 $node->start;
@@ -38,7 +39,13 @@ INSERT INTO cc.calls VALUES
 	(2, '+47 987 65 432', '2024-01-11 12:00+01'),
 	(3, '91234567', '2024-01-12 12:00+01'),
 	(4, '004612345678', '2024-01-13 12:00+01'),
-	(5, '0047 912 34 567', '2024-01-14 12:00+01');
+	(5, '0047 912 34 567', '2024-01-14 12:00+01'),
+	(6, '41111111', '2024-01-15 12:00+01'),
+	(7, '+4741111111', '2024-01-15 12:00+01'),
+	(8, '41 11 11 11', '2024-01-15 12:00+01'),
+	(9, '004741111111', '2024-01-15 12:00+01'),
+	(10, '41111111', '2024-01-16 12:00+01'),
+	(11, '41111111', '2024-01-17 12:00+01');
 INSERT INTO cc.sms VALUES
 	(1, '98765432', '2024-01-10 12:00+01'),
 	(2, 'Carol@Example.com', '2024-01-11 12:00+01'),
@@ -48,9 +55,13 @@ VALUES ('98765432', '2024-06-01', 'first', true, true);
 INSERT INTO anonymize.anonymize_request (phone, to_date, comment)
 VALUES ('55555555', '2024-06-01', 'cancelled');
 DELETE FROM anonymize.anonymize_request WHERE comment = 'cancelled';
+INSERT INTO anonymize.anonymize_request (phone, to_date, comment)
+VALUES ('41111111', '2024-06-01', 'held');
 });
-is($node->safe_psql('archive', 'SELECT anonymize.run()'), '1', 'first run finishes one request');
+is($node->safe_psql('archive', 'SELECT anonymize.run()'), '1',
+	'first run finishes one request and holds the one over the limit');
 $node->safe_psql('archive', q{
+SELECT anonymize.confirm(id) FROM anonymize.anonymize_request WHERE comment = 'held';
 INSERT INTO anonymize.anonymize_request (phone, email, to_date, comment, archive, sms_survey)
 VALUES ('912 34 567', 'carol@example.com', '2024-06-01', 'second', true, true);
 });
@@ -75,6 +86,9 @@ my $before = snapshot('archive');
 # the state we dump is the one we meant to make
 like($before->[0], qr/\|first\|t\|t\|f\|Done\|/, 'the first request is Done');
 like($before->[0], qr/\|second\|t\|t\|f\|Waiting\|/, 'the second request is Waiting');
+like($before->[0], qr/\|held\|t\|f\|f\|Held\|/, 'the third request is Held');
+like($before->[1], qr/confirmed/, 'its confirmation has a receipt');
+like($before->[2], qr/\|postgres$/m, 'its confirmation is kept');
 unlike($before->[0], qr/98765432/, 'the Done request is masked');
 like($before->[1], qr/cancelled/, 'the cancellation has its receipt');
 like($before->[1], qr/rewrite/, 'the first run left rewrite receipts');
@@ -95,14 +109,14 @@ for my $i (0 .. $#snapshot_queries)
 }
 
 # a later run works there, on the restored key and receipts
-is($node->safe_psql('restored', 'SELECT anonymize.run()'), '1',
-	'a run in the restored database finishes the Waiting request');
+is($node->safe_psql('restored', 'SELECT anonymize.run()'), '2',
+	'a run in the restored database finishes the Waiting and the confirmed Held request');
 is($node->safe_psql('restored',
 	"SELECT string_agg(comment || ':' || status || ':' || rows_anonymized, ',' ORDER BY id) FROM anonymize.anonymize_request"),
-	'first:Done:3,second:Done:4',
-	'the first request untouched, the second Done with its rows');
+	'first:Done:3,held:Done:6,second:Done:4',
+	'the first request untouched, the confirmed and the Waiting ones Done with their rows');
 is($node->safe_psql('restored', q{SELECT string_agg(id || ':' || caller, ',' ORDER BY id) FROM cc.calls}),
-	'1:Anonymized,2:Anonymized,3:Anonymized,4:004612345678,5:Anonymized',
+	'1:Anonymized,2:Anonymized,3:Anonymized,4:004612345678,5:Anonymized,6:Anonymized,7:Anonymized,8:Anonymized,9:Anonymized,10:Anonymized,11:Anonymized',
 	'the restored archive is erased for the second request too');
 is($node->safe_psql('restored', q{SELECT string_agg(id || ':' || number, ',' ORDER BY id) FROM cc.sms}),
 	'1:Anonymized,2:Anonymized,3:Anonymized',
@@ -115,7 +129,7 @@ is($node->safe_psql('restored', q{
 	SELECT count(*) FROM anonymize.request_log WHERE detail ~ '91234567|carol'}), '0',
 	'no receipt holds an identifier');
 is($node->safe_psql('restored',
-	"INSERT INTO anonymize.anonymize_request (phone) VALUES ('40000000') RETURNING id"), '4',
+	"INSERT INTO anonymize.anonymize_request (phone) VALUES ('40000000') RETURNING id"), '5',
 	'new requests continue the restored id sequence');
 is($node->safe_psql('restored', 'SELECT count(*) FROM anonymize.run_log'), '2',
 	'the run log has the restored run and the new one');
