@@ -444,6 +444,9 @@ COMMENT ON FUNCTION @extschema@.status() IS
 REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA @extschema@ FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;
+-- types get USAGE for PUBLIC by default (it only allows creating objects
+-- that depend on them; values in queries need no privilege)
+REVOKE ALL ON TYPE @extschema@.request_status FROM PUBLIC;
 
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.anonymize_request', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.anonymize_request_id_seq', '');
