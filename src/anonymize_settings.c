@@ -220,16 +220,21 @@ anonymize_settings_init(void)
 	MarkGUCPrefixReserved("anonymize");
 }
 
+/*
+ * anonymize.timezone, or else the server's TimeZone: its value from the
+ * configuration, not a session's SET, so that a session (preview(), the
+ * page's "today") and the background run agree.
+ */
 pg_tz *
 anonymize_tz(void)
 {
-	if (anonymize_timezone_name && anonymize_timezone_name[0] != '\0')
-	{
-		pg_tz	   *tz = pg_tzset(anonymize_timezone_name);
+	const char *name = anonymize_timezone_name;
+	pg_tz	   *tz;
 
-		if (tz != NULL)
-			return tz;
-	}
+	if (name == NULL || name[0] == '\0')
+		name = GetConfigOptionResetString("TimeZone");
+	if (name != NULL && name[0] != '\0' && (tz = pg_tzset(name)) != NULL)
+		return tz;
 	return session_timezone;
 }
 
