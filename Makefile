@@ -16,7 +16,7 @@ REGRESS_FOUNDATION = setup normalize mask request targets
 REGRESS_RUN =
 REGRESS_HOOKS =
 REGRESS_HARDENING =
-REGRESS_OPERATIONS =
+REGRESS_OPERATIONS = retention
 REGRESS = $(REGRESS_FOUNDATION) $(REGRESS_RUN) $(REGRESS_HOOKS) $(REGRESS_HARDENING) $(REGRESS_OPERATIONS)
 REGRESS_OPTS = --inputdir=. --load-extension=anonymize
 ISOLATION := $(sort $(basename $(notdir $(wildcard specs/*.spec))))
