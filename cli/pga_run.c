@@ -29,27 +29,35 @@ pga_sigint(int signo)
 }
 
 /*
- * The run's current activity: what the process doing the run (this
- * session's backend, or the background process it hands the work to)
- * reports in pg_stat_activity, its text starting with "anonymize".
+ * The run's current activity: what the process doing the run reports in
+ * pg_stat_activity, its text starting with "anonymize".  run() hands the
+ * work to a background worker that joins the caller's lock group, so that
+ * worker is the one whose leader_pid is our run connection; failing that
+ * (another run holds the run lock), any anonymize background process.
  */
 static char *
-pga_activity(PGconn *watch, const char *run_pid)
+pga_activity(PGconn *watch, const char *run_pid, bool *ours)
 {
 	const char *params[1] = {run_pid};
 	PGresult   *res;
 	char	   *text = NULL;
 
 	res = PQexecParams(watch,
-					   "SELECT query FROM pg_catalog.pg_stat_activity "
+					   "SELECT query, coalesce(pid = $1::int OR leader_pid = $1::int, false) "
+					   "FROM pg_catalog.pg_stat_activity "
 					   "WHERE pid <> pg_catalog.pg_backend_pid() "
 					   "AND query LIKE 'anonymize%' "
 					   "AND (pid = $1::int OR backend_type <> 'client backend') "
 					   "AND state = 'active' "
-					   "ORDER BY pid = $1::int, backend_start LIMIT 1",
+					   "ORDER BY pid = $1::int OR leader_pid = $1::int DESC, "
+					   "backend_start DESC LIMIT 1",
 					   1, NULL, params, NULL, NULL, 0);
+	*ours = false;
 	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+	{
 		text = strdup(PQgetvalue(res, 0, 0));
+		*ours = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+	}
 	PQclear(res);
 	return text;
 }
@@ -118,19 +126,41 @@ pga_draw_bar(const char *activity, double fraction, int tick)
 	fflush(stdout);
 }
 
-/* The summary of the run that just finished; sets *unfinished. */
+/*
+ * The run id in an activity text ("anonymize run 12: ..."), or 0.
+ */
+static long long
+pga_run_id(const char *text)
+{
+	long long	id = 0;
+
+	if (text && sscanf(text, "anonymize run %lld:", &id) == 1 && id > 0)
+		return id;
+	return 0;
+}
+
+/*
+ * The summary of the run that just finished, from anonymize.runs: the run
+ * seen in the progress, else the latest run() run.  Sets *unfinished when
+ * the run held or failed a request.
+ */
 static int
-pga_summary(PGconn *conn, const char *finished, bool *unfinished)
+pga_summary(PGconn *conn, const char *finished, long long run_id, bool *unfinished)
 {
 	PGresult   *res;
+	char		idbuf[32];
+	const char *params[1] = {idbuf};
 
+	snprintf(idbuf, sizeof(idbuf), "%lld", run_id);
 	res = pga_exec(conn,
 				   "SELECT id, outcome, requests_done, requests_held, requests_failed, "
 				   "rows_rewritten, "
 				   "round(extract(epoch FROM finished_at - started_at)::numeric, 1), "
 				   "error "
-				   "FROM anonymize.runs ORDER BY started_at DESC, id DESC LIMIT 1",
-				   0, NULL);
+				   "FROM anonymize.runs "
+				   "WHERE CASE WHEN $1::bigint > 0 THEN id = $1::bigint ELSE trigger = 'run()' END "
+				   "ORDER BY id DESC LIMIT 1",
+				   1, params);
 	if (res == NULL)
 		return PGA_EXIT_ERROR;
 	if (PQntuples(res) == 0)
@@ -165,6 +195,7 @@ pga_cmd_run(PGconn *conn)
 	bool		drawn = false;
 	bool		unfinished = false;
 	bool		cancel_sent = false;
+	long long	run_id = 0;
 	int			tick = 0;
 	int			rc;
 	struct sigaction sa;
@@ -221,7 +252,8 @@ pga_cmd_run(PGconn *conn)
 
 		if (show && !pga_interrupted)
 		{
-			char	   *activity = pga_activity(watch, run_pid);
+			bool		ours;
+			char	   *activity = pga_activity(watch, run_pid, &ours);
 
 			tick++;
 			if (tty)
@@ -236,6 +268,8 @@ pga_cmd_run(PGconn *conn)
 				printf("progress: %s\n", activity);
 				fflush(stdout);
 			}
+			if (activity && ours && run_id == 0)
+				run_id = pga_run_id(activity);
 			if (activity)
 			{
 				free(shown);
@@ -273,7 +307,7 @@ pga_cmd_run(PGconn *conn)
 	finished = strdup(PQgetvalue(last, 0, 0));
 	PQclear(last);
 
-	rc = pga_summary(conn, finished ? finished : "?", &unfinished);
+	rc = pga_summary(conn, finished ? finished : "?", run_id, &unfinished);
 	free(finished);
 	if (rc == PGA_EXIT_OK && unfinished)
 		rc = PGA_EXIT_HELD;

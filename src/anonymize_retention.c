@@ -17,22 +17,27 @@
  *		anonymize.sms_survey_retention (empty: off) becomes
  *		anonymize.replacement, anonymize.batch_size rows per statement.
  *
- * Both run in the caller's transaction, so the nightly run calls them after
- * its requests; what they did is written to anonymize.retention_log
- * (counts only) and to the server log (counts and table names only).
+ * Both run in the caller's transaction.  The run calls them after its
+ * requests through anonymize_retention_run(), each in a transaction of its
+ * own, and vacuums the tables whose answers were rewritten.  What they did
+ * is written to anonymize.retention_log (counts only) and to the server log
+ * (counts and table names only).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "pgtime.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "anonymize_request.h"
@@ -254,6 +259,7 @@ anonymize_purge_requests(void)
 /* a leaf table of an sms_survey target, and the target it belongs to */
 typedef struct RetentionLeaf
 {
+	Oid			relid;			/* the leaf */
 	char	   *target;			/* the registered table, as regclass text */
 	char	   *leaf;			/* schema-qualified, quoted leaf table */
 	char	   *col;
@@ -261,7 +267,7 @@ typedef struct RetentionLeaf
 } RetentionLeaf;
 
 int64
-anonymize_sms_survey_retention_execute(void)
+anonymize_sms_survey_retention_execute(List **touched)
 {
 	MemoryContext callercxt = CurrentMemoryContext;
 	RetentionLeaf *leaves;
@@ -280,7 +286,7 @@ anonymize_sms_survey_retention_execute(void)
 	 * every leaf partition of every sms_survey target; pg_partition_tree()
 	 * returns nothing for a table that is not partitioned, hence the UNION
 	 */
-	if (SPI_execute("SELECT t.tbl::text, quote_ident(n.nspname) || '.' || quote_ident(c.relname),"
+	if (SPI_execute("SELECT l.relid::oid, t.tbl::text, quote_ident(n.nspname) || '.' || quote_ident(c.relname),"
 					" t.col::text, t.time_col::text"
 					" FROM anonymize.target t,"
 					" LATERAL (SELECT p.relid FROM pg_catalog.pg_partition_tree(t.tbl) p"
@@ -288,7 +294,7 @@ anonymize_sms_survey_retention_execute(void)
 					" JOIN pg_catalog.pg_class c ON c.oid = l.relid"
 					" JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
 					" WHERE t.scope = 'sms_survey' AND c.relkind = 'r'"
-					" ORDER BY t.tbl::text, t.col, 2",
+					" ORDER BY t.tbl::text, t.col, 3",
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the sms_survey targets");
 	nleaves = (int) SPI_processed;
@@ -298,10 +304,13 @@ anonymize_sms_survey_retention_execute(void)
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 
-		leaves[i].target = MemoryContextStrdup(callercxt, SPI_getvalue(tup, desc, 1));
-		leaves[i].leaf = MemoryContextStrdup(callercxt, SPI_getvalue(tup, desc, 2));
-		leaves[i].col = MemoryContextStrdup(callercxt, SPI_getvalue(tup, desc, 3));
-		leaves[i].time_col = MemoryContextStrdup(callercxt, SPI_getvalue(tup, desc, 4));
+		bool		isnull;
+
+		leaves[i].relid = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+		leaves[i].target = MemoryContextStrdup(callercxt, SPI_getvalue(tup, desc, 2));
+		leaves[i].leaf = MemoryContextStrdup(callercxt, SPI_getvalue(tup, desc, 3));
+		leaves[i].col = MemoryContextStrdup(callercxt, SPI_getvalue(tup, desc, 4));
+		leaves[i].time_col = MemoryContextStrdup(callercxt, SPI_getvalue(tup, desc, 5));
 	}
 	SPI_freetuptable(SPI_tuptable);
 
@@ -312,6 +321,7 @@ anonymize_sms_survey_retention_execute(void)
 		SPIPlanPtr	plan;
 		Oid			argtypes[3] = {TEXTOID, TIMESTAMPTZOID, INT4OID};
 		Datum		values[3];
+		int64		leaf_rows = 0;
 
 		/*
 		 * One batch: the first batch_size rows still to do, found by ctid in
@@ -338,12 +348,20 @@ anonymize_sms_survey_retention_execute(void)
 			if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "could not anonymize old answers in %s", leaves[i].leaf);
 			n = SPI_processed;
-			target_rows += n;
+			leaf_rows += n;
 			if (n < (uint64) anonymize_batch_size)
 				break;
 		}
 		SPI_freeplan(plan);
 		pfree(sql);
+		target_rows += leaf_rows;
+		if (leaf_rows > 0 && touched != NULL)
+		{
+			MemoryContext old = MemoryContextSwitchTo(callercxt);
+
+			*touched = list_append_unique_oid(*touched, leaves[i].relid);
+			MemoryContextSwitchTo(old);
+		}
 
 		/* the last leaf of a target column: record the target's count */
 		if (i + 1 == nleaves ||
@@ -379,5 +397,67 @@ anonymize_purge_requests_sql(PG_FUNCTION_ARGS)
 Datum
 anonymize_sms_survey_retention_sql(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_INT64(anonymize_sms_survey_retention_execute());
+	PG_RETURN_INT64(anonymize_sms_survey_retention_execute(NULL));
+}
+
+/*
+ * One part of retention in a transaction of its own; an error is logged
+ * (its message only: a detail could quote a row) and the run goes on, its
+ * requests being done already.
+ */
+static void
+retention_step(const char *what, const char *retention, List **touched,
+			   bool *page_written, MemoryContext cxt)
+{
+	char		activity[256];
+
+	if (retention == NULL || retention[0] == '\0')
+		return;
+	snprintf(activity, sizeof(activity), "anonymize run: retention: %s older than %s",
+			 what, retention);
+	pgstat_report_activity(STATE_RUNNING, activity);
+
+	PG_TRY();
+	{
+		int64		n;
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (page_written != NULL)
+		{
+			n = anonymize_purge_requests();
+			*page_written = *page_written || n > 0;
+		}
+		else
+		{
+			MemoryContext old = MemoryContextSwitchTo(cxt);
+
+			n = anonymize_sms_survey_retention_execute(touched);
+			MemoryContextSwitchTo(old);
+		}
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+		ereport(LOG,
+				(errhidestmt(true),
+				 errmsg("anonymize run: retention of %s failed: %s", what, edata->message)));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+}
+
+void
+anonymize_retention_run(List **touched, bool *page_written, MemoryContext cxt)
+{
+	retention_step("requests", anonymize_request_retention, NULL, page_written, cxt);
+	retention_step("SMS survey answers", anonymize_sms_survey_retention, touched, NULL, cxt);
 }

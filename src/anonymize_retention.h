@@ -11,6 +11,7 @@
 #ifndef ANONYMIZE_RETENTION_H
 #define ANONYMIZE_RETENTION_H
 
+#include "nodes/pg_list.h"
 #include "utils/guc.h"
 
 extern char *anonymize_request_retention;
@@ -21,11 +22,22 @@ extern bool anonymize_check_retention(char **newval, void **extra,
 									  GucSource source);
 
 /*
- * Both run in the caller's transaction (SPI), may be called from a
- * background worker's transaction, and return what they did: requests
- * purged, rows anonymized.  Nothing happens when the setting is empty.
+ * Both run in the caller's transaction (SPI) and return what they did:
+ * requests purged, rows anonymized; the second adds the OIDs of the tables
+ * it rewrote to *touched when that is not NULL.  Nothing happens when the
+ * setting is empty.
  */
 extern int64 anonymize_purge_requests(void);
-extern int64 anonymize_sms_survey_retention_execute(void);
+extern int64 anonymize_sms_survey_retention_execute(List **touched);
+
+/*
+ * The run's last step, called outside a transaction by
+ * anonymize_run_execute_ext() before it records and vacuums: each part in
+ * a transaction of its own.  Appends the OIDs of the tables whose answers
+ * it rewrote to *touched (in cxt), so that the run vacuums them, and sets
+ * *page_written when it purged the page.  An error is logged, not raised.
+ */
+extern void anonymize_retention_run(List **touched, bool *page_written,
+									MemoryContext cxt);
 
 #endif							/* ANONYMIZE_RETENTION_H */
