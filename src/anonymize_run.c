@@ -654,8 +654,7 @@ run_rewrite_batch(RunState *st, int64 from, int64 to, int64 done, int64 total)
 	pfree(tids);
 	pfree(reqs);
 	pfree(ids);
-	pfree(rid);
-	pfree(rcount);
+	/* rid and rcount were allocated in the SPI context, freed with it */
 }
 
 static void
@@ -911,8 +910,10 @@ run_vacuum(RunState *st)
 
 		StartTransactionCommand();
 		nsp = get_namespace_oid("anonymize", false);
+		old = MemoryContextSwitchTo(st->cxt);	/* relids outlives the transaction */
 		relids = list_append_unique_oid(relids, get_relname_relid("anonymize_request", nsp));
 		relids = list_append_unique_oid(relids, get_relname_relid("request_private", nsp));
+		MemoryContextSwitchTo(old);
 		CommitTransactionCommand();
 	}
 	if (relids == NIL)
