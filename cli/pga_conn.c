@@ -74,8 +74,17 @@ pga_report_result_error(const PGresult *res)
 
 	if (msg == NULL)
 	{
-		/* not from the server: a lost connection, say */
-		pga_error("%s", PQresultErrorMessage(res));
+		/*
+		 * Not from the server: a lost connection, say.  libpq's message is
+		 * its first line and the tab-indented lines under it; what follows
+		 * is the noise of later calls on the dead connection.
+		 */
+		const char *text = PQresultErrorMessage(res);
+		const char *end = strchr(text, '\n');
+
+		while (end != NULL && end[1] == '\t')
+			end = strchr(end + 1, '\n');
+		pga_error("%.*s", end ? (int) (end - text) : (int) strlen(text), text);
 		return;
 	}
 	if (pga_opts.verbose && state != NULL)

@@ -241,6 +241,8 @@ pga_cmd_run(PGconn *conn)
 			fprintf(stderr, "%s: cancel requested\n", progname);
 		}
 
+		if (sock < 0)
+			break;
 		FD_ZERO(&fds);
 		FD_SET(sock, &fds);
 		tv.tv_sec = (long) pga_opts.interval;
