@@ -202,7 +202,29 @@ pga_cmd_status(PGconn *conn)
 {
 	PGresult   *res;
 
-	res = pga_exec(conn, "SELECT * FROM anonymize.status()", 0, NULL);
+	res = pga_exec(conn,
+				   "SELECT s.worker_state || coalesce(' (pid ' || s.worker_pid || ')', '') "
+				   "       || ', serving database ' || s.database AS worker, "
+				   "CASE WHEN s.enabled THEN 'daily at ' || s.run_at "
+				   "     ELSE 'off (anonymize.enabled = off): runs only on run() or wake()' END "
+				   "  || CASE WHEN s.wake_pending THEN ', wake() pending' ELSE '' END AS schedule, "
+				   "coalesce(to_char(s.next_run, 'YYYY-MM-DD HH24:MI TZ'), '-') AS \"next run\", "
+				   "coalesce(s.activity, 'idle') AS now, "
+				   "CASE WHEN r.id IS NOT NULL THEN "
+				   "  'run ' || r.id || ', ' || to_char(r.started_at, 'YYYY-MM-DD HH24:MI:SS') "
+				   "  || ' (' || r.trigger || '), ' || r.outcome "
+				   "  || coalesce(' in ' || round(extract(epoch FROM r.finished_at - r.started_at)::numeric, 1) || ' s', '') "
+				   "  || ': ' || r.requests_done || ' done, ' || r.requests_held || ' held, ' "
+				   "  || r.requests_failed || ' failed, ' || r.rows_rewritten || ' rows rewritten' "
+				   "  || coalesce(' (' || r.error || ')', '') "
+				   "WHEN s.last_started IS NOT NULL THEN "
+				   "  to_char(s.last_started, 'YYYY-MM-DD HH24:MI:SS') "
+				   "  || coalesce(' (' || s.last_trigger || ')', '') || ', ' "
+				   "  || coalesce(s.last_outcome, 'running') "
+				   "ELSE 'none' END AS \"last run\" "
+				   "FROM anonymize.status() s "
+				   "LEFT JOIN LATERAL (SELECT * FROM anonymize.runs ORDER BY id DESC LIMIT 1) r ON true",
+				   0, NULL);
 	if (res == NULL)
 		return PGA_EXIT_ERROR;
 	if (PQntuples(res) > 0)

@@ -134,6 +134,17 @@ is($node->safe_psql('postgres', "SELECT sum(requests_done), sum(rows_anonymized)
 is($node->safe_psql('postgres', "SELECT kind, coalesce(target, '-'), rows FROM anonymize.retention_log ORDER BY id"),
 	"requests|-|1\nsms_survey|sms_answer|2", 'run: retention_log');
 
+# status: the worker, its schedule, what it does now, the last run
+($rc, $out) = cli('status');
+is($rc, 0, 'status: exit 0');
+like($out, qr/^worker +\| \w[\w ]* \(pid \d+\), serving database postgres\n/, 'status: the worker and its database');
+like($out, qr/^schedule +\| off \(anonymize.enabled = off\): runs only on run\(\) or wake\(\)$/m, 'status: the schedule');
+like($out, qr/^next run +\| -$/m, 'status: no next run while disabled');
+like($out, qr/^now +\| \S.*$/m, 'status: what the worker does now');
+my $last = $node->safe_psql('postgres', 'SELECT max(id) FROM anonymize.runs');
+like($out, qr/^last run +\| run $last, [\d: -]+ \(run\(\)\), ok in \d+\.\d s: 1 done, 0 held, 0 failed, 3000 rows rewritten$/m,
+	'status: the last run');
+
 # on a terminal: a progress bar redrawn in place
 SKIP:
 {
