@@ -396,6 +396,13 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION @extschema@.wake() IS
 'asks the background worker to run now (also when anonymize.enabled is off); SQLSTATE 55000 when it is not loaded or serves another database';
 
+CREATE FUNCTION @extschema@._schedule_next(after timestamptz, run_at time, timezone text)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'anonymize_schedule_next_sql'
+LANGUAGE C STRICT STABLE;
+COMMENT ON FUNCTION @extschema@._schedule_next(timestamptz, time, text) IS
+'internal: the worker''s next daily run after a time, for a run_at and time zone (tests pin daylight-saving changes with it)';
+
 CREATE FUNCTION @extschema@.status(
 	OUT worker_pid integer,
 	OUT worker_state text,
@@ -415,7 +422,8 @@ CREATE FUNCTION @extschema@.status(
 	OUT last_rows_rewritten bigint)
 RETURNS record
 AS 'MODULE_PATHNAME', 'anonymize_status'
-LANGUAGE C VOLATILE;
+LANGUAGE C VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;	-- reads worker_state
 COMMENT ON FUNCTION @extschema@.status() IS
 'the background worker: state, next scheduled run, current activity and last run';
 -- ==== end of the worker ====

@@ -1018,13 +1018,17 @@ anonymize_run_execute_ext(AnonymizeRunResult *result, const char *trigger,
 
 		if (st.nreqs > 0)
 		{
+			/* targets from index first on are not scanned yet */
+			first = 0;
+			run_begin_xact();
+			(void) run_new_targets(&st);
+			run_commit_xact();
 			for (;;)
 			{
-				run_begin_xact();
-				first = run_new_targets(&st);
-				run_commit_xact();
 				if (first < st.ntargets)
 					run_targets(&st, first);
+				first = st.ntargets;
+				/* false: run_finish() found targets added meanwhile */
 				if (run_finish(&st))
 					break;
 			}

@@ -355,7 +355,10 @@ anonymize_worker_wait(long timeout_ms)
 	ResetLatch(MyLatch);
 }
 
-/* one run; an error ends the worker (it is restarted and resumes the run) */
+/*
+ * One run (the run logs its start and its counts).  An error ends the
+ * worker; it is restarted and resumes the run.
+ */
 static void
 anonymize_worker_run(const char *trigger, TimestampTz slot)
 {
@@ -378,8 +381,6 @@ anonymize_worker_run(const char *trigger, TimestampTz slot)
 	snprintf(activity, sizeof(activity), "starting a run (%s)", trigger);
 	pgstat_report_activity(STATE_RUNNING, activity);
 	anonymize_worker_mark_started(trigger, slot, started);
-	ereport(LOG,
-			(errmsg("anonymize worker: run started (%s)", trigger)));
 
 	memset(&result, 0, sizeof(result));
 	PG_TRY();
@@ -390,20 +391,13 @@ anonymize_worker_run(const char *trigger, TimestampTz slot)
 	{
 		SpinLockAcquire(&s->mutex);
 		s->last_finished = GetCurrentTimestamp();
-		strlcpy(s->last_outcome, "error", ANONYMIZE_WORKER_TEXTLEN);
+		strlcpy(s->last_outcome, "failed", ANONYMIZE_WORKER_TEXTLEN);
 		SpinLockRelease(&s->mutex);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
 
 	anonymize_worker_mark_finished(slot, "ok", &result);
-	ereport(LOG,
-			(errmsg("anonymize worker: run finished (%s): %lld requests done, %lld held, %lld failed, %lld rows rewritten",
-					trigger,
-					(long long) result.requests_done,
-					(long long) result.requests_held,
-					(long long) result.requests_failed,
-					(long long) result.rows_rewritten)));
 
 	SpinLockAcquire(&s->mutex);
 	s->last_finished = GetCurrentTimestamp();
@@ -504,7 +498,9 @@ anonymize_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
-			next_slot = 0;		/* run_at or the time zone may have changed */
+			/* run_at or the time zone may have changed; a due run stays due */
+			if (next_slot > GetCurrentTimestamp())
+				next_slot = 0;
 		}
 
 		if (RecoveryInProgress())
@@ -541,7 +537,7 @@ anonymize_worker_main(Datum main_arg)
 		SpinLockRelease(&s->mutex);
 		if (wake)
 		{
-			anonymize_worker_run("wake", 0);
+			anonymize_worker_run("wake()", 0);
 			continue;
 		}
 

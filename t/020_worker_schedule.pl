@@ -69,6 +69,28 @@ $node->safe_psql('postgres', 'CREATE EXTENSION anonymize');
 $node->reload;    # the worker looks again at once on SIGHUP
 wait_status("worker_state = 'waiting'", 'the worker to wait');
 
+# one run per local date across daylight-saving changes (Europe/Oslo 2026:
+# 29 March 02:00 -> 03:00, 25 October 03:00 -> 02:00); times in UTC
+is( $node->safe_psql('postgres', q{
+SELECT string_agg(a || ' -> ' || anonymize._schedule_next(a, r, 'Europe/Oslo'), E'\n' ORDER BY a, r)
+FROM (VALUES ('2026-06-01 00:00+00'::timestamptz, '02:00'::time),
+	('2026-06-01 00:00:01+00', '02:00'),
+	('2026-03-28 12:00+00', '02:30'),
+	('2026-03-29 01:30+00', '02:30'),
+	('2026-10-24 12:00+00', '02:30'),
+	('2026-10-25 00:30+00', '02:30'),
+	('2026-10-25 01:30+00', '02:30'),
+	('2026-12-31 23:30+00', '00:15')) AS v(a, r)}),
+	q{2026-03-28 12:00:00+00 -> 2026-03-29 01:30:00+00
+2026-03-29 01:30:00+00 -> 2026-03-30 00:30:00+00
+2026-06-01 00:00:00+00 -> 2026-06-02 00:00:00+00
+2026-06-01 00:00:01+00 -> 2026-06-02 00:00:00+00
+2026-10-24 12:00:00+00 -> 2026-10-25 01:30:00+00
+2026-10-25 00:30:00+00 -> 2026-10-25 01:30:00+00
+2026-10-25 01:30:00+00 -> 2026-10-26 01:30:00+00
+2026-12-31 23:30:00+00 -> 2027-01-01 23:15:00+00},
+	'the schedule: strictly after, a skipped run_at an hour later, a repeated one once, across the year');
+
 is(status('next_run = ' . slot_sql('02:00', '>')),
 	't', 'next_run is the next 02:00 in anonymize.timezone');
 is(status('last_trigger IS NULL'), 't', 'installing the extension runs nothing');
@@ -142,13 +164,30 @@ $node->reload;
 wait_status("worker_state = 'disabled'", 'the disabled worker');
 is(status('next_run IS NULL AND NOT enabled'), 't', 'disabled: no next run');
 $node->safe_psql('postgres', 'SELECT anonymize.wake()');
-wait_status("last_trigger = 'wake' AND last_outcome = 'ok'", 'the woken run');
+wait_status("last_trigger = 'wake()' AND last_outcome = 'ok'", 'the woken run');
 pass('wake() runs while anonymize.enabled is off');
+
+# privileges: nothing for PUBLIC; a role granted wake() and status() needs
+# nothing else (status() reads worker_state as its owner)
+$node->safe_psql('postgres', q{
+CREATE ROLE portal LOGIN;
+CREATE ROLE nobody LOGIN;
+GRANT USAGE ON SCHEMA anonymize TO portal, nobody;
+GRANT EXECUTE ON FUNCTION anonymize.wake(), anonymize.status() TO portal;
+});
+is( $node->safe_psql('postgres',
+		"SET ROLE portal; SELECT FROM anonymize.wake(); SELECT worker_state IS NOT NULL AND last_started IS NOT NULL FROM anonymize.status()"),
+	't', 'a role granted wake() and status() can use them');
+my ($ret, $out, $err) = $node->psql('postgres',
+	"SET ROLE nobody; SELECT anonymize.status()");
+like($err, qr/permission denied for function status/, 'status() is not granted to PUBLIC');
+($ret, $out, $err) = $node->psql('postgres', "SET ROLE nobody; SELECT anonymize.wake()");
+like($err, qr/permission denied for function wake/, 'nor is wake()');
 
 # wake() in a database the worker does not serve
 $node->safe_psql('postgres', 'CREATE DATABASE other');
 $node->safe_psql('other', 'CREATE EXTENSION anonymize');
-my ($ret, $out, $err) = $node->psql('other',
+($ret, $out, $err) = $node->psql('other',
 	"\\set VERBOSITY verbose\nSELECT anonymize.wake()");
 like($err, qr/55000: the anonymize background worker serves database "postgres", not this one/,
 	'wake() in another database: 55000');
@@ -164,7 +203,7 @@ like($err, qr/55000: the anonymize background worker is not loaded/,
 like($err, qr/HINT:  Add anonymize to shared_preload_libraries/, '... with a hint');
 is( $node->safe_psql('postgres',
 		'SELECT worker_state, worker_pid IS NULL, next_run IS NULL, last_trigger, last_outcome FROM anonymize.status()'),
-	'not loaded|t|t|wake|ok',
+	'not loaded|t|t|wake()|ok',
 	'status() without the worker: not loaded, and the last run from worker_state');
 
 $node->stop;
