@@ -57,6 +57,8 @@ usage(void)
 	printf("\nOptions of add:\n");
 	printf("      --phone=NUMBER       phone number: national, or 00 and the country code\n");
 	printf("      --email=ADDRESS      email address\n");
+	printf("                           (\"-\" reads it from a line of standard input, phone\n");
+	printf("                           first, so that it stays out of ps and shell history)\n");
 	printf("      --to-date=DATE       contacts up to this date (inclusive; default today)\n");
 	printf("      --comment=TEXT       comment shown on the page\n");
 	printf("      --archive            scope: the archive\n");
@@ -104,6 +106,25 @@ usage_error(const char *fmt, const char *arg)
 	fprintf(stderr, "\n%s: hint: Try \"%s --help\" for more information.\n",
 			progname, progname);
 	exit(PGA_EXIT_USAGE);
+}
+
+/* one line of standard input, without its newline */
+static const char *
+read_stdin_line(const char *option)
+{
+	static char buf[2][1024];
+	static int	n = 0;
+	char	   *line = buf[n++ % 2];
+	size_t		len;
+
+	if (fgets(line, sizeof(buf[0]), stdin) == NULL)
+		usage_error("%s=- but nothing to read on standard input", option);
+	len = strlen(line);
+	if (len > 0 && line[len - 1] == '\n')
+		line[--len] = '\0';
+	if (len > 0 && line[len - 1] == '\r')
+		line[--len] = '\0';
+	return line;
 }
 
 /* the command an option belongs to, or NULL for general options */
@@ -295,6 +316,11 @@ main(int argc, char **argv)
 		}
 	if (strcmp(command, "add") == 0 && pga_opts.phone == NULL && pga_opts.email == NULL)
 		usage_error("command \"add\" needs --phone or --email, or both%s", "");
+	/* "-": read it from standard input, out of ps and the shell's history */
+	if (pga_opts.phone && strcmp(pga_opts.phone, "-") == 0)
+		pga_opts.phone = read_stdin_line("--phone");
+	if (pga_opts.email && strcmp(pga_opts.email, "-") == 0)
+		pga_opts.email = read_stdin_line("--email");
 
 	conn = pga_connect();
 	if (strcmp(command, "add") == 0)

@@ -100,11 +100,27 @@ is( $node->safe_psql('postgres',
 	  . "||f|t|t|Waiting|paal",
 	'add: rows on the page, scopes as given, archive by default');
 
+# "-" reads the identifier from standard input: out of ps and shell history
+{
+	my ($in, $o, $e) = ("98765431\ncarol\@example.com\n", '', '');
+	IPC::Run::run([ $cli, @conn, 'add', '--phone=-', '--email=-', '--comment=from stdin' ],
+		'<', \$in, '>', \$o, '2>', \$e);
+	is($? >> 8, 0, 'add --phone=- --email=-: exit 0');
+	is( $node->safe_psql('postgres',
+			"SELECT phone || ' ' || email FROM anonymize.anonymize_request WHERE comment = 'from stdin'"),
+		'98765431 carol@example.com',
+		'add --phone=- --email=-: both read from standard input, phone first');
+	$node->safe_psql('postgres', "DELETE FROM anonymize.anonymize_request WHERE comment = 'from stdin'");
+	($rc, undef, $err) = cli(@conn, 'add', '--phone=-');
+	is($rc, 2, 'add --phone=- with nothing on standard input: exit 2');
+	like($err, qr/--phone=- but nothing to read on standard input/, '... and says so');
+}
+
 # the identifier is a parameter, never in the statement text (the server
 # here logs statements but not their parameters)
 my $log = slurp_file($node->logfile);
 like($log, qr/execute <unnamed>: INSERT INTO anonymize.anonymize_request/, 'add: the statement was logged');
-unlike($log, qr/98765432|bob\.test/, 'add: no identifier in the logged statements');
+unlike($log, qr/98765432|98765431|bob\.test|carol/, 'add: no identifier in the logged statements');
 
 # an error from the server: message, detail, hint; nothing else; exit 1
 ($rc, $out, $err) = cli(@conn, 'add', '--phone=98x65432');
