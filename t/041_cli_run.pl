@@ -134,6 +134,17 @@ is($node->safe_psql('postgres', "SELECT sum(requests_done), sum(rows_anonymized)
 is($node->safe_psql('postgres', "SELECT kind, coalesce(target, '-'), rows FROM anonymize.retention_log ORDER BY id"),
 	"requests|-|1\nsms_survey|sms_answer|2", 'run: retention_log');
 
+# the run vacuumed the answers it rewrote: no old row version keeps a number
+$node->poll_query_until('postgres',
+	"SELECT vacuumed_at IS NOT NULL FROM anonymize.runs ORDER BY id DESC LIMIT 1")
+  or die 'timed out waiting for the run to vacuum';
+$node->safe_psql('postgres', 'CREATE EXTENSION pageinspect');
+is( $node->safe_psql('postgres', q{
+		SELECT count(*) FROM generate_series(0, pg_relation_size('sms_answer') / 8192 - 1) AS p,
+			LATERAL heap_page_items(get_raw_page('sms_answer', p::int)) AS i
+		WHERE position(convert_to('+479111111', 'UTF8') IN i.t_data) > 0}),
+	'1', 'run: only the recent answer keeps its number, in any row version on disk');
+
 # status: the worker, its schedule, what it does now, the last run
 ($rc, $out) = cli('status');
 is($rc, 0, 'status: exit 0');
