@@ -146,6 +146,13 @@ anonymize_run_worker_main(Datum main_arg)
 	/* the server's configuration, as the scheduled run has it */
 	ProcessConfigFile(PGC_SIGHUP);
 
+	/*
+	 * In its caller's lock group this process cannot lead parallel workers
+	 * (they could not join the group and would wait for its locks).
+	 */
+	SetConfigOption("max_parallel_workers_per_gather", "0", PGC_USERSET,
+					PGC_S_OVERRIDE);
+
 	PG_TRY();
 	{
 		anonymize_run_execute_ext(&result, "run()", run_committed, shared);
