@@ -302,7 +302,12 @@ pga_cmd_run(PGconn *conn)
 	}
 	if (PQresultStatus(last) != PGRES_TUPLES_OK)
 	{
+		const char *state = PQresultErrorField(last, PG_DIAG_SQLSTATE);
+
 		pga_report_result_error(last);
+		if (cancel_sent && state && strcmp(state, "57014") == 0)
+			pga_hint("A run that had started goes on in the background; \"%s status\" shows it.",
+					 progname);
 		PQclear(last);
 		return PGA_EXIT_ERROR;
 	}

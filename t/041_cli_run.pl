@@ -152,9 +152,35 @@ like($out, qr/^worker +\| \w[\w ]* \(pid \d+\), serving database postgres\n/, 's
 like($out, qr/^schedule +\| off \(anonymize.enabled = off\): runs only on run\(\) or wake\(\)$/m, 'status: the schedule');
 like($out, qr/^next run +\| -$/m, 'status: no next run while disabled');
 like($out, qr/^now +\| \S.*$/m, 'status: what the worker does now');
+like($out, qr/^run\(\) now +\| none$/m, 'status: no run() at work');
 my $last = $node->safe_psql('postgres', 'SELECT max(id) FROM anonymize.runs');
 like($out, qr/^last run +\| run $last, [\d: -]+ \(run\(\)\), ok in \d+\.\d s: 1 done, 0 held, 0 failed, 3000 rows rewritten$/m,
 	'status: the last run');
+
+# Ctrl-C: run() is cancelled, the run it started goes on in the background
+cli('add', '--phone=55555555', '--comment=cancelled wait');
+$locker->query_safe('SELECT pg_advisory_lock(1634627438, 1920298496)');
+($rout, $rerr) = ('', '');
+$h = IPC::Run::start([ $cli, @conn, 'run', '--interval=0.1' ],
+	'<', \undef, '>', \$rout, '2>', \$rerr,
+	IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+$h->pump until $rout =~ /waiting for the run lock/;
+$h->signal('INT');
+$h->finish;
+is($h->result(0), 1, 'run interrupted: exit 1');
+is($rerr,
+	"pg_anonymize: cancel requested\n"
+	  . "pg_anonymize: error: canceling statement due to user request\n"
+	  . "pg_anonymize: hint: A run that had started goes on in the background; \"pg_anonymize status\" shows it.\n",
+	'run interrupted: the cancel, the server message and the hint');
+($rc, $out) = cli('status');
+like($out, qr/^run\(\) now +\| anonymize run: waiting for the run lock \(pid \d+\)$/m,
+	'status: the run() still at work');
+$locker->query_safe('SELECT pg_advisory_unlock(1634627438, 1920298496)');
+$node->poll_query_until('postgres',
+	"SELECT status = 'Done' FROM anonymize.anonymize_request WHERE comment = 'cancelled wait'")
+  or die 'timed out waiting for the background run';
+pass('the run goes on after the interrupted client and finishes the request');
 
 # on a terminal: a progress bar redrawn in place
 SKIP:
