@@ -82,7 +82,6 @@ typedef struct RunState
 
 	List	   *touched;		/* leaf OIDs rewritten, to vacuum */
 	List	   *scanned_leaves; /* leaf OIDs scanned */
-	bool		page_written;
 } RunState;
 
 /* ---------------------------------------------------------------------
@@ -291,8 +290,6 @@ run_load_requests(RunState *st)
 			 " LEFT JOIN anonymize.request_private p ON p.request_id = r.id"
 			 " WHERE r.status = 'Running' ORDER BY r.id",
 			 1, (Oid[]) {INT8ARRAYOID}, &resumed, NULL, SPI_OK_SELECT);
-	if (SPI_processed > 0)
-		st->page_written = true;
 
 	old = MemoryContextSwitchTo(st->cxt);
 	st->nreqs = SPI_processed;
@@ -492,6 +489,12 @@ run_scan_targets(RunState *st, int first)
 
 			run_begin_xact();
 			rel = try_table_open(leafid, AccessShareLock);
+			if (rel != NULL && !anonymize_leaf_may_match(ms, target, rel))
+			{
+				/* a partition of later times: nothing in it is due */
+				table_close(rel, AccessShareLock);
+				rel = NULL;
+			}
 			if (rel != NULL)
 			{
 				run_activity(st, "scanning %s (%s, %ld pages) for %d identifiers",
@@ -551,7 +554,6 @@ run_hold(RunState *st)
 		run_page_write_end();
 		run_commit_xact();
 		st->result->requests_held++;
-		st->page_written = true;
 		ereport(LOG,
 				(errmsg("anonymize run %lld: request %lld held: it would rewrite %lld rows, more than anonymize.max_rows_per_request (%d)",
 						(long long) st->run_id, (long long) r->id,
@@ -882,7 +884,6 @@ run_finish(RunState *st)
 		st->result->requests_done += SPI_processed;
 		run_page_write_end();
 		run_commit_xact();
-		st->page_written = true;
 
 		for (int j = 0; j < n; j++)
 			st->reqs[idx[j]].active = false;
@@ -946,7 +947,10 @@ run_vacuum(RunState *st)
 			relids = list_concat_unique_oid(relids, st->scanned_leaves);
 			break;
 		}
-	if (st->page_written)
+	/*
+	 * The page always: besides the run's own writes, the portal's edits and
+	 * cancellations leave old versions with identifiers in it.
+	 */
 	{
 		Oid			nsp;
 

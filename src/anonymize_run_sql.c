@@ -23,6 +23,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -197,6 +198,11 @@ anonymize_run_sql(PG_FUNCTION_ARGS)
 	bool		registered;
 	MemoryContext oldcxt;
 
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("anonymize.run() cannot run on a hot standby"),
+				 errhint("Call it on the primary; its changes reach the standby by replication.")));
 	if (GetTopTransactionIdIfAny() != InvalidTransactionId)
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
