@@ -406,8 +406,8 @@ anonymize_sms_survey_retention_sql(PG_FUNCTION_ARGS)
  * requests being done already.
  */
 static void
-retention_step(const char *what, const char *retention, List **touched,
-			   bool *page_written, MemoryContext cxt)
+retention_step(bool purge, const char *what, const char *retention,
+			   List **touched, MemoryContext cxt)
 {
 	char		activity[256];
 
@@ -419,21 +419,16 @@ retention_step(const char *what, const char *retention, List **touched,
 
 	PG_TRY();
 	{
-		int64		n;
-
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		if (page_written != NULL)
-		{
-			n = anonymize_purge_requests();
-			*page_written = *page_written || n > 0;
-		}
+		if (purge)
+			(void) anonymize_purge_requests();
 		else
 		{
 			MemoryContext old = MemoryContextSwitchTo(cxt);
 
-			n = anonymize_sms_survey_retention_execute(touched);
+			(void) anonymize_sms_survey_retention_execute(touched);
 			MemoryContextSwitchTo(old);
 		}
 		PopActiveSnapshot();
@@ -456,8 +451,8 @@ retention_step(const char *what, const char *retention, List **touched,
 }
 
 void
-anonymize_retention_run(List **touched, bool *page_written, MemoryContext cxt)
+anonymize_retention_run(List **touched, MemoryContext cxt)
 {
-	retention_step("requests", anonymize_request_retention, NULL, page_written, cxt);
-	retention_step("SMS survey answers", anonymize_sms_survey_retention, touched, NULL, cxt);
+	retention_step(true, "requests", anonymize_request_retention, NULL, cxt);
+	retention_step(false, "SMS survey answers", anonymize_sms_survey_retention, touched, cxt);
 }

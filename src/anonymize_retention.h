@@ -34,10 +34,9 @@ extern int64 anonymize_sms_survey_retention_execute(List **touched);
  * The run's last step, called outside a transaction by
  * anonymize_run_execute_ext() before it records and vacuums: each part in
  * a transaction of its own.  Appends the OIDs of the tables whose answers
- * it rewrote to *touched (in cxt), so that the run vacuums them, and sets
- * *page_written when it purged the page.  An error is logged, not raised.
+ * it rewrote to *touched (in cxt), so that the run vacuums them (the run
+ * vacuums the page anyway).  An error is logged, not raised.
  */
-extern void anonymize_retention_run(List **touched, bool *page_written,
-									MemoryContext cxt);
+extern void anonymize_retention_run(List **touched, MemoryContext cxt);
 
 #endif							/* ANONYMIZE_RETENTION_H */

@@ -1084,7 +1084,7 @@ anonymize_run_execute_ext(AnonymizeRunResult *result, const char *trigger,
 			}
 		}
 		anonymize_engine_set_recheck(NULL, 0);
-		anonymize_retention_run(&st.touched, &st.page_written, st.cxt);
+		anonymize_retention_run(&st.touched, st.cxt);
 		run_record(&st, "ok", NULL);
 		ereport(LOG,
 				(errmsg("anonymize run %lld finished: %lld requests done, %lld held, %lld failed, %lld rows rewritten",
