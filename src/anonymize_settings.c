@@ -24,6 +24,7 @@
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
+#include "anonymize_retention.h"
 #include "anonymize_settings.h"
 
 char	   *anonymize_database = NULL;
@@ -216,6 +217,25 @@ anonymize_settings_init(void)
 							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
+
+	/* retention (operations): intervals as text, checked as intervals */
+	DefineCustomStringVariable("anonymize.request_retention",
+							   "Done requests older than this are purged from the page by the nightly run; empty means never.",
+							   "Their receipts are kept as per-day counts in anonymize.request_log_daily.",
+							   &anonymize_request_retention,
+							   "12 months",
+							   PGC_SUSET,
+							   0,
+							   anonymize_check_retention, NULL, NULL);
+
+	DefineCustomStringVariable("anonymize.sms_survey_retention",
+							   "SMS-survey answers older than this are anonymized by the nightly run; empty means never.",
+							   NULL,
+							   &anonymize_sms_survey_retention,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   anonymize_check_retention, NULL, NULL);
 
 	MarkGUCPrefixReserved("anonymize");
 }
