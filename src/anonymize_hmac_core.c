@@ -12,6 +12,12 @@
 
 #include <string.h>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <immintrin.h>
+#define ANON_HAVE_SHANI_CODE 1
+#endif
+
 static const uint32_t anon_sha256_k[64] = {
 	0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1,
 	0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3,
@@ -33,9 +39,9 @@ static const uint32_t anon_sha256_h0[8] = {
 
 #define ROTR(x, n)	(((x) >> (n)) | ((x) << (32 - (n))))
 
-/* One compression of the 64-byte block into state. */
+/* One compression of the 64-byte block into state, in portable C. */
 static void
-anon_sha256_block(uint32_t *state, const uint8_t *block)
+anon_sha256_block_c(uint32_t *state, const uint8_t *block)
 {
 	uint32_t	w[64];
 	uint32_t	a, b, c, d, e, f, g, h;
@@ -87,6 +93,110 @@ anon_sha256_block(uint32_t *state, const uint8_t *block)
 	state[5] += f;
 	state[6] += g;
 	state[7] += h;
+}
+
+#ifdef ANON_HAVE_SHANI_CODE
+/*
+ * The same compression with the x86 SHA extensions (SHA-NI), which most
+ * servers made since 2017 have: about ten times faster.  The state is kept
+ * as the instructions want it (ABEF, CDGH); the message schedule runs four
+ * words ahead, W[i % 4] holding words 4i..4i+3.
+ */
+__attribute__((target("sha,sse4.1,ssse3")))
+static void
+anon_sha256_block_shani(uint32_t *state, const uint8_t *block)
+{
+	const __m128i mask = _mm_set_epi64x(0x0c0d0e0f08090a0bULL,
+										0x0405060700010203ULL);
+	__m128i		st0,
+				st1,
+				tmp,
+				msg,
+				abef,
+				cdgh;
+	__m128i		w[4];
+
+	tmp = _mm_loadu_si128((const __m128i *) &state[0]);
+	st1 = _mm_loadu_si128((const __m128i *) &state[4]);
+	tmp = _mm_shuffle_epi32(tmp, 0xB1);	/* CDAB */
+	st1 = _mm_shuffle_epi32(st1, 0x1B);	/* EFGH */
+	st0 = _mm_alignr_epi8(tmp, st1, 8);	/* ABEF */
+	st1 = _mm_blend_epi16(st1, tmp, 0xF0);	/* CDGH */
+	abef = st0;
+	cdgh = st1;
+
+	for (int i = 0; i < 16; i++)
+	{
+		if (i < 4)
+			w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *) (block + 16 * i)),
+									mask);
+		msg = _mm_add_epi32(w[i % 4],
+							_mm_loadu_si128((const __m128i *) &anon_sha256_k[4 * i]));
+		st1 = _mm_sha256rnds2_epu32(st1, st0, msg);
+		if (i >= 3 && i <= 14)
+		{
+			tmp = _mm_alignr_epi8(w[i % 4], w[(i + 3) % 4], 4);
+			w[(i + 1) % 4] = _mm_add_epi32(w[(i + 1) % 4], tmp);
+			w[(i + 1) % 4] = _mm_sha256msg2_epu32(w[(i + 1) % 4], w[i % 4]);
+		}
+		msg = _mm_shuffle_epi32(msg, 0x0E);
+		st0 = _mm_sha256rnds2_epu32(st0, st1, msg);
+		if (i >= 1 && i <= 12)
+			w[(i + 3) % 4] = _mm_sha256msg1_epu32(w[(i + 3) % 4], w[i % 4]);
+	}
+
+	st0 = _mm_add_epi32(st0, abef);
+	st1 = _mm_add_epi32(st1, cdgh);
+	tmp = _mm_shuffle_epi32(st0, 0x1B);	/* FEBA */
+	st1 = _mm_shuffle_epi32(st1, 0xB1);	/* DCHG */
+	st0 = _mm_blend_epi16(tmp, st1, 0xF0);	/* DCBA */
+	st1 = _mm_alignr_epi8(st1, tmp, 8);	/* ABEF */
+	_mm_storeu_si128((__m128i *) &state[0], st0);
+	_mm_storeu_si128((__m128i *) &state[4], st1);
+}
+
+static int
+anon_cpu_has_shani(void)
+{
+	unsigned int a,
+				b,
+				c,
+				d;
+
+	if (!__get_cpuid(1, &a, &b, &c, &d))
+		return 0;
+	if (!(c & (1u << 19)) || !(c & (1u << 9)))	/* SSE4.1, SSSE3 */
+		return 0;
+	if (!__get_cpuid_count(7, 0, &a, &b, &c, &d))
+		return 0;
+	return (b & (1u << 29)) != 0;	/* SHA */
+}
+#endif
+
+/* -1 not yet known, 0 portable C, 1 SHA-NI */
+static int	anon_use_shani = -1;
+
+static inline void
+anon_sha256_block(uint32_t *state, const uint8_t *block)
+{
+#ifdef ANON_HAVE_SHANI_CODE
+	if (anon_use_shani < 0)
+		anon_use_shani = anon_cpu_has_shani();
+	if (anon_use_shani)
+	{
+		anon_sha256_block_shani(state, block);
+		return;
+	}
+#endif
+	anon_sha256_block_c(state, block);
+}
+
+void
+anon_hmac_force_portable(int portable)
+{
+#ifdef ANON_HAVE_SHANI_CODE
+	anon_use_shani = portable ? 0 : anon_cpu_has_shani();
+#endif
 }
 
 /*

@@ -46,4 +46,10 @@ extern void anon_hmac_prepare(const uint8_t *key, size_t keylen,
 extern int	anon_hmac(const anon_hmac_key *pre, char kind, const char *msg,
 					  size_t len, uint8_t *out);
 
+/*
+ * The compression uses the CPU's SHA instructions when it has them.  With
+ * portable != 0, use the portable code only (tests compare the two).
+ */
+extern void anon_hmac_force_portable(int portable);
+
 #endif							/* ANONYMIZE_HMAC_CORE_H */
