@@ -474,7 +474,9 @@ BEGIN
 		EXECUTE format('CREATE POLICY anonymize_visible ON %s AS PERMISSIVE FOR ALL TO PUBLIC '
 					   'USING (true) WITH CHECK (true)', tbl);
 	END IF;
-	EXECUTE format('DROP POLICY IF EXISTS anonymize_guard ON %s', tbl);
+	IF EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'anonymize_guard') THEN
+		EXECUTE format('DROP POLICY anonymize_guard ON %s', tbl);
+	END IF;
 	EXECUTE format('CREATE POLICY anonymize_guard ON %s AS RESTRICTIVE FOR SELECT TO PUBLIC '
 				   'USING (%s)', tbl, array_to_string(v_quals, ' AND '));
 	PERFORM @extschema@._guard_grants();
