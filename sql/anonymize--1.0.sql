@@ -380,19 +380,19 @@ COMMENT ON FUNCTION @extschema@.is_anonymized(text) IS
 'true when this phone number or email, in any accepted format, belongs to an archive request that is Waiting, Running, Held or Done';
 
 -- The row filter of the guard, one per type of time column: false for a
--- row the run will rewrite (its value names a request of the scope, 'a',
--- 's' or 'r', that is not Done, and its time is on or before the request's
--- to_date).  protect() grants EXECUTE on these to the roles that may read
+-- row the run will rewrite (its value, read as the target's kind 'p', 'e'
+-- or 'b', names a request of the scope 'a', 's' or 'r' that is not Done,
+-- and its time is on or before the request's to_date).  protect() grants EXECUTE on these to the roles that may read
 -- a protected table (see _guard_grants()); never to PUBLIC.
-CREATE FUNCTION @extschema@._guard_visible(value text, at date, scope "char")
+CREATE FUNCTION @extschema@._guard_visible(value text, at date, scope "char", kind "char")
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'anonymize_guard_visible_date'
 LANGUAGE C STABLE PARALLEL SAFE;
-CREATE FUNCTION @extschema@._guard_visible(value text, at timestamp, scope "char")
+CREATE FUNCTION @extschema@._guard_visible(value text, at timestamp, scope "char", kind "char")
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'anonymize_guard_visible_timestamp'
 LANGUAGE C STABLE PARALLEL SAFE;
-CREATE FUNCTION @extschema@._guard_visible(value text, at timestamptz, scope "char")
+CREATE FUNCTION @extschema@._guard_visible(value text, at timestamptz, scope "char", kind "char")
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'anonymize_guard_visible_timestamptz'
 LANGUAGE C STABLE PARALLEL SAFE;
@@ -537,14 +537,15 @@ BEGIN
 	FOR r IN
 		SELECT t.col, t.time_col,
 			   CASE t.scope WHEN 'archive' THEN 'a' WHEN 'sms_survey' THEN 's' ELSE 'r' END AS sc,
+			   CASE t.kind WHEN 'phone' THEN 'p' WHEN 'email' THEN 'e' ELSE 'b' END AS kd,
 			   a.atttypid AS timetype
 		FROM @extschema@.target t
 		JOIN pg_attribute a ON a.attrelid = t.tbl AND a.attname = t.time_col
 		WHERE t.tbl = protect.tbl
 		ORDER BY t.col
 	LOOP
-		v_quals := v_quals || format('@extschema@._guard_visible((%I)::text, %I, %L::"char")',
-									 r.col, r.time_col, r.sc);
+		v_quals := v_quals || format('@extschema@._guard_visible((%I)::text, %I, %L::"char", %L::"char")',
+									 r.col, r.time_col, r.sc, r.kd);
 	END LOOP;
 
 	SELECT c.relrowsecurity INTO v_rls FROM pg_class c WHERE c.oid = tbl;

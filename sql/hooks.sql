@@ -77,7 +77,7 @@ SELECT anonymize.is_anonymized('+47 912 34 567') AS portal_sees, anonymize.is_an
 SELECT r.code, r.message
 FROM (VALUES ($$SELECT * FROM anonymize.secret$$),
              ($$SELECT * FROM anonymize.request_private$$),
-             ($$SELECT anonymize._guard_visible('91234567', now(), 'a')$$)) AS t(q),
+             ($$SELECT anonymize._guard_visible('91234567', now(), 'a', 'p')$$)) AS t(q),
      LATERAL regress.try(q) r;
 RESET SESSION AUTHORIZATION;
 GRANT USAGE ON SCHEMA anonymize TO regress_anonymize_nobody;
@@ -101,6 +101,7 @@ CREATE INDEX calls_caller_idx ON hooks.calls (caller);
 CREATE TABLE hooks.chats (id int PRIMARY KEY, chatter_id varchar(200),
                           started_at timestamp);
 CREATE TABLE hooks.emails (id int PRIMARY KEY, from_address text, received_on date);
+CREATE TABLE hooks.sms (id int PRIMARY KEY, sender text, sent_on date);
 -- Ann's contacts up to and after her to_date (2024-02-21, Europe/Oslo),
 -- stored the ways a switchboard writes numbers; and other people's
 INSERT INTO hooks.calls VALUES
@@ -112,18 +113,22 @@ INSERT INTO hooks.calls VALUES
 	(6, '+4798765432',     'sales',   '2024-01-05 11:00+01'),
 	(7, '+4691234567',     'sales',   '2024-01-05 12:00+01'),	-- same digits, Sweden
 	(8, NULL,              'sales',   '2024-01-05 13:00+01'),
-	(9, 'unknown',         'support', '2024-01-05 14:00+01');
+	(9, 'unknown',         'support', '2024-01-05 14:00+01'),
+	(10, 'ann.test@example.no', 'support', '2024-01-05 15:00+01');	-- not a phone
 INSERT INTO hooks.chats VALUES
 	(1, 'ann.test@example.no', '2024-02-21 23:59'),
 	(2, '91234567',            '2024-02-20 10:00'),
 	(3, 'ann.test@example.no', '2024-02-22 00:00'),
 	(4, 'bo@example.no',       '2024-02-01 10:00'),
 	(5, 'ann.test@example.no', NULL);
+INSERT INTO hooks.sms VALUES
+	(1, '+4791234567', '2024-01-01'),		-- Ann: her request is for the archive only
+	(2, '+4792000004', '2024-01-01');		-- a request for the SMS survey only
 INSERT INTO hooks.emails VALUES
 	(1, '"Ann" <Ann.Test@example.no>', '2024-02-21'),
 	(2, 'ann.test@example.no',         '2024-02-22'),
 	(3, 'bo@example.no',               '2024-02-01');
-GRANT SELECT ON hooks.calls, hooks.chats TO regress_anonymize_portal;
+GRANT SELECT ON hooks.calls, hooks.chats, hooks.sms TO regress_anonymize_portal;
 GRANT SELECT (id, from_address, received_on) ON hooks.emails TO regress_anonymize_portal;
 RESET ROLE;
 
@@ -132,7 +137,9 @@ SELECT r.code, r.message, r.hint FROM regress.try($$SELECT anonymize.protect('ho
 SELECT anonymize.add_target('hooks.calls', 'caller', 'phone', 'archive', 'started_at');
 SELECT anonymize.add_target('hooks.chats', 'chatter_id', 'phone_or_email', 'archive', 'started_at');
 SELECT anonymize.add_target('hooks.emails', 'from_address', 'email', 'archive', 'received_on');
+SELECT anonymize.add_target('hooks.sms', 'sender', 'phone', 'sms_survey', 'sent_on');
 SELECT anonymize.protect('hooks.calls');
+SELECT anonymize.protect('hooks.sms');
 SELECT anonymize.protect('hooks.chats');
 SELECT anonymize.protect('hooks.emails');
 SELECT anonymize.protect('hooks.calls');	-- again: the same guard
@@ -161,6 +168,8 @@ SELECT id, caller FROM hooks.calls WHERE queue = 'support' ORDER BY id;
 SELECT id, chatter_id, started_at FROM hooks.chats ORDER BY id;
 SELECT id, from_address, received_on FROM hooks.emails WHERE lower(from_address) LIKE '%ann.test%' ORDER BY id;
 SELECT id, from_address, received_on FROM hooks.emails ORDER BY id;
+-- the SMS survey's guard hides what requests for the SMS survey will rewrite
+SELECT id, sender FROM hooks.sms ORDER BY id;
 -- the portal's answer before it searches at all
 SELECT anonymize.is_anonymized('004791234567') AS ask_first;
 -- an equality search on the identifier keeps its index under the guard
