@@ -13,8 +13,8 @@ PGFILEDESC = "anonymize - GDPR erasure for a contact-centre archive"
 
 # each area appends its tests on its own line
 REGRESS_FOUNDATION = setup normalize mask request targets
-REGRESS_RUN =
-REGRESS_HOOKS = hooks
+REGRESS_RUN = run
+REGRESS_HOOKS = hooks hooks_done
 REGRESS_HARDENING =
 REGRESS_OPERATIONS =
 REGRESS = $(REGRESS_FOUNDATION) $(REGRESS_RUN) $(REGRESS_HOOKS) $(REGRESS_HARDENING) $(REGRESS_OPERATIONS)
