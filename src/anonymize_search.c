@@ -38,7 +38,8 @@ anonymize_is_anonymized(PG_FUNCTION_ARGS)
 	text	   *t = PG_GETARG_TEXT_PP(0);
 	AnonymizeSearchHit hit;
 
-	if (!anonymize_search_lookup(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), &hit))
+	if (!anonymize_search_lookup(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t),
+								 ANONYMIZE_SEARCH_ANY, &hit))
 		PG_RETURN_BOOL(false);
 	PG_RETURN_BOOL(hit.done || hit.pending[ANONYMIZE_SCOPE_ARCHIVE]);
 }
@@ -60,6 +61,23 @@ guard_scope(FunctionCallInfo fcinfo)
 	}
 }
 
+/* The kind argument of the guard: 'p'hone, 'e'mail, 'b'oth. */
+static int
+guard_kinds(FunctionCallInfo fcinfo)
+{
+	if (PG_ARGISNULL(3))
+		return ANONYMIZE_SEARCH_ANY;
+	switch (PG_GETARG_CHAR(3))
+	{
+		case 'p':
+			return ANONYMIZE_SEARCH_PHONE;
+		case 'e':
+			return ANONYMIZE_SEARCH_EMAIL;
+		default:
+			return ANONYMIZE_SEARCH_ANY;
+	}
+}
+
 /*
  * The common part of the guard: the latest to_date of a pending request in
  * the scope naming the value in argument 0, or false when there is none
@@ -75,7 +93,8 @@ guard_pending(FunctionCallInfo fcinfo, DateADT *to_date)
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		return false;
 	t = PG_GETARG_TEXT_PP(0);
-	if (!anonymize_search_lookup(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), &hit))
+	if (!anonymize_search_lookup(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t),
+								 guard_kinds(fcinfo), &hit))
 		return false;
 	sc = guard_scope(fcinfo);
 	if (!hit.pending[sc])
@@ -85,10 +104,12 @@ guard_pending(FunctionCallInfo fcinfo, DateADT *to_date)
 }
 
 /*
- * _guard_visible(value text, at date|timestamp|timestamptz, scope "char")
- * returns boolean: false for a row the run will rewrite (its value names a
- * request of the scope that is not Done yet, and at is on or before the
- * request's to_date in anonymize.timezone), true for every other row.
+ * _guard_visible(value text, at date|timestamp|timestamptz, scope "char",
+ * kind "char") returns boolean: false for a row the run will rewrite (its
+ * value, read as the target's kind, names a request of the scope that is
+ * not Done yet, and at is on or before the request's to_date in
+ * anonymize.timezone), true for every other row, NULLs included (the run
+ * never rewrites a row of unknown time).
  */
 Datum
 anonymize_guard_visible_date(PG_FUNCTION_ARGS)

@@ -498,7 +498,8 @@ email_canonical(const char *s, size_t len, char *buf, size_t bufsize,
 }
 
 bool
-anonymize_search_lookup(const char *s, size_t len, AnonymizeSearchHit *hit)
+anonymize_search_lookup(const char *s, size_t len, int kinds,
+						AnonymizeSearchHit *hit)
 {
 	char		phone[ANON_PHONE_CANON_SIZE];
 	char		emailbuf[ANON_EMAIL_MAX_LEN + 64];
@@ -513,13 +514,15 @@ anonymize_search_lookup(const char *s, size_t len, AnonymizeSearchHit *hit)
 	if (cache_count == 0)
 		return false;
 
-	if (anonymize_phone_canonical(s, len, true, false, phone))
+	if ((kinds & ANONYMIZE_SEARCH_PHONE) &&
+		anonymize_phone_canonical(s, len, true, false, phone))
 	{
 		kind = ANONYMIZE_KIND_PHONE;
 		canon = phone;
 		clen = strlen(phone);
 	}
-	else if ((canon = email_canonical(s, len, emailbuf, sizeof(emailbuf),
+	else if ((kinds & ANONYMIZE_SEARCH_EMAIL) &&
+			 (canon = email_canonical(s, len, emailbuf, sizeof(emailbuf),
 									  &clen)) != NULL)
 		kind = ANONYMIZE_KIND_EMAIL;
 	else

@@ -41,12 +41,19 @@ typedef struct AnonymizeSearchHit
 	DateADT		pending_to[ANONYMIZE_NUM_SCOPES];	/* its latest to_date */
 } AnonymizeSearchHit;
 
+/* What a value may be read as: a target's kind. */
+#define ANONYMIZE_SEARCH_PHONE	0x01
+#define ANONYMIZE_SEARCH_EMAIL	0x02
+#define ANONYMIZE_SEARCH_ANY	(ANONYMIZE_SEARCH_PHONE | ANONYMIZE_SEARCH_EMAIL)
+
 /*
- * Look the value s[0..len) up.  Returns false when it is neither a phone
- * number nor an email address, or no request names it; else fills *hit.
- * Never raises for any value (it may for a broken installation).
+ * Look the value s[0..len) up, read as a phone number and/or an email
+ * address as kinds allows (the run reads a target's values the same way).
+ * Returns false when it is none of those, or no request names it; else
+ * fills *hit.  Never raises for any value (it may for a broken
+ * installation).
  */
-extern bool anonymize_search_lookup(const char *s, size_t len,
+extern bool anonymize_search_lookup(const char *s, size_t len, int kinds,
 									AnonymizeSearchHit *hit);
 
 /* Number of distinct digests in the cache (rebuilding it if needed). */
