@@ -71,6 +71,19 @@ $primary->safe_psql('postgres',
 $primary->wait_for_catchup($standby, 'replay', $primary->lsn('insert'));
 is($session->query_safe(q{SELECT anonymize.is_anonymized('95000002')}), 'f',
 	'cancelled on the primary: no longer anonymized on the standby');
+
+# after a run on the primary, the standby answers from the replicated
+# digests: the page no longer holds the number
+$primary->safe_psql('postgres', 'SELECT anonymize.run()');
+$primary->wait_for_catchup($standby, 'replay', $primary->lsn('insert'));
+is($standby->safe_psql('postgres',
+		q{SELECT status || ' ' || phone FROM anonymize.anonymize_request WHERE to_date = '2024-02-01'}),
+	'Done ******01', 'the request is Done and masked on the standby');
+is($session->query_safe(q{SELECT anonymize.is_anonymized('0047 950 00 001')}), 't',
+	'a Done number is anonymized on the standby, in an open session');
+is($standby->safe_psql('postgres', 'SELECT string_agg(id || caller, \',\' ORDER BY id) FROM archive.calls',
+		extra_params => ['-U', 'portal']),
+	'1Anonymized,2+4795000002', 'the portal sees the rewritten row on the standby');
 $session->quit;
 
 done_testing();
