@@ -382,20 +382,22 @@ COMMENT ON FUNCTION @extschema@.is_anonymized(text) IS
 -- The row filter of the guard, one per type of time column: false for a
 -- row the run will rewrite (its value, read as the target's kind 'p', 'e'
 -- or 'b', names a request of the scope 'a', 's' or 'r' that is not Done,
--- and its time is on or before the request's to_date).  protect() grants EXECUTE on these to the roles that may read
+-- and its time is on or before the request's to_date).  COST 10 lets the
+-- planner run a search's own leakproof conditions (queue = 'X') first,
+-- so the guard reads only the rows the search would return.  protect() grants EXECUTE on these to the roles that may read
 -- a protected table (see _guard_grants()); never to PUBLIC.
 CREATE FUNCTION @extschema@._guard_visible(value text, at date, scope "char", kind "char")
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'anonymize_guard_visible_date'
-LANGUAGE C STABLE PARALLEL SAFE;
+LANGUAGE C STABLE PARALLEL SAFE COST 10;
 CREATE FUNCTION @extschema@._guard_visible(value text, at timestamp, scope "char", kind "char")
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'anonymize_guard_visible_timestamp'
-LANGUAGE C STABLE PARALLEL SAFE;
+LANGUAGE C STABLE PARALLEL SAFE COST 10;
 CREATE FUNCTION @extschema@._guard_visible(value text, at timestamptz, scope "char", kind "char")
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'anonymize_guard_visible_timestamptz'
-LANGUAGE C STABLE PARALLEL SAFE;
+LANGUAGE C STABLE PARALLEL SAFE COST 10;
 
 -- distinct digests in this backend's search cache (tests and benchmarks)
 CREATE FUNCTION @extschema@._search_cache_entries()

@@ -87,20 +87,13 @@ static bool
 guard_pending(FunctionCallInfo fcinfo, DateADT *to_date)
 {
 	text	   *t;
-	AnonymizeSearchHit hit;
-	AnonymizeScope sc;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		return false;
 	t = PG_GETARG_TEXT_PP(0);
-	if (!anonymize_search_lookup(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t),
-								 guard_kinds(fcinfo), &hit))
-		return false;
-	sc = guard_scope(fcinfo);
-	if (!hit.pending[sc])
-		return false;
-	*to_date = hit.pending_to[sc];
-	return true;
+	return anonymize_search_pending(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t),
+									guard_kinds(fcinfo), guard_scope(fcinfo),
+									to_date);
 }
 
 /*

@@ -37,6 +37,7 @@
 #include "access/tableam.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_enum.h"
+#include "common/hashfn.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -75,6 +76,13 @@ static MemoryContext cache_cxt = NULL;
 static SearchEntry *cache_slots = NULL;
 static uint64 cache_mask = 0;
 static int64 cache_count = 0;
+
+/* pending requests only, keyed by fast_tag() */
+static SearchEntry *pending_slots = NULL;
+static uint64 pending_mask = 0;
+static int64 pending_count[ANONYMIZE_NUM_SCOPES];
+static uint64 fast_seed[2];
+static bool fast_seed_made = false;
 static bool cache_valid = false;
 static uint64 cache_inval_generation = 0;
 static Oid	cache_page_relid = InvalidOid;
@@ -101,6 +109,21 @@ static inline const char *
 guc_or_empty(const char *s)
 {
 	return s ? s : "";
+}
+
+/* 128-bit tag of kind ':' canon with this backend's random seeds. */
+static inline void
+fast_tag(char kind, const char *canon, size_t len, uint64 *tag)
+{
+	char		buf[ANON_HMAC_MAX_MSG];
+
+	buf[0] = kind;
+	buf[1] = ':';
+	memcpy(buf + 2, canon, len);
+	tag[0] = hash_bytes_extended((const unsigned char *) buf, (int) len + 2,
+								 fast_seed[0]);
+	tag[1] = hash_bytes_extended((const unsigned char *) buf, (int) len + 2,
+								 fast_seed[1]);
 }
 
 /* The settings the canonical forms depend on are still those of the build? */
@@ -214,9 +237,12 @@ read_secret_key(Oid nsp, Snapshot snap, uint8 *key)
 	return found;
 }
 
-/* Digest of a page value (phone or email column) into digest[]. */
+/*
+ * Digest of a page value (phone or email column) into digest[], and its
+ * fast tag into tag[].
+ */
 static bool
-digest_page_value(Datum d, char kind, uint8 *digest)
+digest_page_value(Datum d, char kind, uint8 *digest, uint64 *tag)
 {
 	text	   *t = DatumGetTextPP(d);
 	const char *s = VARDATA_ANY(t);
@@ -228,15 +254,23 @@ digest_page_value(Datum d, char kind, uint8 *digest)
 	{
 		char		canon[ANON_PHONE_CANON_SIZE];
 
-		if (anonymize_phone_canonical(s, len, true, false, canon))
-			ok = anon_hmac(&cache_key, kind, canon, strlen(canon), full) == 0;
+		if (anonymize_phone_canonical(s, len, true, false, canon) &&
+			anon_hmac(&cache_key, kind, canon, strlen(canon), full) == 0)
+		{
+			fast_tag(kind, canon, strlen(canon), tag);
+			ok = true;
+		}
 	}
 	else
 	{
 		char	   *canon = anonymize_email_canonical(s, len, true, false);
 
-		if (canon != NULL)
-			ok = anon_hmac(&cache_key, kind, canon, strlen(canon), full) == 0;
+		if (canon != NULL &&
+			anon_hmac(&cache_key, kind, canon, strlen(canon), full) == 0)
+		{
+			fast_tag(kind, canon, strlen(canon), tag);
+			ok = true;
+		}
 	}
 	if (ok)
 		memcpy(digest, full, ANONYMIZE_DIGEST_LEN);
@@ -281,6 +315,11 @@ build_cache(void)
 	HASHCTL		hctl;
 	HTAB	   *done_ids;
 	EntryList	list = {0};
+	EntryList	plist = {0};
+	SearchEntry *pslots;
+	uint64		pcapacity;
+	int64		pcount = 0;
+	int64		pscopes[ANONYMIZE_NUM_SCOPES] = {0};
 	MemoryContext newcxt;
 	MemoryContext oldcxt;
 	SearchEntry *slots;
@@ -328,6 +367,12 @@ build_cache(void)
 		memcpy(key, backend_key, sizeof(key));
 	}
 	anon_hmac_prepare(key, sizeof(key), &cache_key);
+	if (!fast_seed_made)
+	{
+		if (!pg_strong_random(fast_seed, sizeof(fast_seed)))
+			elog(ERROR, "could not generate a random seed");
+		fast_seed_made = true;
+	}
 
 	/* the fast HMAC must give what the run stores: check it each build */
 	{
@@ -366,6 +411,7 @@ build_cache(void)
 		Oid			status;
 		bool		scopes[ANONYMIZE_NUM_SCOPES];
 		uint8		digest[ANONYMIZE_DIGEST_LEN];
+		uint64		tag[2];
 
 		heap_deform_tuple(tup, desc, values, nulls);
 		if (nulls[Anum_request_status - 1])
@@ -392,12 +438,21 @@ build_cache(void)
 
 			if (!nulls[Anum_request_phone - 1] &&
 				digest_page_value(values[Anum_request_phone - 1],
-								  ANONYMIZE_KIND_PHONE, digest))
+								  ANONYMIZE_KIND_PHONE, digest, tag))
+			{
 				list_add(&list, digest, 0, scopes, to_date);
+				list_add(&plist, (const uint8 *) tag, 0, scopes, to_date);
+			}
 			if (!nulls[Anum_request_email - 1] &&
 				digest_page_value(values[Anum_request_email - 1],
-								  ANONYMIZE_KIND_EMAIL, digest))
+								  ANONYMIZE_KIND_EMAIL, digest, tag))
+			{
 				list_add(&list, digest, 0, scopes, to_date);
+				list_add(&plist, (const uint8 *) tag, 0, scopes, to_date);
+			}
+			for (int sc = 0; sc < ANONYMIZE_NUM_SCOPES; sc++)
+				if (scopes[sc])
+					pscopes[sc]++;
 		}
 	}
 	table_endscan(scan);
@@ -449,6 +504,15 @@ build_cache(void)
 		slot_put(slots, capacity - 1, &count, &list.items[i]);
 	if (list.items)
 		pfree(list.items);
+	pcapacity = 16;
+	while (pcapacity < (uint64) plist.n * 2)
+		pcapacity <<= 1;
+	pslots = palloc_extended(pcapacity * sizeof(SearchEntry),
+							 MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
+	for (int64 i = 0; i < plist.n; i++)
+		slot_put(pslots, pcapacity - 1, &pcount, &plist.items[i]);
+	if (plist.items)
+		pfree(plist.items);
 	hash_destroy(done_ids);
 	MemoryContextSwitchTo(oldcxt);
 
@@ -460,6 +524,9 @@ build_cache(void)
 	cache_slots = slots;
 	cache_mask = capacity - 1;
 	cache_count = count;
+	pending_slots = pslots;
+	pending_mask = pcapacity - 1;
+	memcpy(pending_count, pscopes, sizeof(pending_count));
 	strlcpy(cache_country_code, guc_or_empty(anonymize_country_code),
 			sizeof(cache_country_code));
 	strlcpy(cache_trunk_prefix, guc_or_empty(anonymize_trunk_prefix),
@@ -483,6 +550,20 @@ anonymize_search_cache_size(void)
 	return cache_count;
 }
 
+static const SearchEntry *
+probe(const SearchEntry *slots, uint64 mask, const uint64 *tag)
+{
+	for (uint64 i = tag[0] & mask;; i = (i + 1) & mask)
+	{
+		const SearchEntry *e = &slots[i];
+
+		if (!(e->flags & ENTRY_USED))
+			return NULL;
+		if (e->tag[0] == tag[0] && e->tag[1] == tag[1])
+			return e;
+	}
+}
+
 /* Email canonical form of s into a buffer of the caller's; NULL if none. */
 static const char *
 email_canonical(const char *s, size_t len, char *buf, size_t bufsize,
@@ -497,6 +578,27 @@ email_canonical(const char *s, size_t len, char *buf, size_t bufsize,
 	return out;
 }
 
+/*
+ * Canonical form of s[0..len): a phone number, else an email address, as
+ * kinds allows.  Returns the kind, or 0 when it is neither.
+ */
+static char
+canonical(const char *s, size_t len, int kinds, char *phone, char *emailbuf,
+		  size_t emailbufsize, const char **canon, size_t *clen)
+{
+	if ((kinds & ANONYMIZE_SEARCH_PHONE) &&
+		anonymize_phone_canonical(s, len, true, false, phone))
+	{
+		*canon = phone;
+		*clen = strlen(phone);
+		return ANONYMIZE_KIND_PHONE;
+	}
+	if ((kinds & ANONYMIZE_SEARCH_EMAIL) &&
+		(*canon = email_canonical(s, len, emailbuf, emailbufsize, clen)) != NULL)
+		return ANONYMIZE_KIND_EMAIL;
+	return 0;
+}
+
 bool
 anonymize_search_lookup(const char *s, size_t len, int kinds,
 						AnonymizeSearchHit *hit)
@@ -508,45 +610,51 @@ anonymize_search_lookup(const char *s, size_t len, int kinds,
 	char		kind;
 	uint8		digest[ANON_SHA256_LEN];
 	uint64		tag[2];
-	uint64		i;
+	const SearchEntry *e;
 
 	ensure_cache();
 	if (cache_count == 0)
 		return false;
-
-	if ((kinds & ANONYMIZE_SEARCH_PHONE) &&
-		anonymize_phone_canonical(s, len, true, false, phone))
-	{
-		kind = ANONYMIZE_KIND_PHONE;
-		canon = phone;
-		clen = strlen(phone);
-	}
-	else if ((kinds & ANONYMIZE_SEARCH_EMAIL) &&
-			 (canon = email_canonical(s, len, emailbuf, sizeof(emailbuf),
-									  &clen)) != NULL)
-		kind = ANONYMIZE_KIND_EMAIL;
-	else
-		return false;
-
-	if (anon_hmac(&cache_key, kind, canon, clen, digest) != 0)
+	kind = canonical(s, len, kinds, phone, emailbuf, sizeof(emailbuf),
+					 &canon, &clen);
+	if (kind == 0 || anon_hmac(&cache_key, kind, canon, clen, digest) != 0)
 		return false;
 	memcpy(tag, digest, sizeof(tag));
-
-	for (i = tag[0] & cache_mask;; i = (i + 1) & cache_mask)
+	e = probe(cache_slots, cache_mask, tag);
+	if (e == NULL)
+		return false;
+	hit->done = (e->flags & ENTRY_DONE) != 0;
+	for (int sc = 0; sc < ANONYMIZE_NUM_SCOPES; sc++)
 	{
-		const SearchEntry *e = &cache_slots[i];
-
-		if (!(e->flags & ENTRY_USED))
-			return false;
-		if (e->tag[0] == tag[0] && e->tag[1] == tag[1])
-		{
-			hit->done = (e->flags & ENTRY_DONE) != 0;
-			for (int sc = 0; sc < ANONYMIZE_NUM_SCOPES; sc++)
-			{
-				hit->pending[sc] = (e->flags & ENTRY_PENDING(sc)) != 0;
-				hit->pending_to[sc] = e->pending_to[sc];
-			}
-			return true;
-		}
+		hit->pending[sc] = (e->flags & ENTRY_PENDING(sc)) != 0;
+		hit->pending_to[sc] = e->pending_to[sc];
 	}
+	return true;
+}
+
+bool
+anonymize_search_pending(const char *s, size_t len, int kinds,
+						 AnonymizeScope scope, DateADT *to_date)
+{
+	char		phone[ANON_PHONE_CANON_SIZE];
+	char		emailbuf[ANON_EMAIL_MAX_LEN + 64];
+	const char *canon;
+	size_t		clen;
+	char		kind;
+	uint64		tag[2];
+	const SearchEntry *e;
+
+	ensure_cache();
+	if (pending_count[scope] == 0)
+		return false;
+	kind = canonical(s, len, kinds, phone, emailbuf, sizeof(emailbuf),
+					 &canon, &clen);
+	if (kind == 0 || clen + 2 > ANON_HMAC_MAX_MSG)
+		return false;
+	fast_tag(kind, canon, clen, tag);
+	e = probe(pending_slots, pending_mask, tag);
+	if (e == NULL || !(e->flags & ENTRY_PENDING(scope)))
+		return false;
+	*to_date = e->pending_to[scope];
+	return true;
 }

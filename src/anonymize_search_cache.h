@@ -56,6 +56,18 @@ typedef struct AnonymizeSearchHit
 extern bool anonymize_search_lookup(const char *s, size_t len, int kinds,
 									AnonymizeSearchHit *hit);
 
+/*
+ * The guard's question, cheaper: does the value, read as kinds allows,
+ * name a request of the scope that is not Done yet?  If so, *to_date is
+ * the latest to_date of those requests.  Pending requests are looked up in
+ * a second, smaller table keyed by a fast hash with a random seed of this
+ * backend (the guard runs once per row, and only pending requests matter
+ * to it); when the scope has no pending request at all, the value is not
+ * even read.
+ */
+extern bool anonymize_search_pending(const char *s, size_t len, int kinds,
+									 AnonymizeScope scope, DateADT *to_date);
+
 /* Number of distinct digests in the cache (rebuilding it if needed). */
 extern int64 anonymize_search_cache_size(void);
 
