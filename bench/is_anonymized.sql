@@ -49,7 +49,7 @@ BEGIN
 	                     WHEN 1 THEN (40000000 + (i * 7919) % 500000)::text
 	                     ELSE '0047 ' || (40000000 + (i * 7919) % 500000) END,
 	       'q' || (i % 20), now() - (i % 730) * interval '1 day' - (i % 86400) * interval '1 second'
-	FROM generate_series(1, n) i;
+	FROM generate_series(1, n::bigint) i;
 	CREATE TABLE archive_guarded AS SELECT * FROM archive_plain;
 	CREATE INDEX ON archive_plain (caller);
 	CREATE INDEX ON archive_guarded (caller);
