@@ -27,17 +27,22 @@ CALLS=${BENCH_CALLS:-1000000}
 ensure_deps
 work=$(mktemp -d /tmp/anonymize-bench.XXXXXX)
 chmod 755 "$work"
-port=$(free_port)
 trap 'stop_cluster "$work/cluster"; rm -rf "$work"' EXIT
 stage_tree "$work/src"
 private_pg "$work/pg"
 build_install "$work/src"
-log "starting a private cluster on port $port"
-start_cluster "$work/cluster" "$port" \
-	"anonymize.country_code = '47'" "timezone = 'Europe/Oslo'" \
-	"anonymize.enabled = off" "shared_buffers = '1GB'" \
-	"max_parallel_workers_per_gather = 0" "autovacuum = off" \
-	"max_parallel_maintenance_workers = 0"
+# other checkouts start clusters too: on a port taken meanwhile, try another
+for attempt in 1 2 3 4 5; do
+	port=$((55000 + RANDOM % 900))
+	(echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && continue
+	log "starting a private cluster on port $port"
+	rm -rf "$work/cluster"
+	start_cluster "$work/cluster" "$port" \
+		"anonymize.country_code = '47'" "timezone = 'Europe/Oslo'" \
+		"anonymize.enabled = off" "shared_buffers = '1GB'" \
+		"max_parallel_workers_per_gather = 0" "autovacuum = off" \
+		"max_parallel_maintenance_workers = 0" && break
+done
 
 q() { as_pg psql -X -q -A -t -v ON_ERROR_STOP=1 -d bench "$@"; }
 as_pg createdb bench
