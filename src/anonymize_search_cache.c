@@ -4,13 +4,18 @@
  *	  The per-backend set of digests that is_anonymized() and the protect()
  *	  guard probe; see anonymize_search_cache.h.
  *
- * Layout: an open-addressing table (linear probing, at most half full,
- * probed over 4-byte fingerprints) of 32-byte entries, each the first 16
- * bytes of an identifier's digest (a
- * random 128-bit tag: a false match needs a 2^-128 accident, and nobody
- * can aim at one without the key), a flag per status class and the latest
- * to_date of its pending requests per scope.  Merged requests naming the
- * same identifier share an entry.
+ * Layout: two open-addressing tables (linear probing, at most half full),
+ * each behind a Bloom filter and probed over 4-byte fingerprints, of
+ * 32-byte entries: a 128-bit tag, a flag per status class and the latest
+ * to_date of the pending requests per scope; requests naming the same
+ * identifier share an entry.
+ *	  - the digest table, for is_anonymized(): the tag is the first 16 bytes
+ *		of the identifier's HMAC digest (a false match needs a 2^-128
+ *		accident, and nobody can aim at one without the key);
+ *	  - the pending table, for the guard, which runs once per row and cares
+ *		only about requests not yet Done: the tag is a 128-bit hash with
+ *		random seeds of this backend (hash_bytes_extended() twice), a few
+ *		tens of nanoseconds where the HMAC takes a few hundred.
  *
  * Freshness: the page's trigger invalidates the page in the relcache on
  * every row change, and our relcache callback marks the cache stale; the
