@@ -8,7 +8,8 @@
 #     requests, as a ratio to the same rows unprotected, read by a role
 #     subject to row-level security: a search by queue (sequential scan),
 #     a full read of every row (worst case) and searches by number through
-#     the index.
+#     the index; then a full read again with no request pending (the
+#     steady state between nightly runs).
 #
 # Each figure is measured REPEAT times (default 3) and reported as the
 # median with the min-max spread.  Uses a private build and cluster
@@ -80,7 +81,15 @@ hidden=$(q -c "SET ROLE bench_reader" -c "SELECT (SELECT count(*) FROM archive_p
 ratio() {	# ratio of two medians
 	awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'
 }
-for what in full all lookup; do
+for what in full all lookup idle; do
+	if [ $what = idle ]; then
+		# the steady state between runs: nothing pending, the guard does
+		# not read the value
+		q -c "DELETE FROM anonymize.anonymize_request WHERE status = 'Waiting'" >/dev/null
+		fn=all
+	else
+		fn=$what
+	fi
 	plain=()
 	guarded=()
 	for r in $(seq "$REPEAT"); do
@@ -90,8 +99,8 @@ for what in full all lookup; do
 		esac
 		# warm both, then time them in turn in one session
 		out=$(q -c "SET ROLE bench_reader" \
-			-c "SELECT bench_$what('archive_plain'$arg), bench_$what('archive_guarded'$arg)" \
-			-c "SELECT bench_$what('archive_plain'$arg) * 1000, bench_$what('archive_guarded'$arg) * 1000" | tail -1)
+			-c "SELECT bench_$fn('archive_plain'$arg), bench_$fn('archive_guarded'$arg)" \
+			-c "SELECT bench_$fn('archive_plain'$arg) * 1000, bench_$fn('archive_guarded'$arg) * 1000" | tail -1)
 		plain+=("${out%|*}")
 		guarded+=("${out#*|}")
 		ratios+=("$(ratio "${out#*|}" "${out%|*}")")
@@ -102,6 +111,7 @@ for what in full all lookup; do
 		full) label="search by queue, seq scan of $ROWS rows" ;;
 		all) label="read every row ($ROWS, worst case)" ;;
 		lookup) label="search by number via the index, each" ;;
+		idle) label="read every row, no request pending" ;;
 	esac
 	printf '%-52s %9.3f ms %12.3f - %.3f ms\n' "$label: plain" "$pm" "$plo" "$phi"
 	printf '%-52s %9.3f ms %12.3f - %.3f ms\n' "$label: guarded" "$gm" "$glo" "$ghi"
@@ -109,4 +119,5 @@ for what in full all lookup; do
 	printf '%-52s %12s %15s - %s\n' "  ratio guarded / plain" "$rm" "$rlo" "$rhi"
 	ratios=()
 done
-echo "(rows hidden by the guard for 1,000 Waiting requests: $hidden of $ROWS)"
+echo "(rows hidden by the guard for 1,000 Waiting requests: $hidden of $ROWS;"
+echo " searches by number use EXECUTE, so each is planned, as without a prepared statement)"
