@@ -19,9 +19,10 @@
  *
  * Freshness: the page's trigger invalidates the page in the relcache on
  * every row change, and our relcache callback marks the cache stale; the
- * lookup calls AcceptInvalidationMessages() first, so a commit in another
- * session counts at this session's next call, and a change in this
- * transaction counts after the next CommandCounterIncrement().  The cache
+ * lookup calls AcceptInvalidationMessages() once per statement, so a
+ * commit in another session counts at this session's next statement, and
+ * a change in this transaction counts after the next
+ * CommandCounterIncrement().  The cache
  * is rebuilt with a snapshot taken after the invalidation was received, so
  * it sees the change that caused it.  That snapshot is a fresh catalog-
  * style MVCC snapshot (GetCatalogSnapshot() of a user table is always new),
@@ -44,6 +45,8 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_enum.h"
 #include "common/hashfn.h"
+#include "access/xact.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -600,12 +603,38 @@ build_cache(void)
 	cache_valid = (generation == cache_inval_generation);
 }
 
-/* Bring the cache up to date with committed (and our own) page changes. */
-static void
+/*
+ * Bring the cache up to date with committed (and our own) page changes.
+ *
+ * The guard runs once per row, so the shared invalidation queue and the
+ * settings are looked at once per statement (and whenever a setting was
+ * assigned since), not once per call: another session's change has to
+ * count at the next statement, and changes of our own transaction reach
+ * the callback directly at CommandCounterIncrement().
+ */
+static LocalTransactionId checked_lxid = InvalidLocalTransactionId;
+static TimestampTz checked_stmt = 0;
+static const char *checked_country_code = NULL;
+static const char *checked_trunk_prefix = NULL;
+
+static inline void
 ensure_cache(void)
 {
-	AcceptInvalidationMessages();
-	if (!cache_valid || cache_cxt == NULL || !settings_unchanged())
+	TimestampTz stmt = GetCurrentStatementStartTimestamp();
+
+	if (stmt != checked_stmt || MyProc->lxid != checked_lxid ||
+		anonymize_country_code != checked_country_code ||
+		anonymize_trunk_prefix != checked_trunk_prefix)
+	{
+		AcceptInvalidationMessages();
+		if (!settings_unchanged())
+			cache_valid = false;
+		checked_stmt = stmt;
+		checked_lxid = MyProc->lxid;
+		checked_country_code = anonymize_country_code;
+		checked_trunk_prefix = anonymize_trunk_prefix;
+	}
+	if (!cache_valid || cache_cxt == NULL)
 		build_cache();
 }
 
