@@ -12,7 +12,9 @@
 #     steady state between nightly runs).
 #
 # Each figure is measured REPEAT times (default 3) and reported as the
-# median with the min-max spread.  Uses a private build and cluster
+# median with the min-max spread; for the guard, the ratio of each pair
+# measured together and the ratio of the fastest of each (the least
+# disturbed by other load on a shared machine).  Uses a private build and cluster
 # (tools/lib.sh); parallel query is off so that the shared machine's load
 # moves the numbers less, and so is parallel maintenance: the run's VACUUM
 # with parallel index workers can hang behind the next DROP EXTENSION's
@@ -117,6 +119,7 @@ for what in full all lookup idle; do
 	printf '%-52s %9.3f ms %12.3f - %.3f ms\n' "$label: guarded" "$gm" "$glo" "$ghi"
 	read -r rm rlo rhi < <(printf '%s\n' "${ratios[@]}" | stats)
 	printf '%-52s %12s %15s - %s\n' "  ratio guarded / plain" "$rm" "$rlo" "$rhi"
+	printf '%-52s %12s\n' "  ratio of the fastest of each" "$(ratio "$glo" "$plo")"
 	ratios=()
 done
 echo "(rows hidden by the guard for 1,000 Waiting requests: $hidden of $ROWS;"
