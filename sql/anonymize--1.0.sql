@@ -429,7 +429,236 @@ COMMENT ON FUNCTION @extschema@.status() IS
 -- ==== end of the worker ====
 
 -- ==== Search hooks (issue 4): is_anonymized(), protect(), unprotect() ====
--- (insert the search hooks' objects here)
+
+-- The portal calls it before an identifier search; grant EXECUTE on it to
+-- the portal's role.  It reads the page, the digests and the key without
+-- privilege checks (in C), so it needs no SECURITY DEFINER and shows the
+-- caller nothing but the answer.
+CREATE FUNCTION @extschema@.is_anonymized(identifier text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'anonymize_is_anonymized'
+LANGUAGE C STRICT STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.is_anonymized(text) IS
+'true when this phone number or email, in any accepted format, belongs to an archive request that is Waiting, Running, Held or Done';
+
+-- The row filter of the guard, one per type of time column: false for a
+-- row the run will rewrite (its value, read as the target's kind 'p', 'e'
+-- or 'b', names a request of the scope 'a', 's' or 'r' that is not Done,
+-- and its time is on or before the request's to_date).  COST 10 lets the
+-- planner run a search's own leakproof conditions (queue = 'X') first,
+-- so the guard reads only the rows the search would return.  protect() grants EXECUTE on these to the roles that may read
+-- a protected table (see _guard_grants()); never to PUBLIC.
+CREATE FUNCTION @extschema@._guard_visible(value text, at date, scope "char", kind "char")
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'anonymize_guard_visible_date'
+LANGUAGE C STABLE PARALLEL SAFE COST 10;
+CREATE FUNCTION @extschema@._guard_visible(value text, at timestamp, scope "char", kind "char")
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'anonymize_guard_visible_timestamp'
+LANGUAGE C STABLE PARALLEL SAFE COST 10;
+CREATE FUNCTION @extschema@._guard_visible(value text, at timestamptz, scope "char", kind "char")
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'anonymize_guard_visible_timestamptz'
+LANGUAGE C STABLE PARALLEL SAFE COST 10;
+
+-- distinct digests in this backend's search cache (tests and benchmarks)
+CREATE FUNCTION @extschema@._search_cache_entries()
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'anonymize_search_cache_entries'
+LANGUAGE C VOLATILE;
+
+-- The roles that may read a protected table (SELECT on it or on one of its
+-- columns), PUBLIC as role 0.
+CREATE FUNCTION @extschema@._guard_readers(tbl regclass)
+RETURNS SETOF oid
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT a.grantee
+	FROM pg_class c,
+		 LATERAL aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+	WHERE c.oid = tbl AND a.privilege_type = 'SELECT'
+	UNION
+	SELECT a.grantee
+	FROM pg_attribute att, LATERAL aclexplode(att.attacl) a
+	WHERE att.attrelid = tbl AND att.attnum > 0 AND NOT att.attisdropped
+	  AND att.attacl IS NOT NULL AND a.privilege_type = 'SELECT'
+$$;
+
+-- Make EXECUTE on the guard functions exactly match the roles that may
+-- read some protected table: called by protect(), unprotect() and after
+-- every GRANT or REVOKE (event trigger below).  PUBLIC never gets it: a
+-- table that PUBLIC may read cannot be protected.
+CREATE FUNCTION @extschema@._guard_grants()
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r	record;
+BEGIN
+	FOR r IN
+		WITH wanted AS (
+			SELECT DISTINCT g AS grantee
+			FROM pg_policy p, LATERAL @extschema@._guard_readers(p.polrelid) g
+			WHERE p.polname = 'anonymize_guard' AND g <> 0
+		), fn AS (
+			SELECT p.oid, p.proowner, p.proacl
+			FROM pg_proc p
+			WHERE p.pronamespace = '@extschema@'::regnamespace
+			  AND p.proname = '_guard_visible'
+		), have AS (
+			SELECT fn.oid AS fn, a.grantee
+			FROM fn, LATERAL aclexplode(fn.proacl) a
+			WHERE fn.proacl IS NOT NULL AND a.privilege_type = 'EXECUTE'
+			  AND a.grantee <> fn.proowner
+		)
+		SELECT 'GRANT' AS verb, fn.oid AS fn, w.grantee
+		FROM fn, wanted w
+		WHERE NOT EXISTS (SELECT FROM have h WHERE h.fn = fn.oid AND h.grantee = w.grantee)
+		  AND w.grantee <> fn.proowner
+		UNION ALL
+		SELECT 'REVOKE', h.fn, h.grantee
+		FROM have h
+		WHERE NOT EXISTS (SELECT FROM wanted w WHERE w.grantee = h.grantee)
+	LOOP
+		IF r.grantee = 0 THEN
+			EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', r.fn::regprocedure);
+		ELSIF r.verb = 'GRANT' THEN
+			EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', r.fn::regprocedure,
+						   (SELECT rolname FROM pg_roles WHERE oid = r.grantee));
+		ELSE
+			EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM %I', r.fn::regprocedure,
+						   (SELECT rolname FROM pg_roles WHERE oid = r.grantee));
+		END IF;
+	END LOOP;
+END
+$$;
+
+-- After GRANT or REVOKE: keep the guard's EXECUTE grants in step, and
+-- refuse to let PUBLIC read a protected table.
+CREATE FUNCTION @extschema@._guard_grants_trigger()
+RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	-- our own GRANTs on the guard functions need no second look
+	IF NOT EXISTS (SELECT FROM pg_event_trigger_ddl_commands() c
+				   WHERE c.object_type IS DISTINCT FROM 'function') THEN
+		RETURN;
+	END IF;
+	IF EXISTS (SELECT FROM pg_policy p
+			   WHERE p.polname = 'anonymize_guard'
+				 AND 0::oid IN (SELECT @extschema@._guard_readers(p.polrelid))) THEN
+		RAISE EXCEPTION 'a table protected by anonymize cannot be readable by PUBLIC'
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = 'Every role that reads a protected table gets EXECUTE on the guard''s function, and PUBLIC gets nothing in schema anonymize.',
+				  HINT = 'Grant SELECT to the roles that read the table, or call anonymize.unprotect() first.';
+	END IF;
+	PERFORM @extschema@._guard_grants();
+END
+$$;
+
+CREATE EVENT TRIGGER anonymize_guard_grants ON ddl_command_end
+	WHEN TAG IN ('GRANT', 'REVOKE')
+	EXECUTE FUNCTION @extschema@._guard_grants_trigger();
+
+-- protect(tbl): the search guard on a target table.  Row-level security
+-- with a restrictive SELECT policy "anonymize_guard" that hides, for every
+-- registered column of tbl, rows the run will rewrite and has not yet;
+-- when row-level security was off, also a permissive policy
+-- "anonymize_visible" USING (true), so that everything else stays as it
+-- was.  Owners and superusers bypass it, as RLS does.  Run it again after
+-- add_target() on the table.
+CREATE FUNCTION @extschema@.protect(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r			record;
+	v_quals		text[] := '{}';
+	v_rls		boolean;
+BEGIN
+	IF tbl IS NULL THEN
+		RAISE EXCEPTION 'argument of protect must not be null'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Name a table registered with anonymize.add_target().';
+	END IF;
+	IF NOT EXISTS (SELECT FROM @extschema@.target t WHERE t.tbl = protect.tbl) THEN
+		RAISE EXCEPTION 'relation "%" is not an anonymize target', tbl
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Register its identifier columns with anonymize.add_target() first; anonymize.targets lists them.';
+	END IF;
+	IF 0::oid IN (SELECT @extschema@._guard_readers(tbl)) THEN
+		RAISE EXCEPTION 'relation "%" is readable by PUBLIC', tbl
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = 'Every role that reads a protected table gets EXECUTE on the guard''s function, and PUBLIC gets nothing in schema anonymize.',
+				  HINT = 'Revoke SELECT from PUBLIC and grant it to the roles that read the table.';
+	END IF;
+
+	FOR r IN
+		SELECT t.col, t.time_col,
+			   CASE t.scope WHEN 'archive' THEN 'a' WHEN 'sms_survey' THEN 's' ELSE 'r' END AS sc,
+			   CASE t.kind WHEN 'phone' THEN 'p' WHEN 'email' THEN 'e' ELSE 'b' END AS kd,
+			   a.atttypid AS timetype
+		FROM @extschema@.target t
+		JOIN pg_attribute a ON a.attrelid = t.tbl AND a.attname = t.time_col
+		WHERE t.tbl = protect.tbl
+		ORDER BY t.col
+	LOOP
+		v_quals := v_quals || format('@extschema@._guard_visible((%I)::text, %I, %L::"char", %L::"char")',
+									 r.col, r.time_col, r.sc, r.kd);
+	END LOOP;
+
+	SELECT c.relrowsecurity INTO v_rls FROM pg_class c WHERE c.oid = tbl;
+	IF NOT v_rls THEN
+		EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+		EXECUTE format('CREATE POLICY anonymize_visible ON %s AS PERMISSIVE FOR ALL TO PUBLIC '
+					   'USING (true) WITH CHECK (true)', tbl);
+	END IF;
+	IF EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'anonymize_guard') THEN
+		EXECUTE format('DROP POLICY anonymize_guard ON %s', tbl);
+	END IF;
+	EXECUTE format('CREATE POLICY anonymize_guard ON %s AS RESTRICTIVE FOR SELECT TO PUBLIC '
+				   'USING (%s)', tbl, array_to_string(v_quals, ' AND '));
+	PERFORM @extschema@._guard_grants();
+END
+$$;
+COMMENT ON FUNCTION @extschema@.protect(regclass) IS
+'row-level-security guard on a target table: rows the run will rewrite and has not yet are not returned to roles subject to RLS';
+
+CREATE FUNCTION @extschema@.unprotect(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF tbl IS NULL THEN
+		RAISE EXCEPTION 'argument of unprotect must not be null'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Name a table protected with anonymize.protect().';
+	END IF;
+	IF NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'anonymize_guard') THEN
+		RAISE EXCEPTION 'relation "%" is not protected by anonymize', tbl
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'anonymize.protect() puts the guard on a target table.';
+	END IF;
+	EXECUTE format('DROP POLICY anonymize_guard ON %s', tbl);
+	-- row-level security was ours when we made the permissive policy
+	IF EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'anonymize_visible') THEN
+		EXECUTE format('DROP POLICY anonymize_visible ON %s', tbl);
+		IF NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = tbl) THEN
+			EXECUTE format('ALTER TABLE %s DISABLE ROW LEVEL SECURITY', tbl);
+		END IF;
+	END IF;
+	PERFORM @extschema@._guard_grants();
+END
+$$;
+COMMENT ON FUNCTION @extschema@.unprotect(regclass) IS
+'remove the guard that protect() put on a table';
+
 -- ==== end of the search hooks ====
 
 -- ==== Operations (issue 7): runs, status(), retention ====
