@@ -1,26 +1,29 @@
 -- bench/naive.sql: the peer, what a DBA would write by hand for one
 -- request: normalize the request's number with anonymize.normalize_phone(),
--- normalize the archive's values with a regexp in SQL (normalize_phone()
+-- normalize the archive's values in SQL (normalize_phone()
 -- itself would raise on "Unknown" or on an email in a chat), and run one
 -- UPDATE per target.  Each request is a sequential scan of every target.
 
 \set ON_ERROR_STOP 1
 
--- a stored value's canonical form, in plain SQL (NULL when not a number)
+-- a stored value's canonical form, in plain SQL, written for speed
+-- (translate and LIKE rather than regexps): "tel:" and separators
+-- dropped, 00 turned into +, a national number given +47.  A value that
+-- is not a number gets a form no request has ('+47Unknown').
 CREATE FUNCTION bench.sql_canon_phone(v text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN CASE
-	WHEN regexp_replace(regexp_replace(v, '^tel:', ''), '[ .()-]', '', 'g') ~ '^00[1-9][0-9]+$'
-		THEN '+' || substr(regexp_replace(regexp_replace(v, '^tel:', ''), '[ .()-]', '', 'g'), 3)
-	WHEN regexp_replace(regexp_replace(v, '^tel:', ''), '[ .()-]', '', 'g') ~ '^\+[1-9][0-9]+$'
-		THEN regexp_replace(regexp_replace(v, '^tel:', ''), '[ .()-]', '', 'g')
-	WHEN regexp_replace(regexp_replace(v, '^tel:', ''), '[ .()-]', '', 'g') ~ '^[1-9][0-9]+$'
-		THEN '+47' || regexp_replace(regexp_replace(v, '^tel:', ''), '[ .()-]', '', 'g')
+	WHEN translate(replace(v, 'tel:', ''), ' .()-', '') LIKE '00%'
+		THEN '+' || substr(translate(replace(v, 'tel:', ''), ' .()-', ''), 3)
+	WHEN translate(replace(v, 'tel:', ''), ' .()-', '') LIKE '+%'
+		THEN translate(replace(v, 'tel:', ''), ' .()-', '')
+	ELSE '+47' || translate(replace(v, 'tel:', ''), ' .()-', '')
 END;
 
+-- a stored email's address, lower case, without display name or blanks
 CREATE FUNCTION bench.sql_canon_email(v text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN lower(btrim(coalesce(substring(v from '<([^>]*)>'), v)));
+RETURN lower(btrim(CASE WHEN strpos(v, '<') > 0 THEN split_part(split_part(v, '<', 2), '>', 1) ELSE v END));
 
 -- erase person p by hand, as a request for p (phone, email, today) would;
 -- returns the rows rewritten
