@@ -1,0 +1,413 @@
+/*-------------------------------------------------------------------------
+ *
+ * anonymize_engine.c
+ *	  The matching engine of the run and of preview(): one sequential scan
+ *	  of a target's table, each identifier canonicalized by the lenient core
+ *	  functions and probed in a hash table of the due requests' canonical
+ *	  phones and emails, then the time cut-off of each request it names.
+ *
+ * The cost of a scan does not depend on the number of requests: a row
+ * costs one canonicalization and one probe.  Nothing here writes.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/detoast.h"
+#include "access/tableam.h"
+#include "catalog/partition.h"
+#include "catalog/pg_inherits.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/tuptable.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "anonymize_engine.h"
+#include "anonymize_normalize.h"
+#include "anonymize_settings.h"
+
+PG_FUNCTION_INFO_V1(anonymize_rewrite_recheck);
+
+/* a key is the kind ('p' or 'e') followed by the canonical form */
+typedef struct MatchEntry
+{
+	uint32		hash;
+	int			keylen;			/* 0: empty slot */
+	char	   *key;
+	int			head;			/* first posting */
+	int			tail;			/* last posting */
+} MatchEntry;
+
+typedef struct Posting
+{
+	int			req;
+	int			next;			/* -1 ends the list */
+} Posting;
+
+struct AnonymizeMatchSet
+{
+	AnonymizeRequest *reqs;
+	int			nreqs;
+	int			nkeys;
+	uint32		mask;			/* nbuckets - 1 */
+	MatchEntry *buckets;
+	Posting    *postings;
+	int			npostings;
+	int			maxpostings;
+	int		   *matched;		/* scratch: requests a row matches */
+};
+
+bool
+anonymize_request_prepare(AnonymizeRequest *req, const char *phone,
+						  const char *email, DateADT to_date)
+{
+	req->has_phone = false;
+	req->email = NULL;
+	if (phone != NULL)
+	{
+		if (!anonymize_phone_canonical(phone, strlen(phone), false, false,
+									   req->phone))
+			return false;
+		req->has_phone = true;
+	}
+	if (email != NULL)
+	{
+		req->email = anonymize_email_canonical(email, strlen(email), false,
+											   false);
+		if (req->email == NULL)
+			return false;
+	}
+	req->to_date = to_date;
+	req->end_tstz = anonymize_date_end(to_date);
+	/* a timestamp without time zone is local time: its date is its day */
+	if (DATE_NOT_FINITE(to_date))
+		req->end_ts = DATE_IS_NOBEGIN(to_date) ? DT_NOBEGIN : DT_NOEND;
+	else
+		req->end_ts = ((Timestamp) to_date + 1) * USECS_PER_DAY;
+	return req->has_phone || req->email != NULL;
+}
+
+static MatchEntry *
+matchset_lookup(AnonymizeMatchSet *ms, const char *key, int keylen,
+				uint32 hash, bool insert)
+{
+	uint32		i = hash & ms->mask;
+
+	for (;;)
+	{
+		MatchEntry *e = &ms->buckets[i];
+
+		if (e->keylen == 0)
+		{
+			if (!insert)
+				return NULL;
+			e->hash = hash;
+			e->keylen = keylen;
+			e->key = pnstrdup(key, keylen);
+			e->head = e->tail = -1;
+			ms->nkeys++;
+			return e;
+		}
+		if (e->hash == hash && e->keylen == keylen &&
+			memcmp(e->key, key, keylen) == 0)
+			return e;
+		i = (i + 1) & ms->mask;
+	}
+}
+
+static void
+matchset_add(AnonymizeMatchSet *ms, char kind, const char *canon, int req)
+{
+	char		key[ANON_EMAIL_MAX_LEN + 2];
+	int			len = strlen(canon);
+	MatchEntry *e;
+	Posting    *p;
+
+	if (len > ANON_EMAIL_MAX_LEN)
+		return;
+	key[0] = kind;
+	memcpy(key + 1, canon, len);
+	e = matchset_lookup(ms, key, len + 1,
+						hash_bytes((const unsigned char *) key, len + 1), true);
+	/* the same request twice under one key (phone and email): once */
+	if (e->tail >= 0 && ms->postings[e->tail].req == req)
+		return;
+	p = &ms->postings[ms->npostings];
+	p->req = req;
+	p->next = -1;
+	if (e->tail >= 0)
+		ms->postings[e->tail].next = ms->npostings;
+	else
+		e->head = ms->npostings;
+	e->tail = ms->npostings;
+	ms->npostings++;
+}
+
+AnonymizeMatchSet *
+anonymize_matchset_build(AnonymizeRequest *reqs, int nreqs, int kind,
+						 int scope)
+{
+	AnonymizeMatchSet *ms = palloc0(sizeof(AnonymizeMatchSet));
+	uint32		nbuckets = 16;
+
+	while (nbuckets < (uint32) nreqs * 4)
+		nbuckets <<= 1;
+	ms->reqs = reqs;
+	ms->nreqs = nreqs;
+	ms->mask = nbuckets - 1;
+	ms->buckets = palloc0(sizeof(MatchEntry) * nbuckets);
+	ms->maxpostings = nreqs * 2 + 1;
+	ms->postings = palloc(sizeof(Posting) * ms->maxpostings);
+	ms->matched = palloc(sizeof(int) * (nreqs + 1));
+
+	/* in order of the request array (by id): lowest id first per key */
+	for (int i = 0; i < nreqs; i++)
+	{
+		AnonymizeRequest *r = &reqs[i];
+
+		if (!r->active || (scope >= 0 && !r->scope[scope]))
+			continue;
+		if ((kind & ANONYMIZE_KIND_PHONE_BIT) && r->has_phone)
+			matchset_add(ms, ANONYMIZE_KIND_PHONE_CHAR, r->phone, i);
+		if ((kind & ANONYMIZE_KIND_EMAIL_BIT) && r->email != NULL)
+			matchset_add(ms, ANONYMIZE_KIND_EMAIL_CHAR, r->email, i);
+	}
+	return ms;
+}
+
+int
+anonymize_matchset_size(AnonymizeMatchSet *ms)
+{
+	return ms->nkeys;
+}
+
+void
+anonymize_matchset_free(AnonymizeMatchSet *ms)
+{
+	for (uint32 i = 0; i <= ms->mask; i++)
+		if (ms->buckets[i].keylen > 0)
+			pfree(ms->buckets[i].key);
+	pfree(ms->buckets);
+	pfree(ms->postings);
+	pfree(ms->matched);
+	pfree(ms);
+}
+
+int
+anonymize_scope_number(const char *s)
+{
+	if (strcmp(s, "sms_survey") == 0)
+		return ANONYMIZE_SCOPE_SMS_SURVEY;
+	if (strcmp(s, "raw_data") == 0)
+		return ANONYMIZE_SCOPE_RAW_DATA;
+	return ANONYMIZE_SCOPE_ARCHIVE;
+}
+
+int
+anonymize_kind_bits(const char *s)
+{
+	if (strcmp(s, "phone") == 0)
+		return ANONYMIZE_KIND_PHONE_BIT;
+	if (strcmp(s, "email") == 0)
+		return ANONYMIZE_KIND_EMAIL_BIT;
+	return ANONYMIZE_KIND_PHONE_BIT | ANONYMIZE_KIND_EMAIL_BIT;
+}
+
+List *
+anonymize_target_leaves(Oid relid)
+{
+	List	   *result = NIL;
+	ListCell   *lc;
+
+	if (get_rel_relkind(relid) != RELKIND_PARTITIONED_TABLE)
+		return list_make1_oid(relid);
+	foreach(lc, find_all_inheritors(relid, AccessShareLock, NULL))
+	{
+		Oid			child = lfirst_oid(lc);
+
+		if (get_rel_relkind(child) == RELKIND_RELATION)
+			result = lappend_oid(result, child);
+	}
+	return result;
+}
+
+/*
+ * The canonical key of a stored value, leniently: a phone number (kind
+ * 'p') or an email address (kind 'e'), as the target's kind allows.
+ * Returns the key length, 0 when the value is neither.
+ */
+static int
+value_key(const char *s, int len, int kind, char *key)
+{
+	if (kind & ANONYMIZE_KIND_PHONE_BIT)
+	{
+		if (anon_phone_canonical(s, len, true,
+								 anonymize_country_code ? anonymize_country_code : "",
+								 anonymize_trunk_prefix ? anonymize_trunk_prefix : "",
+								 key + 1) == ANON_PHONE_OK)
+		{
+			key[0] = ANONYMIZE_KIND_PHONE_CHAR;
+			return strlen(key + 1) + 1;
+		}
+	}
+	if (kind & ANONYMIZE_KIND_EMAIL_BIT)
+	{
+		size_t		outlen;
+
+		if (anon_email_canonical(s, len, true, key + 1, &outlen) == ANON_EMAIL_OK &&
+			outlen <= ANON_EMAIL_MAX_LEN)
+		{
+			key[0] = ANONYMIZE_KIND_EMAIL_CHAR;
+			return outlen + 1;
+		}
+	}
+	return 0;
+}
+
+/* Does a row with this time fall on or before the request's to_date? */
+static inline bool
+time_matches(AnonymizeRequest *r, Oid time_type, Datum t)
+{
+	switch (time_type)
+	{
+		case TIMESTAMPTZOID:
+			return DatumGetTimestampTz(t) < r->end_tstz;
+		case TIMESTAMPOID:
+			return DatumGetTimestamp(t) < r->end_ts;
+		case DATEOID:
+			return DatumGetDateADT(t) <= r->to_date;
+	}
+	return false;
+}
+
+int64
+anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
+					  Relation leaf, anonymize_match_callback callback,
+					  void *arg)
+{
+	Oid			leafid = RelationGetRelid(leaf);
+	AttrNumber	idatt = get_attnum(leafid, target->col);
+	AttrNumber	timeatt = get_attnum(leafid, target->time_col);
+	TableScanDesc scan;
+	TupleTableSlot *slot;
+	int64		nrows = 0;
+	char		key[ANONYMIZE_MAX_VALUE_LEN + 2];
+
+	if (idatt == InvalidAttrNumber || timeatt == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("a column of target %s is missing from table \"%s\"",
+						target->name, RelationGetRelationName(leaf)),
+				 errhint("Re-register the target with anonymize.add_target() or remove it with anonymize.remove_target().")));
+	if (ms->nkeys == 0)
+		return 0;
+
+	slot = table_slot_create(leaf, NULL);
+	scan = table_beginscan(leaf, GetActiveSnapshot(), 0, NULL);
+	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		Datum		d;
+		struct varlena *v;
+		struct varlena *detoasted = NULL;
+		int			keylen;
+		MatchEntry *e;
+		int			nmatched = 0;
+
+		CHECK_FOR_INTERRUPTS();
+		nrows++;
+		d = slot_getattr(slot, idatt, &isnull);
+		if (isnull)
+			continue;
+		v = (struct varlena *) DatumGetPointer(d);
+		if (VARATT_IS_EXTENDED(v) && !VARATT_IS_SHORT(v))
+		{
+			/* toasted or compressed: long values are never identifiers */
+			if (toast_raw_datum_size(d) - VARHDRSZ > ANONYMIZE_MAX_VALUE_LEN)
+				continue;
+			v = detoasted = detoast_attr(v);
+		}
+		if (VARSIZE_ANY_EXHDR(v) > ANONYMIZE_MAX_VALUE_LEN)
+			continue;
+		keylen = value_key(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), target->kind,
+						   key);
+		if (detoasted)
+			pfree(detoasted);
+		if (keylen == 0)
+			continue;
+		e = matchset_lookup(ms, key, keylen,
+							hash_bytes((const unsigned char *) key, keylen),
+							false);
+		if (e == NULL)
+			continue;
+
+		d = slot_getattr(slot, timeatt, &isnull);
+		if (isnull)
+			continue;			/* a contact of unknown time never matches */
+		for (int p = e->head; p >= 0; p = ms->postings[p].next)
+		{
+			AnonymizeRequest *r = &ms->reqs[ms->postings[p].req];
+
+			if (r->active && time_matches(r, target->time_type, d))
+				ms->matched[nmatched++] = ms->postings[p].req;
+		}
+		if (nmatched > 0)
+			callback(arg, leafid, &slot->tts_tid, ms->matched, nmatched);
+	}
+	table_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	return nrows;
+}
+
+/* the requests of the run in progress in this process, for the recheck */
+static AnonymizeRequest *recheck_reqs = NULL;
+static int	recheck_nreqs = 0;
+
+void
+anonymize_engine_set_recheck(AnonymizeRequest *reqs, int nreqs)
+{
+	recheck_reqs = reqs;
+	recheck_nreqs = nreqs;
+}
+
+/*
+ * anonymize._rewrite_recheck(value text, req integer) returns boolean
+ *
+ * Used by the run's UPDATE: the row found at a scanned TID still holds an
+ * identifier of request number req (an index into the run's requests).
+ * Outside a run it is always false.
+ */
+Datum
+anonymize_rewrite_recheck(PG_FUNCTION_ARGS)
+{
+	text	   *t;
+	int32		req;
+	AnonymizeRequest *r;
+	char		key[ANONYMIZE_MAX_VALUE_LEN + 2];
+	int			len;
+	int			keylen;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_BOOL(false);
+	req = PG_GETARG_INT32(1);
+	if (recheck_reqs == NULL || req < 0 || req >= recheck_nreqs)
+		PG_RETURN_BOOL(false);
+	r = &recheck_reqs[req];
+	t = PG_GETARG_TEXT_PP(0);
+	len = VARSIZE_ANY_EXHDR(t);
+	if (len > ANONYMIZE_MAX_VALUE_LEN)
+		PG_RETURN_BOOL(false);
+	keylen = value_key(VARDATA_ANY(t), len,
+					   ANONYMIZE_KIND_PHONE_BIT | ANONYMIZE_KIND_EMAIL_BIT, key);
+	if (keylen == 0)
+		PG_RETURN_BOOL(false);
+	if (key[0] == ANONYMIZE_KIND_PHONE_CHAR)
+		PG_RETURN_BOOL(r->has_phone && strcmp(key + 1, r->phone) == 0);
+	key[keylen] = '\0';
+	PG_RETURN_BOOL(r->email != NULL && strcmp(key + 1, r->email) == 0);
+}

@@ -1,0 +1,129 @@
+/*-------------------------------------------------------------------------
+ *
+ * anonymize_engine.h
+ *	  Matching archive rows against due requests: the set of requests'
+ *	  canonical identifiers in a hash table, the cut-off in time, and one
+ *	  sequential scan of a target's table that reports every matching row.
+ *
+ * Used by the run (anonymize_run.c) and by preview() (anonymize_preview.c),
+ * so that a preview counts exactly the rows the run rewrites.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ANONYMIZE_ENGINE_H
+#define ANONYMIZE_ENGINE_H
+
+#include "datatype/timestamp.h"
+#include "nodes/pg_list.h"
+#include "storage/itemptr.h"
+#include "utils/date.h"
+#include "utils/relcache.h"
+
+#include "anonymize_core.h"
+
+/* scopes, as ticked on the page */
+#define ANONYMIZE_SCOPE_ARCHIVE		0
+#define ANONYMIZE_SCOPE_SMS_SURVEY	1
+#define ANONYMIZE_SCOPE_RAW_DATA	2
+#define ANONYMIZE_NSCOPES			3
+
+/* kinds of target columns (bit flags) */
+#define ANONYMIZE_KIND_PHONE_BIT	0x01
+#define ANONYMIZE_KIND_EMAIL_BIT	0x02
+
+/* first byte of a hash key: which canonical form follows */
+#define ANONYMIZE_KIND_PHONE_CHAR	'p'
+#define ANONYMIZE_KIND_EMAIL_CHAR	'e'
+
+/* values longer than this are never a phone number or an email */
+#define ANONYMIZE_MAX_VALUE_LEN		1024
+
+/* One request as the engine sees it. */
+typedef struct AnonymizeRequest
+{
+	int64		id;
+	bool		has_phone;
+	char		phone[ANON_PHONE_CANON_SIZE];	/* canonical, when has_phone */
+	char	   *email;			/* canonical, or NULL */
+	DateADT		to_date;
+	TimestampTz end_tstz;		/* timestamptz before this: on or before to_date */
+	Timestamp	end_ts;			/* timestamp before this: on or before to_date */
+	bool		scope[ANONYMIZE_NSCOPES];
+	bool		confirmed;		/* Held and confirmed: no row limit */
+	bool		active;			/* false once Held or Failed in this run */
+	int64		matched;		/* rows matched in the counting pass */
+} AnonymizeRequest;
+
+/* A hash table of canonical identifiers -> the requests that name them. */
+typedef struct AnonymizeMatchSet AnonymizeMatchSet;
+
+/* One registered target, with the leaf tables to scan. */
+typedef struct AnonymizeTarget
+{
+	Oid			relid;			/* the registered (maybe partitioned) table */
+	char	   *name;			/* "schema"."table", quoted, for receipts */
+	char	   *col;
+	char	   *time_col;
+	int			kind;			/* ANONYMIZE_KIND_*_BIT */
+	int			scope;			/* ANONYMIZE_SCOPE_* */
+	Oid			time_type;		/* DATEOID, TIMESTAMPOID or TIMESTAMPTZOID */
+} AnonymizeTarget;
+
+/*
+ * The registered targets: oid, quoted name, col, kind, scope, time_col,
+ * type of time_col; in a stable order.
+ */
+#define ANONYMIZE_TARGETS_SQL \
+	"SELECT t.tbl::oid, format('%I.%I', n.nspname, c.relname), t.col::text," \
+	" t.kind, t.scope, t.time_col::text, a.atttypid" \
+	" FROM anonymize.target t" \
+	" JOIN pg_catalog.pg_class c ON c.oid = t.tbl" \
+	" JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace" \
+	" JOIN pg_catalog.pg_attribute a ON a.attrelid = t.tbl" \
+	"  AND a.attname = t.time_col AND NOT a.attisdropped" \
+	" ORDER BY 2, 3"
+
+/* "archive", "sms_survey", "raw_data" -> ANONYMIZE_SCOPE_*; kinds -> bits */
+extern int	anonymize_scope_number(const char *scope);
+extern int	anonymize_kind_bits(const char *kind);
+
+/*
+ * Called for every matching row with the indexes (into the request array)
+ * of the active requests it matches, lowest id first.
+ */
+typedef void (*anonymize_match_callback) (void *arg, Oid leaf,
+										  ItemPointer tid,
+										  const int *reqs, int nreqs);
+
+/* Fill the request's canonical forms and cut-offs; false if invalid. */
+extern bool anonymize_request_prepare(AnonymizeRequest *req,
+									  const char *phone, const char *email,
+									  DateADT to_date);
+
+/* The requests (active, with the scope ticked) that a target concerns. */
+extern AnonymizeMatchSet *anonymize_matchset_build(AnonymizeRequest *reqs,
+												   int nreqs, int kind,
+												   int scope);
+extern int	anonymize_matchset_size(AnonymizeMatchSet *ms);
+extern void anonymize_matchset_free(AnonymizeMatchSet *ms);
+
+/* Leaf tables of a target (itself unless partitioned), as OIDs. */
+extern List *anonymize_target_leaves(Oid relid);
+
+/*
+ * Scan one leaf table of a target with the given snapshot and report each
+ * matching row.  The leaf must be opened (AccessShareLock at least) by the
+ * caller.  Returns the number of rows scanned.
+ */
+extern int64 anonymize_engine_scan(AnonymizeMatchSet *ms,
+								   AnonymizeTarget *target, Relation leaf,
+								   anonymize_match_callback callback,
+								   void *arg);
+
+/*
+ * During a run, the requests being rewritten, for the recheck the rewrite
+ * statement makes (anonymize._rewrite_recheck()).
+ */
+extern void anonymize_engine_set_recheck(AnonymizeRequest *reqs, int nreqs);
+
+#endif							/* ANONYMIZE_ENGINE_H */
