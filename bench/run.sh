@@ -53,14 +53,26 @@ k_big=$(echo $ks | awk '{print $NF}')		# the K compared with K=1
 ensure_deps
 work=$(mktemp -d /tmp/anonymize-bench.XXXXXX)
 chmod 755 "$work"
-port=$(free_port)
 trap 'jobs -p | xargs -r kill 2>/dev/null; stop_cluster "$work/cluster"' EXIT
 
 stage_tree "$work/src"
 private_pg "$work/pg"
 build_install "$work/src"
-log "starting a throwaway cluster on port $port"
-start_cluster "$work/cluster" "$port" \
+# a random free port, tried just before starting: other checkouts on this
+# machine start clusters too, and the first free port may be taken by the
+# time ours starts
+bench_start() {
+	local try port
+	for try in 1 2 3 4 5; do
+		port=$(shuf -i 55000-55999 -n 1)
+		(echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && continue
+		log "starting a throwaway cluster on port $port"
+		rm -rf "$work/cluster"
+		start_cluster "$work/cluster" "$port" "$@" && return 0
+	done
+	return 1
+}
+bench_start \
 	"anonymize.database = 'archive'" \
 	"anonymize.country_code = '47'" \
 	"timezone = 'Europe/Oslo'" \
