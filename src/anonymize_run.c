@@ -839,7 +839,7 @@ run_finish(RunState *st)
 				 " WHERE r.id = ANY ($1) AND r.status = 'Running'"
 				 " RETURNING r.id, r.rows_anonymized)"
 				 " INSERT INTO anonymize.request_log (request_id, event, status, detail)"
-				 " SELECT id, 'status', 'Done', rows_anonymized || ' rows rewritten' FROM d",
+				 " SELECT id, 'status', 'Done', 'rows rewritten: ' || rows_anonymized FROM d",
 				 1, types, values, NULL, SPI_OK_INSERT);
 		st->result->requests_done += SPI_processed;
 		anonymize_internal_write_end();
@@ -893,6 +893,9 @@ run_vacuum(RunState *st)
 	List	   *rels = NIL;
 	ListCell   *lc;
 	VacuumStmt *stmt;
+	ParseState *pstate;
+	MemoryContext save;
+	MemoryContext old;
 
 	/* a resumed request's earlier batches may have left dead versions */
 	for (int i = 0; i < st->nreqs; i++)
@@ -914,7 +917,15 @@ run_vacuum(RunState *st)
 	if (relids == NIL)
 		return;
 
+	/*
+	 * vacuum() keeps its state under PortalContext and commits the
+	 * transaction it was called in: the statement must outlive it.
+	 */
+	save = PortalContext;
+	PortalContext = AllocSetContextCreate(TopMemoryContext, "anonymize vacuum",
+										  ALLOCSET_DEFAULT_SIZES);
 	StartTransactionCommand();
+	old = MemoryContextSwitchTo(PortalContext);
 	foreach(lc, relids)
 	{
 		Oid			relid = lfirst_oid(lc);
@@ -928,24 +939,19 @@ run_vacuum(RunState *st)
 		rels = lappend(rels, makeVacuumRelation(makeRangeVar(nsp, name, -1),
 												relid, NIL));
 	}
-	run_activity(st, "vacuuming %d tables", list_length(rels));
 	stmt = makeNode(VacuumStmt);
 	stmt->options = list_make1(makeDefElem("index_cleanup",
 										   (Node *) makeString("on"), -1));
 	stmt->rels = rels;
 	stmt->is_vacuumcmd = true;
+	pstate = make_parsestate(NULL);
+	MemoryContextSwitchTo(old);
+	run_activity(st, "vacuuming %d tables", list_length(rels));
 	if (rels != NIL)
-	{
-		MemoryContext save = PortalContext;
-
-		/* vacuum() keeps its state under PortalContext */
-		PortalContext = AllocSetContextCreate(TopMemoryContext, "anonymize vacuum",
-											  ALLOCSET_DEFAULT_SIZES);
-		ExecVacuum(make_parsestate(NULL), stmt, true);
-		MemoryContextDelete(PortalContext);
-		PortalContext = save;
-	}
+		ExecVacuum(pstate, stmt, true);
 	CommitTransactionCommand();
+	MemoryContextDelete(PortalContext);
+	PortalContext = save;
 
 	StartTransactionCommand();
 	SPI_connect();
