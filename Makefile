@@ -13,7 +13,7 @@ PGFILEDESC = "anonymize - GDPR erasure for a contact-centre archive"
 
 # each area appends its tests on its own line
 REGRESS_FOUNDATION = setup normalize mask request targets
-REGRESS_RUN = run
+REGRESS_RUN = run run_timezone run_held run_partitioned
 REGRESS_HOOKS =
 REGRESS_HARDENING =
 REGRESS_OPERATIONS =

@@ -149,7 +149,7 @@ SELECT * FROM runt.raw ORDER BY id;
 -- the page: masked, Done, counted
 SELECT comment, phone, email, status, rows_anonymized, error, done_at IS NOT NULL AS has_done_at
 FROM anonymize.anonymize_request WHERE comment IN ('A', 'B', 'C') ORDER BY comment;
-SELECT r.code, r.message FROM regress.try($$SELECT * FROM anonymize.preview((SELECT id FROM anonymize.anonymize_request WHERE comment = 'A'))$$) r;
+SELECT r.code, regexp_replace(r.message, '[0-9]+', 'N') AS message FROM regress.try($$SELECT * FROM anonymize.preview((SELECT id FROM anonymize.anonymize_request WHERE comment = 'A'))$$) r;
 
 -- receipts: one row per request and target in its scopes, and the status changes
 SELECT r.comment, l.event, l.status, l.target, l.col, l.rows, l.detail
@@ -212,3 +212,7 @@ BEGIN;
 INSERT INTO runt.raw VALUES (100, 'x', now());
 SELECT r.code, r.message FROM regress.try('SELECT anonymize.run()') r;
 ROLLBACK;
+
+-- the following tests register their own targets
+SELECT count(anonymize.remove_target(tbl, col)) AS targets_removed
+FROM anonymize.target WHERE tbl::text LIKE 'runt.%';

@@ -889,13 +889,17 @@ run_record(RunState *st, const char *outcome, const char *error)
 static void
 run_vacuum(RunState *st)
 {
-	List	   *relids = list_copy(st->touched);
+	List	   *relids;
 	List	   *rels = NIL;
 	ListCell   *lc;
 	VacuumStmt *stmt;
 	ParseState *pstate;
 	MemoryContext save;
 	MemoryContext old;
+
+	/* in the run's context: transactions come and go below */
+	old = MemoryContextSwitchTo(st->cxt);
+	relids = list_copy(st->touched);
 
 	/* a resumed request's earlier batches may have left dead versions */
 	for (int i = 0; i < st->nreqs; i++)
@@ -908,12 +912,18 @@ run_vacuum(RunState *st)
 	{
 		Oid			nsp;
 
+		Oid			page;
+		Oid			private;
+
 		StartTransactionCommand();
 		nsp = get_namespace_oid("anonymize", false);
-		relids = list_append_unique_oid(relids, get_relname_relid("anonymize_request", nsp));
-		relids = list_append_unique_oid(relids, get_relname_relid("request_private", nsp));
+		page = get_relname_relid("anonymize_request", nsp);
+		private = get_relname_relid("request_private", nsp);
 		CommitTransactionCommand();
+		relids = list_append_unique_oid(relids, page);
+		relids = list_append_unique_oid(relids, private);
 	}
+	MemoryContextSwitchTo(old);
 	if (relids == NIL)
 		return;
 

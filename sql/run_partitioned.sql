@@ -1,0 +1,73 @@
+-- A partitioned target: the run scans and rewrites its leaf partitions
+-- (sub-partitions, a partition with its columns in another order, the
+-- default partition); receipts name the registered table.  Then a run
+-- that fails half-way (a target too narrow for the replacement): the
+-- error reaches the caller, the request stays Running with exact receipts
+-- for what was committed, and the next run finishes it and vacuums.
+CREATE SCHEMA part;
+CREATE TABLE part.events (id int, number text, source text, at timestamptz NOT NULL) PARTITION BY RANGE (at);
+CREATE TABLE part.events_2023 PARTITION OF part.events FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');
+CREATE TABLE part.events_2024 PARTITION OF part.events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01')
+	PARTITION BY LIST (source);
+CREATE TABLE part.events_2024_ivr PARTITION OF part.events_2024 FOR VALUES IN ('ivr');
+CREATE TABLE part.events_2024_other PARTITION OF part.events_2024 DEFAULT;
+CREATE TABLE part.events_default PARTITION OF part.events DEFAULT;
+CREATE TABLE part.events_2022 (at timestamptz NOT NULL, source text, id int, number text);
+ALTER TABLE part.events ATTACH PARTITION part.events_2022 FOR VALUES FROM ('2022-01-01') TO ('2023-01-01');
+INSERT INTO part.events VALUES
+ (1, '98700001', 'ivr', '2022-06-01'), (2, '+47 987 00 001', 'ivr', '2023-06-01'),
+ (3, '98700001', 'ivr', '2024-03-01'), (4, '004798700001', 'web', '2024-03-02'),
+ (5, '98700001', 'ivr', '2030-01-01'), (6, '98700002', 'ivr', '2023-06-01'),
+ (7, '98700001', 'ivr', '2024-06-01');
+SELECT anonymize.add_target('part.events', 'number', 'phone', 'raw_data', 'at');
+
+INSERT INTO anonymize.anonymize_request (phone, to_date, comment, archive, raw_data)
+VALUES ('98700001', '2024-05-01', 'partitioned', false, true);
+SELECT p.target, p.col, p.rows
+FROM anonymize.anonymize_request r, LATERAL anonymize.preview(r.id) p
+WHERE r.comment = 'partitioned';
+SELECT anonymize.run() AS finished;
+SELECT regress.wait_run();
+SELECT tableoid::regclass AS partition, * FROM part.events ORDER BY id;
+SELECT l.event, l.status, l.target, l.col, l.rows
+FROM anonymize.request_log l JOIN anonymize.anonymize_request r ON r.id = l.request_id
+WHERE r.comment = 'partitioned' ORDER BY l.id;
+SELECT t.tbl, n.needle, regress.raw_copies(t.tbl, n.needle) AS tuples_in_pages,
+       regress.live_copies(t.tbl, n.needle) AS live_rows
+FROM (VALUES ('part.events_2022'::regclass), ('part.events_2023'), ('part.events_2024_ivr'),
+             ('part.events_2024_other'), ('part.events_default')) AS t(tbl),
+     (VALUES ('98700001'), ('987 00 001')) AS n(needle)
+ORDER BY 1, 2;
+
+-- a run that fails half-way, and the run that finishes it
+CREATE TABLE part.zshort (id int, number varchar(8), at timestamptz);
+INSERT INTO part.zshort VALUES (1, '98700003', '2024-01-01');
+INSERT INTO part.events VALUES (8, '98700003', 'ivr', '2024-01-01'), (9, '+4798700003', 'web', '2024-01-02');
+SELECT anonymize.add_target('part.zshort', 'number', 'phone', 'raw_data', 'at');
+INSERT INTO anonymize.anonymize_request (phone, to_date, comment, archive, raw_data)
+VALUES ('98700003', '2024-05-01', 'resumed', false, true);
+SELECT r.code, r.message, r.detail FROM regress.try('SELECT anonymize.run()') r;
+SELECT regress.wait_run();
+SELECT status, rows_anonymized FROM anonymize.anonymize_request WHERE comment = 'resumed';
+SELECT l.event, l.status, l.target, l.rows
+FROM anonymize.request_log l JOIN anonymize.anonymize_request r ON r.id = l.request_id
+WHERE r.comment = 'resumed' ORDER BY l.id;
+SELECT requests_done, rows_rewritten, outcome, error, vacuumed_at IS NULL AS not_vacuumed
+FROM anonymize.runs ORDER BY id DESC LIMIT 1;
+SELECT id, number FROM part.events WHERE id >= 8 ORDER BY id;
+
+ALTER TABLE part.zshort ALTER COLUMN number TYPE text;
+SELECT anonymize.run() AS finished;
+SELECT regress.wait_run();
+SELECT status, rows_anonymized, phone FROM anonymize.anonymize_request WHERE comment = 'resumed';
+SELECT l.event, l.status, l.target, l.rows
+FROM anonymize.request_log l JOIN anonymize.anonymize_request r ON r.id = l.request_id
+WHERE r.comment = 'resumed' ORDER BY l.id;
+SELECT id, number FROM part.events WHERE id >= 8 ORDER BY id;
+SELECT * FROM part.zshort;
+-- the resuming run vacuumed what the failed one left
+SELECT t.tbl, regress.raw_copies(t.tbl, '98700003') AS tuples_in_pages
+FROM (VALUES ('part.events_2024_ivr'::regclass), ('part.events_2024_other'), ('part.zshort')) AS t(tbl)
+ORDER BY 1;
+SELECT anonymize.remove_target('part.events', 'number');
+SELECT anonymize.remove_target('part.zshort', 'number');
