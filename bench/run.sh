@@ -42,10 +42,10 @@ done
 if [ $tiny = 1 ]; then
 	rows=15000 reps=1 profile=0
 	ks="1 10 100 1000"; k_mem=1000; k_portal=10
-	portal_secs=4 portal_rate=20 shared_buffers=128MB
+	portal_secs=4 portal_rate=20 shared_buffers=128MB run_timeout=60
 else
 	ks="1 100 1000 10000"; k_mem=100000; k_portal=1000
-	portal_secs=40 portal_rate=40 shared_buffers=1GB
+	portal_secs=40 portal_rate=40 shared_buffers=1GB run_timeout=1800
 fi
 k_ratio=$(echo $ks | awk '{print $3}')	# the K of run/scan (1,000)
 k_big=$(echo $ks | awk '{print $NF}')		# the K compared with K=1
@@ -56,6 +56,14 @@ chmod 755 "$work"
 trap 'jobs -p | xargs -r kill 2>/dev/null; stop_cluster "$work/cluster"' EXIT
 
 stage_tree "$work/src"
+# BENCH_PATCH=FILE: measure with a patch applied to the staged copy only
+# (e.g. a fix not yet on the branch); RESULTS.md says so
+patched=""
+if [ -n "${BENCH_PATCH:-}" ]; then
+	log "applying $BENCH_PATCH to the staged copy"
+	patch -s -d "$work/src" -p1 <"$BENCH_PATCH"
+	patched=" Measured with \`$(basename "$BENCH_PATCH")\` applied to the staged copy ($(grep -c '^[-+][^-+]' "$BENCH_PATCH") changed lines, not on the branch)."
+fi
 private_pg "$work/pg"
 build_install "$work/src"
 # a random free port, tried just before starting: other checkouts on this
@@ -166,6 +174,20 @@ rss_sampler() {
 	done
 }
 
+# run() returns once the run has committed; its process then vacuums what
+# it touched.  The cost of a run is until that process is gone.
+wait_run_process() {
+	local deadline=$(($(ms_now) + run_timeout * 1000))
+	while [ "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'anonymize run()'")" != 0 ]; do
+		if [ "$(ms_now)" -gt "$deadline" ]; then
+			log "the run's process is still there after ${run_timeout}s:"
+			q -c "SELECT pid, wait_event_type, wait_event, query FROM pg_stat_activity WHERE backend_type <> 'client backend'" >&2
+			exit 1
+		fi
+		sleep 0.02
+	done
+}
+
 # run_once K TAG: file K fresh requests and run them; appends
 # "K ms wal_bytes rows_rewritten done load" to $out/runs
 run_once() {
@@ -173,16 +195,21 @@ run_once() {
 	before=$(q -c 'SELECT coalesce(max(id), 0) FROM anonymize.anonymize_request')
 	q -c "SELECT bench.file_requests($k)" >/dev/null
 	load=$(load1)
+	# as at night: a checkpoint since the day's writes, so that the first
+	# change of a page after it writes a full-page image
+	q -c 'CHECKPOINT'
 	lsn0=$(q -c 'SELECT pg_current_wal_insert_lsn()')
 	t0=$(ms_now)
 	q -c 'SELECT anonymize.run()' >"$out/run.$tag.out"
+	cms=$(($(ms_now) - t0))
+	wait_run_process
 	ms=$(($(ms_now) - t0))
 	wal=$(q -c "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn0')::bigint")
 	res=$(q -F' ' -c "SELECT count(*) FILTER (WHERE status = 'Done'), coalesce(sum(rows_anonymized), 0)
 		FROM anonymize.anonymize_request WHERE id > $before AND comment = 'bench'")
 	set -- $res
-	echo "$k $ms $wal $2 $1 $load $tag" >>"$out/runs"
-	echo "run K=$k: $ms ms, $1 done, $2 rows rewritten, $wal WAL bytes, load $load" >&2
+	echo "$k $ms $wal $2 $1 $load $tag $cms" >>"$out/runs"
+	echo "run K=$k: $ms ms ($cms ms until run() returned), $1 done, $2 rows rewritten, $wal WAL bytes, load $load" >&2
 	if [ "$1" != "$k" ]; then
 		log "run K=$k finished only $1 of $k requests"
 		q -c "SELECT status, error, count(*) FROM anonymize.anonymize_request WHERE id > $before GROUP BY 1, 2" >&2
@@ -235,6 +262,7 @@ if [ "$has_run" = t ]; then
 			perf record -e cpu-clock -F 999 -g -o "$out/perf.data" -p "$pids" >/dev/null 2>&1 &
 			perfpid=$!
 			wait "$runner" || true
+			wait_run_process
 			kill -INT "$perfpid" 2>/dev/null || true; wait "$perfpid" 2>/dev/null || true
 			perf report -i "$out/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null |
 				grep -v '^$' | grep -E '^ +[0-9]' | head -40 >"$out/perf.txt" || true
@@ -255,6 +283,7 @@ first=$(q -c "SELECT bench.take_persons(5)")
 : >"$out/naive.ms"
 naive_wal=0 naive_rows=0
 for p in $(seq "$first" $((first + 4))); do
+	q -c 'CHECKPOINT'
 	lsn0=$(q -c 'SELECT pg_current_wal_insert_lsn()')
 	t0=$(ms_now)
 	n=$(q -c "SELECT bench.naive_erase($p)")
@@ -299,6 +328,7 @@ if [ "$has_run" = t ]; then
 		q -c "SELECT bench.file_requests($k_portal)" >/dev/null
 		t0=$(ms_now)
 		q -c 'SELECT anonymize.run()' >/dev/null
+		wait_run_process
 		echo "$t0 $(ms_now)" >>"$out/run_windows"
 		runs_during=$((runs_during + 1))
 	done
@@ -351,9 +381,9 @@ res=$out/RESULTS.md
 {
 	echo "# anonymize benchmark results"
 	echo
-	echo "Produced by \`bench/run.sh$([ $tiny = 1 ] && echo ' --tiny') --rows $rows --reps $reps\` on $(date -u '+%Y-%m-%d %H:%M UTC'), branch \`$(git -C "$TOP" rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?')\` at \`$(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')\`."
+	echo "Produced by \`bench/run.sh$([ $tiny = 1 ] && echo ' --tiny') --rows $rows --reps $reps\` on $(date -u '+%Y-%m-%d %H:%M UTC'), branch \`$(git -C "$TOP" rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?')\` at \`$(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')\`.$patched"
 	echo
-	echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo) memory, $(as_pg "$PG_BIN/postgres" --version), shared_buffers $shared_buffers, fsync off, parallel query off, autovacuum on. The cores are shared with other work: the load average (1 min) is given next to each number."
+	echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo) memory, $(as_pg "$PG_BIN/postgres" --version), shared_buffers $shared_buffers, fsync off, parallel query off, autovacuum on, a CHECKPOINT before each measured run and peer request (so WAL includes the full-page images a nightly run writes). The cores are shared with other work: the load average (1 min) is given next to each number."
 	echo
 	echo "Archive: $archive_rows rows in 5 targets ($rows calls, $((rows / 10)) chats, $((rows / 10)) emails, $((rows / 5)) SMS answers, $((rows / 2)) raw events in half-year partitions), $((heap_bytes / 1048576)) MB of heap, $((archive_bytes / 1048576)) MB with indexes; $persons persons, each with a few rows in every target. Built in $((load_ms / 1000)) s."
 	echo
@@ -364,7 +394,7 @@ res=$out/RESULTS.md
 	echo "| floor: one sequential scan of every target | $(stats <"$out/floor.ms") ms |"
 	for k in $ks; do
 		if [ -n "$(runs_k "$k")" ]; then
-			echo "| run(), K = $k | $(runs_k "$k" | stats) ms; $(awk -v k="$k" '$1 == k && $7 ~ /^k/ {print $4}' "$out/runs" | median) rows rewritten; WAL $(awk -v k="$k" '$1 == k && $7 ~ /^k/ {print $3}' "$out/runs" | median) bytes; load $(awk -v k="$k" '$1 == k && $7 ~ /^k/ {printf "%s ", $6}' "$out/runs") |"
+			echo "| run(), K = $k | $(runs_k "$k" | stats) ms (run() returned after $(awk -v k="$k" '$1 == k && $7 ~ /^k/ {print $8}' "$out/runs" | median) ms, before its vacuum); $(awk -v k="$k" '$1 == k && $7 ~ /^k/ {print $4}' "$out/runs" | median) rows rewritten; WAL $(awk -v k="$k" '$1 == k && $7 ~ /^k/ {print $3}' "$out/runs" | median) bytes; load $(awk -v k="$k" '$1 == k && $7 ~ /^k/ {printf "%s ", $6}' "$out/runs") |"
 		else
 			echo "| run(), K = $k | not measured (no run()) |"
 		fi
@@ -406,7 +436,7 @@ res=$out/RESULTS.md
 	echo "| WAL of a K = 1 run / heap size of the targets | $r_wal_tab | ~0 (not the table) | $(verdict "$r_wal_tab" "<=" 0.05) |"
 	echo "| portal p99 during / without a run | $r_p99 | <= 1.25 | $(verdict "$r_p99" "<=" 1.25) |"
 	echo
-	echo "Raw runs (K, ms, WAL bytes, rows rewritten, requests done, load, tag):"
+	echo "Raw runs (K, ms until the run's process ended (its vacuum included), WAL bytes, rows rewritten, requests done, load, tag, ms until run() returned):"
 	echo
 	echo '```'
 	cat "$out/runs"
