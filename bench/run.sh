@@ -3,6 +3,9 @@
 #
 #   bench/run.sh [--rows N] [--reps R] [--tiny] [--no-profile]
 #
+#   --conf 'x = y' adds a line to the cluster's postgresql.conf (to try a
+#   setting); --profile-k K profiles a run of K requests (default 1,000).
+#
 # Starts a private throwaway cluster (tools/lib.sh), builds a synthetic
 # archive (bench/schema.sql: N calls, default 2,000,000, plus chats,
 # emails, SMS answers and raw events, about 1.9 N rows in all), registers
@@ -30,13 +33,17 @@ rows=2000000
 reps=3
 tiny=0
 profile=1
+profile_k=""
+extra_conf=()
 while [ $# -gt 0 ]; do
 	case $1 in
 		--rows) rows=$2; shift 2 ;;
 		--reps) reps=$2; shift 2 ;;
 		--tiny) tiny=1; shift ;;
 		--no-profile) profile=0; shift ;;
-		*) echo "usage: bench/run.sh [--rows N] [--reps R] [--tiny] [--no-profile]" >&2; exit 2 ;;
+		--profile-k) profile_k=$2; shift 2 ;;
+		--conf) extra_conf+=("$2"); shift 2 ;;
+		*) echo "usage: bench/run.sh [--rows N] [--reps R] [--tiny] [--no-profile] [--profile-k K] [--conf 'setting = value']..." >&2; exit 2 ;;
 	esac
 done
 if [ $tiny = 1 ]; then
@@ -49,6 +56,7 @@ else
 fi
 k_ratio=$(echo $ks | awk '{print $3}')	# the K of run/scan (1,000)
 k_big=$(echo $ks | awk '{print $NF}')		# the K compared with K=1
+profile_k=${profile_k:-$k_ratio}
 
 ensure_deps
 work=$(mktemp -d /tmp/anonymize-bench.XXXXXX)
@@ -89,7 +97,8 @@ bench_start \
 	"max_wal_size = 50GB" \
 	"checkpoint_timeout = 1h" \
 	"max_parallel_workers_per_gather = 0" \
-	"max_connections = 50"
+	"max_connections = 50" \
+	"${extra_conf[@]}"
 export PGDATABASE=archive
 as_pg createdb archive
 out=$work/out
@@ -188,6 +197,24 @@ wait_run_process() {
 	done
 }
 
+# phase_sampler FILE: every 0.1 s, what the run's process reports doing
+# (pg_stat_activity: marking, scanning, rewriting, finishing, vacuuming)
+phase_sampler() {
+	local file=$1
+	while :; do
+		echo "$(ms_now) $(q -c "SELECT coalesce(string_agg(split_part(split_part(query, ': ', 2), ' ', 1), ','), '-')
+			FROM pg_stat_activity WHERE backend_type = 'anonymize run()'" 2>/dev/null || echo '-')" >>"$file"
+		sleep 0.1
+	done
+}
+# phases TAG: ms in each phase of run TAG (from the samples), "phase=ms ..."
+phases() {
+	local from to
+	read -r from to < <(awk -v t="$1" '$1 == t {print $2, $3}' "$out/run_times")
+	awk -v from="$from" -v to="$to" '$1 >= from && $1 <= to && $2 != "-" && $2 != "" {n[$2]++; tot++}
+		END {for (p in n) printf "%s %d ms, ", p, n[p] * (to - from) / (tot ? tot : 1); print ""}' "$out/phases"
+}
+
 # run_once K TAG: file K fresh requests and run them; appends
 # "K ms wal_bytes rows_rewritten done load" to $out/runs
 run_once() {
@@ -204,6 +231,7 @@ run_once() {
 	cms=$(($(ms_now) - t0))
 	wait_run_process
 	ms=$(($(ms_now) - t0))
+	echo "$tag $t0 $(ms_now)" >>"$out/run_times"
 	wal=$(q -c "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn0')::bigint")
 	res=$(q -F' ' -c "SELECT count(*) FILTER (WHERE status = 'Done'), coalesce(sum(rows_anonymized), 0)
 		FROM anonymize.anonymize_request WHERE id > $before AND comment = 'bench'")
@@ -221,9 +249,12 @@ run_once() {
 if [ "$has_run" = t ]; then
 	# ------------------------------------------------- 2. and 5. runs
 	log "2. run() for K = $ks ($reps times each, fresh requests each time)"
+	phase_sampler "$out/phases" &
+	psampler=$!
 	for i in $(seq "$reps"); do
-		for k in $ks; do run_once "$k" "k$k.r$i"; done
+		for k in $ks; do run_once "$k" "k$k.r$i"; echo "  phases: $(phases "k$k.r$i")" >&2; done
 	done
+	kill "$psampler" 2>/dev/null || true; wait "$psampler" 2>/dev/null || true
 
 	# correctness, cheaply: the last batch's persons are gone everywhere
 	last=$(q -c 'SELECT next_person - 1 FROM bench.param')
@@ -247,8 +278,8 @@ if [ "$has_run" = t ]; then
 
 	# ------------------------------------------------- profile
 	if [ $profile = 1 ] && command -v perf >/dev/null; then
-		log "profiling a run of K = $k_ratio with perf (cpu-clock)"
-		q -c "SELECT bench.file_requests($k_ratio)" >/dev/null
+		log "profiling a run of K = $profile_k with perf (cpu-clock)"
+		q -c "SELECT bench.file_requests($profile_k)" >/dev/null
 		q -c 'SELECT anonymize.run()' >/dev/null &
 		runner=$!
 		pids=""
@@ -436,6 +467,12 @@ res=$out/RESULTS.md
 	echo "| WAL of a K = 1 run / heap size of the targets | $r_wal_tab | ~0 (not the table) | $(verdict "$r_wal_tab" "<=" 0.05) |"
 	echo "| portal p99 during / without a run | $r_p99 | <= 1.25 | $(verdict "$r_p99" "<=" 1.25) |"
 	echo
+	if [ -s "$out/run_times" ] && [ -s "$out/phases" ]; then
+		echo "Where a run's time goes, from its reported activity sampled every 0.1 s (approximate; the first repetition of each K):"
+		echo
+		for k in $ks; do echo "- K = $k: $(phases "k$k.r1")"; done
+		echo
+	fi
 	echo "Raw runs (K, ms until the run's process ended (its vacuum included), WAL bytes, rows rewritten, requests done, load, tag, ms until run() returned):"
 	echo
 	echo '```'
@@ -443,7 +480,7 @@ res=$out/RESULTS.md
 	echo '```'
 	if [ -s "$out/perf.txt" ]; then
 		echo
-		echo "Profile of one run of K = $k_ratio (perf, cpu-clock, self time, top symbols):"
+		echo "Profile of one run of K = $profile_k (perf, cpu-clock, self time, top symbols):"
 		echo
 		echo '```'
 		head -25 "$out/perf.txt"
