@@ -98,6 +98,7 @@ bench_start \
 	"checkpoint_timeout = 1h" \
 	"max_parallel_workers_per_gather = 0" \
 	"max_connections = 50" \
+	"autovacuum = off" \
 	"${extra_conf[@]}"
 export PGDATABASE=archive
 as_pg createdb archive
@@ -299,13 +300,44 @@ if [ "$has_run" = t ]; then
 				grep -v '^$' | grep -E '^ +[0-9]' | head -40 >"$out/perf.txt" || true
 			perf report -i "$out/perf.data" --stdio --children --sort symbol 2>/dev/null |
 				grep -E '^ +[0-9]' | head -40 >"$out/perf-children.txt" || true
-			cat "$out/perf.txt" >&2
+			perf report -i "$out/perf.data" --stdio --no-children -g none --sort symbol 2>/dev/null |
+				grep -E '^ +[0-9]' >"$out/perf-flat.txt" || true
+			command -v python3 >/dev/null &&
+				python3 "$work/src/bench/perf-categories.py" "$out/perf-flat.txt" >"$out/perf-categories.txt" || true
+			cat "$out/perf-categories.txt" >&2 || true
 		else
 			wait "$runner" || true
 		fi
 	fi
 else
 	log "anonymize.run() does not exist on this branch: skipping 2, 4, 5 and the run's half of 6"
+fi
+
+# ------------------------------------------------------ 8. rewrite floor
+# What rewriting the same number of rows costs in plain SQL: one UPDATE per
+# target of rows spread over the table like the run's (id % m), then the
+# VACUUM (INDEX_CLEANUP ON) the run does.  The run cannot rewrite for less.
+bulk_ms="" bulk_wal="" bulk_rows=""
+rows_big=$(awk -v k="$k_big" '$1 == k && $7 ~ /^k/ {print $4}' "$out/runs" | median)
+if [ -n "$rows_big" ] && [ "$rows_big" -gt 0 ]; then
+	log "8. the rewrite floor: $rows_big rows by plain UPDATE, then VACUUM"
+	m=$(awk -v a="$archive_rows" -v r="$rows_big" 'BEGIN {m = int(a / r + 0.5); print (m < 1) ? 1 : m}')
+	bulk_sql=""
+	while read -r tbl col; do
+		bulk_sql+="UPDATE $tbl SET $col = 'Anonymized' WHERE id % $m = $((m - 1)) AND $col <> 'Anonymized';"
+	done <<<"$targets"
+	q -c 'CHECKPOINT'
+	lsn0=$(q -c 'SELECT pg_current_wal_insert_lsn()')
+	t0=$(ms_now)
+	q -c "$bulk_sql" >/dev/null
+	bulk_upd_ms=$(($(ms_now) - t0))
+	q -c "VACUUM (INDEX_CLEANUP ON, PARALLEL 0) $(echo "$targets" | awk '{print $1}' | paste -sd, -)"
+	bulk_ms=$(($(ms_now) - t0))
+	bulk_wal=$(q -c "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn0')::bigint")
+	bulk_rows=$(q -c "SELECT count(*) FROM (SELECT id FROM archive.calls WHERE id % $m = $((m - 1)) UNION ALL SELECT id FROM archive.chats WHERE id % $m = $((m - 1))
+		UNION ALL SELECT id FROM archive.emails WHERE id % $m = $((m - 1)) UNION ALL SELECT id FROM sms.answers WHERE id % $m = $((m - 1))
+		UNION ALL SELECT id FROM raw.events WHERE id % $m = $((m - 1))) s")
+	echo "rewrite floor: about $bulk_rows rows, UPDATE $bulk_upd_ms ms, with VACUUM $bulk_ms ms, WAL $bulk_wal bytes, load $(load1)" >&2
 fi
 
 # ---------------------------------------------------------------- 3. peer
@@ -329,7 +361,7 @@ naive_ms=$(median <"$out/naive.ms")
 # pgbench_phase NAME: the portal script at a steady rate for portal_secs
 pgbench_phase() {
 	(cd "$out" && as_pg pgbench -n -f "$work/src/bench/portal.pgbench" -D persons="$persons" \
-		-R "$portal_rate" -T "$portal_secs" -c 2 -j 1 -l --log-prefix="pgb_$1" archive \
+		-R "$portal_rate" -T "$portal_secs" -c 2 -j 1 -r -l --log-prefix="pgb_$1" archive \
 		>"$out/pgbench_$1.txt" 2>&1)
 }
 # latencies (ms) of the transactions that ended within [from, to) ms epoch
@@ -414,7 +446,7 @@ res=$out/RESULTS.md
 	echo
 	echo "Produced by \`bench/run.sh$([ $tiny = 1 ] && echo ' --tiny') --rows $rows --reps $reps\` on $(date -u '+%Y-%m-%d %H:%M UTC'), branch \`$(git -C "$TOP" rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?')\` at \`$(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')\`.$patched"
 	echo
-	echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo) memory, $(as_pg "$PG_BIN/postgres" --version), shared_buffers $shared_buffers, fsync off, parallel query off, autovacuum on, a CHECKPOINT before each measured run and peer request (so WAL includes the full-page images a nightly run writes). The cores are shared with other work: the load average (1 min) is given next to each number."
+	echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo) memory, $(as_pg "$PG_BIN/postgres" --version), shared_buffers $shared_buffers, fsync off, parallel query off, autovacuum off (so that the WAL measured is the run's alone; the run vacuums what it touched itself), a CHECKPOINT before each measured run and peer request (so WAL includes the full-page images a nightly run writes). The cores are shared with other work: the load average (1 min) is given next to each number."
 	echo
 	echo "Archive: $archive_rows rows in 5 targets ($rows calls, $((rows / 10)) chats, $((rows / 10)) emails, $((rows / 5)) SMS answers, $((rows / 2)) raw events in half-year partitions), $((heap_bytes / 1048576)) MB of heap, $((archive_bytes / 1048576)) MB with indexes; $persons persons, each with a few rows in every target. Built in $((load_ms / 1000)) s."
 	echo
@@ -430,6 +462,9 @@ res=$out/RESULTS.md
 			echo "| run(), K = $k | not measured (no run()) |"
 		fi
 	done
+	if [ -n "$bulk_ms" ]; then
+		echo "| rewrite floor: about $bulk_rows rows (as many as K = $k_big) by one plain UPDATE per target, then VACUUM (INDEX_CLEANUP ON) | $bulk_ms ms ($bulk_upd_ms ms UPDATE); WAL $bulk_wal bytes |"
+	fi
 	echo "| peer: one hand-written UPDATE per request (5 sampled) | $(stats <"$out/naive.ms") ms a request; $naive_rows rows rewritten by the 5; WAL $((naive_wal / 5)) bytes a request |"
 	if [ -s "$out/rss" ]; then
 		echo "| run(), K = $k_mem | $(awk '$7 == "mem" {print $2 " ms; " $4 " rows rewritten; WAL " $3 " bytes; load " $6}' "$out/runs") |"
@@ -473,6 +508,15 @@ res=$out/RESULTS.md
 		for k in $ks; do echo "- K = $k: $(phases "k$k.r1")"; done
 		echo
 	fi
+	for ph in without during; do
+		[ -s "$out/pgbench_$ph.txt" ] || continue
+		echo "Portal statements, average latency (ms) $ph a run (pgbench -r):"
+		echo
+		echo '```'
+		sed -n '/statement latencies/,$p' "$out/pgbench_$ph.txt" | grep -v 'set [a-z] ' | sed 's/^ *//'
+		echo '```'
+		echo
+	done
 	echo "Raw runs (K, ms until the run's process ended (its vacuum included), WAL bytes, rows rewritten, requests done, load, tag, ms until run() returned):"
 	echo
 	echo '```'
@@ -480,10 +524,16 @@ res=$out/RESULTS.md
 	echo '```'
 	if [ -s "$out/perf.txt" ]; then
 		echo
-		echo "Profile of one run of K = $profile_k (perf, cpu-clock, self time, top symbols):"
+		echo "Profile of one run of K = $profile_k (perf, cpu-clock, self time of the run's processes; $(perf report -i "$out/perf.data" --stdio 2>/dev/null | awk '/^# Samples/ {print $3}') samples), by kind of work (bench/perf-categories.py):"
 		echo
 		echo '```'
-		head -25 "$out/perf.txt"
+		cat "$out/perf-categories.txt" 2>/dev/null
+		echo '```'
+		echo
+		echo "Top symbols (unnamed postgres addresses are static functions: 0x2f09xx lies in commands/vacuum.c, the TID comparison of index bulk-delete; 0x1b9xxx in nbtree.c, btvacuumpage):"
+		echo
+		echo '```'
+		head -25 "$out/perf-flat.txt" | sed 's/ *$//'
 		echo '```'
 	fi
 } >"$res"
