@@ -171,7 +171,7 @@ rss_sampler() {
 			[ -n "$pid" ] || continue
 			anon=$(awk '/^RssAnon:/ {print $2}' /proc/"$pid"/status 2>/dev/null || true)
 			hwm=$(awk '/^VmHWM:/ {print $2}' /proc/"$pid"/status 2>/dev/null || true)
-			[ -n "$anon" ] || continue
+			[ -n "$anon" ] && [ -n "$hwm" ] || continue
 			kind[$pid]=$bt
 			[ "${max_anon[$pid]:-0}" -ge "$anon" ] || max_anon[$pid]=$anon
 			[ "${max_hwm[$pid]:-0}" -ge "$hwm" ] || max_hwm[$pid]=$hwm
@@ -284,9 +284,9 @@ if [ "$has_run" = t ]; then
 		q -c 'SELECT anonymize.run()' >/dev/null &
 		runner=$!
 		pids=""
-		for _ in $(seq 100); do
-			pids=$(q -c "SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE pid <> pg_backend_pid()
-				AND (backend_type ILIKE '%anonymi%' OR query ILIKE '%anonymize.run()%')")
+		# the run's own process, once it exists (run() starts it)
+		for _ in $(seq 250); do
+			pids=$(q -c "SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE backend_type = 'anonymize run()'")
 			[ -n "$pids" ] && break
 			sleep 0.02
 		done
