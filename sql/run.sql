@@ -164,6 +164,18 @@ SELECT r.comment, octet_length(p.phone_digest) AS phone_digest, octet_length(p.e
 FROM anonymize.request_private p JOIN anonymize.anonymize_request r ON r.id = p.request_id
 WHERE r.comment IN ('A', 'B', 'C') ORDER BY 1;
 
+-- the digests are HMAC-SHA256(key, kind ':' canonical form), as is_anonymized() expects
+CREATE EXTENSION IF NOT EXISTS pgcrypto SCHEMA regress;
+SELECT r.comment,
+       p.phone_digest = regress.hmac(convert_to('p:' || anonymize.normalize_phone(
+           CASE r.comment WHEN 'A' THEN '98765432' WHEN 'B' THEN '004612345678' END), 'UTF8'),
+           (SELECT key FROM anonymize.secret), 'sha256') AS phone_digest_ok,
+       p.email_digest = regress.hmac(convert_to('e:' || anonymize.normalize_email(
+           CASE r.comment WHEN 'A' THEN 'Bob.Test@MyTest.no' WHEN 'C' THEN 'carol@example.com' END), 'UTF8'),
+           (SELECT key FROM anonymize.secret), 'sha256') AS email_digest_ok
+FROM anonymize.request_private p JOIN anonymize.anonymize_request r ON r.id = p.request_id
+WHERE r.comment IN ('A', 'B', 'C') ORDER BY 1;
+
 -- the runs view
 SELECT id > 0 AS has_id, trigger, requests_done, requests_held, requests_failed, rows_rewritten,
        outcome, error, finished_at >= started_at AS finished, vacuumed_at IS NOT NULL AS vacuumed
@@ -206,6 +218,17 @@ SELECT r.code, r.message
 FROM (VALUES ($$SELECT anonymize.run()$$), ($$SELECT anonymize.confirm(1)$$),
              ($$SELECT count(*) FROM anonymize.runs$$)) AS t(q), LATERAL regress.try(q) r;
 RESET SESSION AUTHORIZATION;
+
+-- with the README's grant the portal can preview (SECURITY DEFINER)
+INSERT INTO anonymize.anonymize_request (phone, to_date, comment) VALUES ('+46 12 345 678', '2024-02-29', 'D');
+GRANT EXECUTE ON FUNCTION anonymize.preview(bigint) TO regress_anonymize_portal;
+SET SESSION AUTHORIZATION regress_anonymize_portal;
+SELECT p.target, p.rows
+FROM anonymize.anonymize_request r, LATERAL anonymize.preview(r.id) p
+WHERE r.comment = 'D' ORDER BY 1;
+RESET SESSION AUTHORIZATION;
+REVOKE EXECUTE ON FUNCTION anonymize.preview(bigint) FROM regress_anonymize_portal;
+DELETE FROM anonymize.anonymize_request WHERE comment = 'D';
 
 -- run() refuses a transaction that has written: it would wait for it
 BEGIN;

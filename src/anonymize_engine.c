@@ -14,16 +14,23 @@
 #include "postgres.h"
 
 #include "access/detoast.h"
+#include "access/stratnum.h"
 #include "access/tableam.h"
 #include "catalog/partition.h"
 #include "catalog/pg_inherits.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_type.h"
+#include "commands/defrem.h"
 #include "common/hashfn.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "nodes/nodeFuncs.h"
+#include "optimizer/optimizer.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/partcache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
@@ -267,6 +274,74 @@ value_key(const char *s, int len, int kind, char *key)
 		}
 	}
 	return 0;
+}
+
+/*
+ * Can a leaf partition hold a row on or before the latest cut-off of the
+ * requests in ms?  False only when its partition constraint proves that
+ * every row lies after it (a partition of later months): then the scan
+ * is skipped.  Tables that are not partitions always may.
+ */
+bool
+anonymize_leaf_may_match(AnonymizeMatchSet *ms, AnonymizeTarget *target,
+						 Relation leaf)
+{
+	List	   *partqual;
+	AttrNumber	timeatt;
+	Oid			opfamily;
+	Oid			opno;
+	Datum		cutoff = (Datum) 0;
+	bool		any = false;
+	Expr	   *clause;
+
+	if (!leaf->rd_rel->relispartition)
+		return true;
+	for (int i = 0; i < ms->nreqs; i++)
+	{
+		AnonymizeRequest *r = &ms->reqs[i];
+
+		if (!r->active)
+			continue;
+		switch (target->time_type)
+		{
+			case TIMESTAMPTZOID:
+				if (!any || r->end_tstz > DatumGetTimestampTz(cutoff))
+					cutoff = TimestampTzGetDatum(r->end_tstz);
+				break;
+			case TIMESTAMPOID:
+				if (!any || r->end_ts > DatumGetTimestamp(cutoff))
+					cutoff = TimestampGetDatum(r->end_ts);
+				break;
+			case DATEOID:
+				if (!any || r->to_date > DatumGetDateADT(cutoff))
+					cutoff = DateADTGetDatum(r->to_date);
+				break;
+		}
+		any = true;
+	}
+	if (!any)
+		return false;
+
+	partqual = RelationGetPartitionQual(leaf);
+	timeatt = get_attnum(RelationGetRelid(leaf), target->time_col);
+	if (partqual == NIL || timeatt == InvalidAttrNumber)
+		return true;
+	opfamily = get_opclass_family(GetDefaultOpClass(target->time_type, BTREE_AM_OID));
+	opno = get_opfamily_member(opfamily, target->time_type, target->time_type,
+							   target->time_type == DATEOID ?
+							   BTLessEqualStrategyNumber : BTLessStrategyNumber);
+	if (!OidIsValid(opno))
+		return true;
+	/* time_col < cut-off (date: <= to_date) */
+	clause = make_opclause(opno, BOOLOID, false,
+						   (Expr *) makeVar(1, timeatt, target->time_type, -1,
+											InvalidOid, 0),
+						   (Expr *) makeConst(target->time_type, -1, InvalidOid,
+											  sizeof(int64), cutoff, false,
+											  FLOAT8PASSBYVAL || target->time_type == DATEOID),
+						   InvalidOid, InvalidOid);
+	set_opfuncid((OpExpr *) clause);
+	return !predicate_refuted_by(list_make1(clause), partqual, false);
 }
 
 /* Does a row with this time fall on or before the request's to_date? */

@@ -110,6 +110,10 @@ extern void anonymize_matchset_free(AnonymizeMatchSet *ms);
 /* Leaf tables of a target (itself unless partitioned), as OIDs. */
 extern List *anonymize_target_leaves(Oid relid);
 
+/* False when a leaf partition lies wholly after every request's to_date. */
+extern bool anonymize_leaf_may_match(AnonymizeMatchSet *ms,
+									 AnonymizeTarget *target, Relation leaf);
+
 /*
  * Scan one leaf table of a target with the given snapshot and report each
  * matching row.  The leaf must be opened (AccessShareLock at least) by the

@@ -36,6 +36,7 @@ anonymize_mask_phone(PG_FUNCTION_ARGS)
 	if (visible < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errhidestmt(true),
 				 errmsg("number of visible digits must not be negative"),
 				 errhint("Pass 0 to mask every digit.")));
 	out = palloc(len + 1);
@@ -70,6 +71,7 @@ anonymize_partial(PG_FUNCTION_ARGS)
 	if (prefix < 0 || suffix < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errhidestmt(true),
 				 errmsg("prefix and suffix lengths must not be negative"),
 				 errhint("Pass 0 to show no characters at that end.")));
 	out = palloc(len + padlen + 1);

@@ -5,7 +5,9 @@
  *	  server-side wrappers every other part uses to get canonical forms.
  *
  * Errors say what is wrong with a value, never the value: the text of an
- * error reaches the server log, and an identifier must not.
+ * error reaches the server log, and an identifier must not.  For the same
+ * reason they hide the statement and the context (a COPY line, say) from
+ * the server log; the client still gets them.
  *
  *-------------------------------------------------------------------------
  */
@@ -64,11 +66,13 @@ anonymize_phone_canonical(const char *s, size_t len, bool lenient,
 	if (st == ANON_PHONE_NO_COUNTRY)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errhidestmt(true), errhidecontext(true),
 				 errmsg("national phone number without a configured country code"),
 				 errdetail("A number without 00 or + is national, and anonymize.country_code is empty."),
 				 errhint("Set anonymize.country_code to the country this solution runs in, for example 47, or enter the number with 00 and its country code.")));
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errhidestmt(true), errhidecontext(true),
 			 errmsg("invalid phone number"),
 			 errdetail_internal("%s", phone_status_detail(st)),
 			 errhint(ANONYMIZE_PHONE_HINT)));
@@ -116,6 +120,7 @@ anonymize_email_canonical(const char *s, size_t len, bool lenient,
 		return NULL;
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errhidestmt(true), errhidecontext(true),
 			 errmsg("invalid email address"),
 			 errdetail_internal("%s", email_status_detail(st)),
 			 errhint(ANONYMIZE_EMAIL_HINT)));

@@ -30,9 +30,9 @@ extern char *anonymize_email_canonical(const char *s, size_t len,
 
 /* The hint shown with every invalid phone number. */
 #define ANONYMIZE_PHONE_HINT \
-	"Enter a national number without country code (98765432), or a foreign " \
-	"number with 00 and the country code in front (004612345678); a leading " \
-	"+ and spaces, dots, dashes and parentheses are accepted."
+	"Enter a national number without country code, or a foreign number " \
+	"with 00 and the country code in front of the national number; a " \
+	"leading + and spaces, dots, dashes and parentheses are accepted."
 
 #define ANONYMIZE_EMAIL_HINT \
 	"Enter one address such as name@example.com, optionally as " \

@@ -112,7 +112,8 @@ anonymize_preview(PG_FUNCTION_ARGS)
 
 			if (rel == NULL)
 				continue;
-			anonymize_engine_scan(ms, t, rel, preview_count, &rows);
+			if (anonymize_leaf_may_match(ms, t, rel))
+				anonymize_engine_scan(ms, t, rel, preview_count, &rows);
 			table_close(rel, AccessShareLock);
 		}
 		anonymize_matchset_free(ms);

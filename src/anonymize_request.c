@@ -123,6 +123,7 @@ check_run_columns(HeapTuple newtup, HeapTuple oldtup, TupleDesc desc)
 	if (!status_is(newtup, desc, "Waiting"))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errhidestmt(true),
 				 errmsg("status of an anonymize request is set by the erasure run"),
 				 errdetail("A request is filed as Waiting; the run moves it on."),
 				 errhint("Leave status out of the INSERT or UPDATE; use anonymize.confirm() to release a Held request.")));
@@ -135,6 +136,7 @@ check_run_columns(HeapTuple newtup, HeapTuple oldtup, TupleDesc desc)
 		if (!isnull)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errhidestmt(true),
 					 errmsg("column \"%s\" of an anonymize request is set by the erasure run",
 							NameStr(TupleDescAttr(desc, cols[i] - 1)->attname)),
 					 errhint("Leave done_at, rows_anonymized and error out of the INSERT or UPDATE.")));
@@ -150,6 +152,7 @@ check_run_columns(HeapTuple newtup, HeapTuple oldtup, TupleDesc desc)
 		if (DatumGetInt64(a) != DatumGetInt64(b))
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errhidestmt(true),
 					 errmsg("the id of an anonymize request cannot be changed"),
 					 errhint("Delete the Waiting request and add a new one.")));
 	}
@@ -166,10 +169,64 @@ check_still_waiting(HeapTuple oldtup, TupleDesc desc, const char *action)
 	if (!status_is(oldtup, desc, "Waiting"))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errhidestmt(true),
 				 errmsg("anonymize request %lld is %s and cannot be %s",
 						(long long) DatumGetInt64(id), status_label(st), action),
 				 errdetail("Only a Waiting request can be changed or cancelled."),
 				 errhint("A Held request is released with anonymize.confirm(); a Running, Done or Failed one is kept as the record of the erasure.")));
+}
+
+/*
+ * The table's NOT NULL and CHECK constraints, checked here first: their
+ * own errors print the failing row, identifiers included, into the server
+ * log.  Ours name the rule only.  (The constraints stay as a backstop.)
+ */
+static void
+check_row_shape(HeapTuple tup, TupleDesc desc, bool to_date_may_be_null)
+{
+	bool		isnull;
+	bool		any_scope = false;
+	static const int scopes[] = {Anum_request_archive, Anum_request_sms_survey,
+	Anum_request_raw_data};
+
+	if (text_is_blank(tup, desc, Anum_request_phone) &&
+		text_is_blank(tup, desc, Anum_request_email))
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errhidestmt(true), errhidecontext(true),
+				 errmsg("an anonymize request needs a phone number or an email address"),
+				 errhint("Fill in the phone number, the email address, or both.")));
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || !att->attnotnull)
+			continue;
+		if (att->attnum == Anum_request_to_date && to_date_may_be_null)
+			continue;
+		(void) heap_getattr(tup, att->attnum, desc, &isnull);
+		if (isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_NOT_NULL_VIOLATION),
+					 errhidestmt(true), errhidecontext(true),
+					 errmsg("column \"%s\" of an anonymize request must not be null",
+							NameStr(att->attname))));
+	}
+
+	for (int i = 0; i < lengthof(scopes); i++)
+	{
+		Datum		d = heap_getattr(tup, scopes[i], desc, &isnull);
+
+		if (DatumGetBool(d))
+			any_scope = true;
+	}
+	if (!any_scope)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errhidestmt(true), errhidecontext(true),
+				 errmsg("an anonymize request needs at least one scope"),
+				 errhint("Tick archive, sms_survey or raw_data.")));
 }
 
 /*
@@ -218,6 +275,8 @@ validate_row(HeapTuple tup, Relation rel, bool fill_to_date)
 											false, true));
 	}
 
+	check_row_shape(tup, desc, fill_to_date);
+
 	d = heap_getattr(tup, Anum_request_to_date, desc, &isnull);
 	if (isnull && fill_to_date)
 	{
@@ -229,6 +288,7 @@ validate_row(HeapTuple tup, Relation rel, bool fill_to_date)
 	else if (!isnull && DatumGetDateADT(d) > anonymize_today())
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errhidestmt(true), errhidecontext(true),
 				 errmsg("to_date of an anonymize request must not be after today"),
 				 errdetail("Contacts made after the request is filed are not anonymized."),
 				 errhint("Enter today's date or an earlier one; today is taken in anonymize.timezone.")));
@@ -300,7 +360,9 @@ anonymize_request_guard(PG_FUNCTION_ARGS)
 			bool		restoring = !status_is(newtup, desc, "Waiting") &&
 				superuser_arg(GetOuterUserId());
 
-			if (!restoring)
+			if (restoring)
+				check_row_shape(newtup, desc, false);
+			else
 			{
 				check_run_columns(newtup, NULL, desc);
 				newtup = validate_row(newtup, rel, true);

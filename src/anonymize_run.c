@@ -33,8 +33,10 @@
 #include "storage/bufmgr.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
+#include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -79,7 +81,6 @@ typedef struct RunState
 
 	List	   *touched;		/* leaf OIDs rewritten, to vacuum */
 	List	   *scanned_leaves; /* leaf OIDs scanned */
-	bool		page_written;
 } RunState;
 
 /* ---------------------------------------------------------------------
@@ -185,6 +186,34 @@ run_lock(bool acquire)
 		LockRelease(&tag, ExclusiveLock, true);
 }
 
+/*
+ * Writes of the run to the page.  The page's row trigger only lets them
+ * through and invalidates the page's relcache entry (for the search
+ * hook's cache); firing it per row costs more than the rest of the write
+ * for thousands of requests, so the run skips it (session_replication_role
+ * = replica, for this transaction) and invalidates once itself.
+ */
+static void
+run_page_write_begin(void)
+{
+	anonymize_internal_write_begin();
+	run_exec("SET LOCAL session_replication_role = replica", 0, NULL, NULL,
+			 NULL, SPI_OK_UTILITY);
+}
+
+static void
+run_page_write_end(void)
+{
+	Oid			page = get_relname_relid("anonymize_request",
+										 get_namespace_oid("anonymize", false));
+
+	run_exec("SET LOCAL session_replication_role = origin", 0, NULL, NULL,
+			 NULL, SPI_OK_UTILITY);
+	if (OidIsValid(page))
+		CacheInvalidateRelcacheByRelid(page);
+	anonymize_internal_write_end();
+}
+
 /* ---------------------------------------------------------------------
  * Start: run_log, due requests
  * ---------------------------------------------------------------------
@@ -237,7 +266,7 @@ run_load_requests(RunState *st)
 	bool		isnull;
 
 	run_begin_xact();
-	anonymize_internal_write_begin();
+	run_page_write_begin();
 	/* what a killed or failed run left Running */
 	run_exec("SELECT coalesce(array_agg(id), '{}') FROM anonymize.anonymize_request"
 			 " WHERE status = 'Running'",
@@ -260,8 +289,6 @@ run_load_requests(RunState *st)
 			 " LEFT JOIN anonymize.request_private p ON p.request_id = r.id"
 			 " WHERE r.status = 'Running' ORDER BY r.id",
 			 1, (Oid[]) {INT8ARRAYOID}, &resumed, NULL, SPI_OK_SELECT);
-	if (SPI_processed > 0)
-		st->page_written = true;
 
 	old = MemoryContextSwitchTo(st->cxt);
 	st->nreqs = SPI_processed;
@@ -307,7 +334,7 @@ run_load_requests(RunState *st)
 				 1, (Oid[]) {INT8ARRAYOID}, values, NULL, SPI_OK_INSERT);
 		st->result->requests_failed += nfailed;
 	}
-	anonymize_internal_write_end();
+	run_page_write_end();
 	run_commit_xact();
 	pfree(failed);
 	anonymize_engine_set_recheck(st->reqs, st->nreqs);
@@ -461,6 +488,12 @@ run_scan_targets(RunState *st, int first)
 
 			run_begin_xact();
 			rel = try_table_open(leafid, AccessShareLock);
+			if (rel != NULL && !anonymize_leaf_may_match(ms, target, rel))
+			{
+				/* a partition of later times: nothing in it is due */
+				table_close(rel, AccessShareLock);
+				rel = NULL;
+			}
 			if (rel != NULL)
 			{
 				run_activity(st, "scanning %s (%s, %ld pages) for %d identifiers",
@@ -510,17 +543,16 @@ run_hold(RunState *st)
 		values[1] = CStringGetTextDatum(psprintf("would rewrite %lld rows, more than anonymize.max_rows_per_request (%d)",
 												 (long long) r->matched, limit));
 		run_begin_xact();
-		anonymize_internal_write_begin();
+		run_page_write_begin();
 		run_exec("WITH h AS ("
 				 " UPDATE anonymize.anonymize_request SET status = 'Held', error = $2"
 				 " WHERE id = $1 AND status = 'Running' RETURNING id)"
 				 " INSERT INTO anonymize.request_log (request_id, event, status, detail)"
 				 " SELECT id, 'status', 'Held', $2 FROM h",
 				 2, types, values, NULL, SPI_OK_INSERT);
-		anonymize_internal_write_end();
+		run_page_write_end();
 		run_commit_xact();
 		st->result->requests_held++;
-		st->page_written = true;
 		ereport(LOG,
 				(errmsg("anonymize run %lld: request %lld held: it would rewrite %lld rows, more than anonymize.max_rows_per_request (%d)",
 						(long long) st->run_id, (long long) r->id,
@@ -576,10 +608,19 @@ run_rewrite_batch(RunState *st, int64 from, int64 to, int64 done, int64 total)
 		if (i == 0 || ids[i] != ids[i - 1])
 			ids[nids++] = ids[i];
 
+	/* allocated outside the transaction, whose memory goes with it */
+	rid = palloc(sizeof(int64) * nids);
+	rcount = palloc0(sizeof(int64) * nids);
+
 	run_begin_xact();
 	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(first->leaf)))
 	{
 		run_commit_xact();		/* dropped meanwhile: nothing to rewrite */
+		pfree(tids);
+		pfree(reqs);
+		pfree(ids);
+		pfree(rid);
+		pfree(rcount);
 		return;
 	}
 	leafname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(first->leaf)),
@@ -608,8 +649,6 @@ run_rewrite_batch(RunState *st, int64 from, int64 to, int64 done, int64 total)
 	run_exec(sql, 3, types, values, NULL, SPI_OK_UPDATE_RETURNING);
 
 	/* rows per request, for the receipts */
-	rid = palloc(sizeof(int64) * nids);
-	rcount = palloc0(sizeof(int64) * nids);
 	for (int i = 0; i < nids; i++)
 		rid[i] = st->reqs[ids[i]].id;
 	nr = nids;
@@ -828,7 +867,7 @@ run_finish(RunState *st)
 			pfree(tids);
 		}
 
-		anonymize_internal_write_begin();
+		run_page_write_begin();
 		run_exec("WITH d AS ("
 				 " UPDATE anonymize.anonymize_request r SET"
 				 "  phone = anonymize.mask_phone(r.phone),"
@@ -842,9 +881,8 @@ run_finish(RunState *st)
 				 " SELECT id, 'status', 'Done', 'rows rewritten: ' || rows_anonymized FROM d",
 				 1, types, values, NULL, SPI_OK_INSERT);
 		st->result->requests_done += SPI_processed;
-		anonymize_internal_write_end();
+		run_page_write_end();
 		run_commit_xact();
-		st->page_written = true;
 
 		for (int j = 0; j < n; j++)
 			st->reqs[idx[j]].active = false;
@@ -908,7 +946,10 @@ run_vacuum(RunState *st)
 			relids = list_concat_unique_oid(relids, st->scanned_leaves);
 			break;
 		}
-	if (st->page_written)
+	/*
+	 * The page always: besides the run's own writes, the portal's edits and
+	 * cancellations leave old versions with identifiers in it.
+	 */
 	{
 		Oid			nsp;
 
@@ -952,6 +993,14 @@ run_vacuum(RunState *st)
 	stmt = makeNode(VacuumStmt);
 	stmt->options = list_make1(makeDefElem("index_cleanup",
 										   (Node *) makeString("on"), -1));
+
+	/*
+	 * A member of another process's lock group (the worker of run()) cannot
+	 * lead parallel workers: they would wait for its locks forever.
+	 */
+	if (MyProc->lockGroupLeader != NULL && MyProc->lockGroupLeader != MyProc)
+		stmt->options = lappend(stmt->options,
+								makeDefElem("parallel", (Node *) makeInteger(0), -1));
 	stmt->rels = rels;
 	stmt->is_vacuumcmd = true;
 	pstate = make_parsestate(NULL);
@@ -1018,13 +1067,17 @@ anonymize_run_execute_ext(AnonymizeRunResult *result, const char *trigger,
 
 		if (st.nreqs > 0)
 		{
+			/* targets from index first on are not scanned yet */
+			first = 0;
+			run_begin_xact();
+			(void) run_new_targets(&st);
+			run_commit_xact();
 			for (;;)
 			{
-				run_begin_xact();
-				first = run_new_targets(&st);
-				run_commit_xact();
 				if (first < st.ntargets)
 					run_targets(&st, first);
+				first = st.ntargets;
+				/* false: run_finish() found targets added meanwhile */
 				if (run_finish(&st))
 					break;
 			}

@@ -23,6 +23,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -146,6 +147,13 @@ anonymize_run_worker_main(Datum main_arg)
 	/* the server's configuration, as the scheduled run has it */
 	ProcessConfigFile(PGC_SIGHUP);
 
+	/*
+	 * In its caller's lock group this process cannot lead parallel workers
+	 * (they could not join the group and would wait for its locks).
+	 */
+	SetConfigOption("max_parallel_workers_per_gather", "0", PGC_USERSET,
+					PGC_S_OVERRIDE);
+
 	PG_TRY();
 	{
 		anonymize_run_execute_ext(&result, "run()", run_committed, shared);
@@ -190,6 +198,11 @@ anonymize_run_sql(PG_FUNCTION_ARGS)
 	bool		registered;
 	MemoryContext oldcxt;
 
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("anonymize.run() cannot run on a hot standby"),
+				 errhint("Call it on the primary; its changes reach the standby by replication.")));
 	if (GetTopTransactionIdIfAny() != InvalidTransactionId)
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),

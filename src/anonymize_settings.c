@@ -17,6 +17,7 @@
 #include <limits.h>
 
 #include "access/xact.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/guc.h"
@@ -126,7 +127,9 @@ anonymize_settings_init(void)
 							   NULL,
 							   &anonymize_database,
 							   "postgres",
-							   PGC_POSTMASTER,
+	/* PGC_POSTMASTER is only allowed while preloading (else FATAL) */
+							   process_shared_preload_libraries_in_progress ?
+							   PGC_POSTMASTER : PGC_SIGHUP,
 							   0,
 							   NULL, NULL, NULL);
 
