@@ -15,7 +15,7 @@ PGFILEDESC = "anonymize - GDPR erasure for a contact-centre archive"
 REGRESS_FOUNDATION = setup normalize mask request targets
 REGRESS_RUN = run run_timezone run_held run_partitioned
 REGRESS_HOOKS =
-REGRESS_HARDENING =
+REGRESS_HARDENING = hostile privileges
 REGRESS_OPERATIONS =
 REGRESS = $(REGRESS_FOUNDATION) $(REGRESS_RUN) $(REGRESS_HOOKS) $(REGRESS_HARDENING) $(REGRESS_OPERATIONS)
 REGRESS_OPTS = --inputdir=. --load-extension=anonymize

@@ -363,7 +363,69 @@ COMMENT ON FUNCTION @extschema@.confirm(bigint) IS
 -- ==== end of the run ====
 
 -- ==== The background worker (issue 3): wake() ====
--- (insert the worker's objects here)
+-- (and status() of issue 7, which reads the worker's shared memory)
+
+-- The worker's memory across restarts, one row written only by the worker:
+-- the last scheduled instant it handled (run, or skipped while
+-- anonymize.enabled was off), the run it started and has not finished
+-- (resumed when it comes back), and the outcome of its last run.  Not
+-- dumped on purpose: a restored copy starts without a schedule history and
+-- so does not run at once.
+CREATE TABLE @extschema@.worker_state (
+	only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+	last_slot timestamptz,
+	pending_trigger text,
+	pending_slot timestamptz,
+	pending_attempts integer NOT NULL DEFAULT 0,
+	last_trigger text,
+	last_started timestamptz,
+	last_finished timestamptz,
+	last_outcome text,
+	last_requests_done bigint,
+	last_requests_held bigint,
+	last_requests_failed bigint,
+	last_rows_rewritten bigint
+);
+COMMENT ON TABLE @extschema@.worker_state IS
+'the background worker''s schedule and last run, kept across restarts';
+
+CREATE FUNCTION @extschema@.wake()
+RETURNS void
+AS 'MODULE_PATHNAME', 'anonymize_wake'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@.wake() IS
+'asks the background worker to run now (also when anonymize.enabled is off); SQLSTATE 55000 when it is not loaded or serves another database';
+
+CREATE FUNCTION @extschema@._schedule_next(after timestamptz, run_at time, timezone text)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'anonymize_schedule_next_sql'
+LANGUAGE C STRICT STABLE;
+COMMENT ON FUNCTION @extschema@._schedule_next(timestamptz, time, text) IS
+'internal: the worker''s next daily run after a time, for a run_at and time zone (tests pin daylight-saving changes with it)';
+
+CREATE FUNCTION @extschema@.status(
+	OUT worker_pid integer,
+	OUT worker_state text,
+	OUT database text,
+	OUT enabled boolean,
+	OUT run_at text,
+	OUT next_run timestamptz,
+	OUT wake_pending boolean,
+	OUT activity text,
+	OUT last_trigger text,
+	OUT last_started timestamptz,
+	OUT last_finished timestamptz,
+	OUT last_outcome text,
+	OUT last_requests_done bigint,
+	OUT last_requests_held bigint,
+	OUT last_requests_failed bigint,
+	OUT last_rows_rewritten bigint)
+RETURNS record
+AS 'MODULE_PATHNAME', 'anonymize_status'
+LANGUAGE C VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;	-- reads worker_state
+COMMENT ON FUNCTION @extschema@.status() IS
+'the background worker: state, next scheduled run, current activity and last run';
 -- ==== end of the worker ====
 
 -- ==== Search hooks (issue 4): is_anonymized(), protect(), unprotect() ====
@@ -382,6 +444,9 @@ COMMENT ON FUNCTION @extschema@.confirm(bigint) IS
 REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA @extschema@ FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;
+-- types get USAGE for PUBLIC by default (it only allows creating objects
+-- that depend on them; values in queries need no privilege)
+REVOKE ALL ON TYPE @extschema@.request_status FROM PUBLIC;
 
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.anonymize_request', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.anonymize_request_id_seq', '');

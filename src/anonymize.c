@@ -11,6 +11,9 @@
  *	  anonymize_mask*.c			masks
  *	  anonymize_request.c		the rules of the Anonymize page
  *	  anonymize_digest.c		keyed digests of identifiers
+ *	  anonymize_schedule.c		instants of the daily run
+ *	  anonymize_worker.c		the background worker and its shared memory
+ *	  anonymize_worker_sql.c	wake() and status()
  *
  *-------------------------------------------------------------------------
  */
@@ -20,6 +23,7 @@
 #include "miscadmin.h"
 
 #include "anonymize_settings.h"
+#include "anonymize_worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -29,4 +33,8 @@ void
 _PG_init(void)
 {
 	anonymize_settings_init();
+
+	/* the worker and its shared memory exist only when preloaded */
+	if (process_shared_preload_libraries_in_progress)
+		anonymize_worker_register();
 }

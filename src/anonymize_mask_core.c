@@ -28,14 +28,17 @@ anon_utf8_mblen(const unsigned char *s)
 	return 1;
 }
 
-/* Byte length of the character at in[i], never past len. */
+/*
+ * Byte length of the character at in[i], never past len.  A callback that
+ * breaks its contract (0 or a negative length) counts as one byte: a
+ * negative int cast to size_t would otherwise step backwards, forever.
+ */
 static size_t
 anon_char_len(const char *in, size_t i, size_t len, anon_mblen_fn mblen)
 {
-	size_t		n = (size_t) mblen((const unsigned char *) in + i);
+	int			r = mblen((const unsigned char *) in + i);
+	size_t		n = r < 1 ? 1 : (size_t) r;
 
-	if (n < 1)
-		n = 1;
 	if (i + n > len)
 		n = len - i;
 	return n;

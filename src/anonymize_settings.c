@@ -7,7 +7,8 @@
  * zone, replacement) are PGC_SUSET, so that a superuser can try them in a
  * session while the portal's role cannot change them; the worker and run()
  * read them from the server's configuration.  Settings of the schedule are
- * PGC_SIGHUP, the worker's database PGC_POSTMASTER.
+ * PGC_SIGHUP, the worker's database PGC_POSTMASTER (see
+ * anonymize_database_context()).
  *
  *-------------------------------------------------------------------------
  */
@@ -119,6 +120,19 @@ check_replacement(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+/*
+ * anonymize.database is fixed at server start, where the worker is started.
+ * PostgreSQL refuses to define such a setting after start, so when the
+ * module is loaded later (no shared_preload_libraries: no worker) it is a
+ * reloadable setting that only status() and wake() read.
+ */
+static GucContext
+anonymize_database_context(void)
+{
+	return process_shared_preload_libraries_in_progress ?
+		PGC_POSTMASTER : PGC_SIGHUP;
+}
+
 void
 anonymize_settings_init(void)
 {
@@ -127,9 +141,7 @@ anonymize_settings_init(void)
 							   NULL,
 							   &anonymize_database,
 							   "postgres",
-	/* PGC_POSTMASTER is only allowed while preloading (else FATAL) */
-							   process_shared_preload_libraries_in_progress ?
-							   PGC_POSTMASTER : PGC_SIGHUP,
+							   anonymize_database_context(),
 							   0,
 							   NULL, NULL, NULL);
 

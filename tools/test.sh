@@ -4,22 +4,31 @@
 # Installs what is missing (apt-get), builds with -Werror, installs the
 # extension into a private copy of PostgreSQL 15 (tools/lib.sh), starts a
 # throwaway cluster with shared_preload_libraries = 'anonymize', and runs
-# the pg_regress, isolation and TAP suites (make installcheck).  Exits
-# non-zero on any failure.  Safe to run again; the machine's own server is
-# left as it was.
+# the pg_regress, isolation and TAP suites (make installcheck).  Before
+# that, outside the server: the libFuzzer harnesses of the pure core for
+# FUZZ_SECONDS (default 60) and the differential test against
+# libphonenumber (fuzz/).  Exits non-zero on any failure.  Safe to run
+# again; the machine's own server is left as it was.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-ensure_deps
+# fuzzing (clang, libFuzzer) and the differential test (libphonenumber)
+ensure_deps clang libclang-rt-14-dev g++ libphonenumber-dev
 work=$(mktemp -d /tmp/anonymize-test.XXXXXX)
 chmod 755 "$work"
-port=$(free_port)
 trap 'stop_cluster "$work/cluster"' EXIT
 
 stage_tree "$work/src"
 private_pg "$work/pg"
 build_install "$work/src"
 
+log "fuzzing the pure core for ${FUZZ_SECONDS:-60} s (fuzz/run.sh)"
+as_pg "$work/src/fuzz/run.sh" "${FUZZ_SECONDS:-60}"
+log "comparing phone numbers with libphonenumber (fuzz/phonediff)"
+as_pg "$work/src/fuzz/phonediff/run.sh"
+
+# pick the port only now: the fuzzing above takes a minute
+port=$(free_port)
 log "starting a throwaway cluster on port $port"
 start_cluster "$work/cluster" "$port" \
 	"anonymize.country_code = '47'" \

@@ -1,0 +1,572 @@
+/*-------------------------------------------------------------------------
+ *
+ * anonymize_worker.c
+ *	  The background worker: runs the erasure every day at anonymize.run_at
+ *	  (in anonymize.timezone) and whenever wake() asks, in the database
+ *	  anonymize.database, and the shared memory it reports through.
+ *
+ * The worker is a static background worker registered when the module is
+ * in shared_preload_libraries.  It starts once the server is consistent;
+ * on a hot standby it idles (checking every few seconds whether the server
+ * was promoted) and never writes.  It idles too while the extension is not
+ * installed in its database.
+ *
+ * Scheduled runs survive restarts through the one row of
+ * anonymize.worker_state: the last scheduled instant handled (last_slot)
+ * and the run started and not yet finished (pending_*).  When the worker
+ * (re)starts it first resumes an unfinished run (killed, crashed, shut
+ * down), at most ANONYMIZE_WORKER_MAX_ATTEMPTS times, then catches up the
+ * latest scheduled run if it was missed.  Changing run_at while the worker
+ * is up reschedules; it never runs at once.  With anonymize.enabled = off
+ * the scheduled instants are recorded as skipped and only wake() runs.
+ *
+ * Signals follow src/test/modules/worker_spi: SIGHUP reloads the
+ * configuration, SIGTERM ends the worker at the next interrupt check (the
+ * run checks for interrupts in its loops), and the postmaster restarts it
+ * ANONYMIZE_WORKER_RESTART_SECONDS later; it exits with the postmaster.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "tcop/tcopprot.h"
+#include "utils/backend_status.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/guc.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "anonymize_run.h"
+#include "anonymize_schedule.h"
+#include "anonymize_settings.h"
+#include "anonymize_worker.h"
+
+#define ANONYMIZE_WORKER_RESTART_SECONDS 10
+#define ANONYMIZE_WORKER_POLL_MS 10000	/* standby, no extension */
+#define ANONYMIZE_WORKER_MAX_SLEEP_MS 60000
+#define ANONYMIZE_WORKER_MAX_ATTEMPTS 3
+
+AnonymizeWorkerShared *anonymize_worker_shared = NULL;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* the row of anonymize.worker_state, as the worker reads it */
+typedef struct AnonymizeWorkerRow
+{
+	bool		found;
+	TimestampTz last_slot;		/* 0 when NULL */
+	char		pending_trigger[ANONYMIZE_WORKER_TEXTLEN];	/* "" when NULL */
+	TimestampTz pending_slot;	/* 0 when NULL */
+	int			pending_attempts;
+} AnonymizeWorkerRow;
+
+const char *
+anonymize_worker_state_name(AnonymizeWorkerState state)
+{
+	switch (state)
+	{
+		case ANONYMIZE_WORKER_NOT_RUNNING:
+			return "not running";
+		case ANONYMIZE_WORKER_STARTING:
+			return "starting";
+		case ANONYMIZE_WORKER_NO_EXTENSION:
+			return "no extension";
+		case ANONYMIZE_WORKER_STANDBY:
+			return "standby";
+		case ANONYMIZE_WORKER_WAITING:
+			return "waiting";
+		case ANONYMIZE_WORKER_DISABLED:
+			return "disabled";
+		case ANONYMIZE_WORKER_RUNNING:
+			return "running";
+	}
+	return "unknown";
+}
+
+/* ---------------------------------------------------------------------
+ * Shared memory
+ * ---------------------------------------------------------------------
+ */
+
+static void
+anonymize_worker_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(AnonymizeWorkerShared)));
+}
+
+static void
+anonymize_worker_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	anonymize_worker_shared = ShmemInitStruct("anonymize worker",
+											  sizeof(AnonymizeWorkerShared),
+											  &found);
+	if (!found)
+	{
+		memset(anonymize_worker_shared, 0, sizeof(AnonymizeWorkerShared));
+		SpinLockInit(&anonymize_worker_shared->mutex);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+anonymize_worker_register(void)
+{
+	BackgroundWorker worker;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = anonymize_worker_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = anonymize_worker_shmem_startup;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
+		BGWORKER_BACKEND_DATABASE_CONNECTION;
+	/* consistent state, so that it also starts (and idles) on a standby */
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	worker.bgw_restart_time = ANONYMIZE_WORKER_RESTART_SECONDS;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "anonymize");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "anonymize_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "anonymize worker");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "anonymize worker");
+	worker.bgw_main_arg = (Datum) 0;
+	worker.bgw_notify_pid = 0;
+	RegisterBackgroundWorker(&worker);
+}
+
+static void
+anonymize_worker_set_state(AnonymizeWorkerState state, TimestampTz next_run)
+{
+	SpinLockAcquire(&anonymize_worker_shared->mutex);
+	anonymize_worker_shared->state = state;
+	anonymize_worker_shared->next_run = next_run;
+	SpinLockRelease(&anonymize_worker_shared->mutex);
+}
+
+/* on exit: no longer reachable; a run cut short is reported as such */
+static void
+anonymize_worker_on_exit(int code, Datum arg)
+{
+	AnonymizeWorkerShared *s = anonymize_worker_shared;
+
+	SpinLockAcquire(&s->mutex);
+	if (s->state == ANONYMIZE_WORKER_RUNNING && s->last_finished == 0)
+	{
+		s->last_finished = GetCurrentTimestamp();
+		strlcpy(s->last_outcome, "interrupted", ANONYMIZE_WORKER_TEXTLEN);
+	}
+	s->pid = 0;
+	s->latch = NULL;
+	s->state = ANONYMIZE_WORKER_NOT_RUNNING;
+	s->next_run = 0;
+	SpinLockRelease(&s->mutex);
+}
+
+/* ---------------------------------------------------------------------
+ * anonymize.worker_state
+ * ---------------------------------------------------------------------
+ */
+
+/* run one statement in a transaction of its own */
+static void
+anonymize_worker_sql(const char *sql, int nargs, Oid *types, Datum *values,
+					 const char *nulls, AnonymizeWorkerRow *row)
+{
+	int			ret;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	ret = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+	if (ret < 0)
+		elog(ERROR, "anonymize worker: SPI_execute_with_args failed: %d", ret);
+	if (row)
+	{
+		memset(row, 0, sizeof(*row));
+		if (SPI_processed > 0)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[0];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			bool		isnull;
+			Datum		d;
+
+			row->found = true;
+			d = SPI_getbinval(tup, desc, 1, &isnull);
+			row->last_slot = isnull ? 0 : DatumGetTimestampTz(d);
+			d = SPI_getbinval(tup, desc, 2, &isnull);
+			if (!isnull)
+				text_to_cstring_buffer(DatumGetTextPP(d), row->pending_trigger,
+									   ANONYMIZE_WORKER_TEXTLEN);
+			d = SPI_getbinval(tup, desc, 3, &isnull);
+			row->pending_slot = isnull ? 0 : DatumGetTimestampTz(d);
+			d = SPI_getbinval(tup, desc, 4, &isnull);
+			row->pending_attempts = isnull ? 0 : DatumGetInt32(d);
+		}
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+}
+
+static void
+anonymize_worker_read_row(AnonymizeWorkerRow *row)
+{
+	anonymize_worker_sql("SELECT last_slot, pending_trigger, pending_slot, pending_attempts"
+						 " FROM anonymize.worker_state",
+						 0, NULL, NULL, NULL, row);
+}
+
+/* first start in this database: the latest scheduled instant was not missed */
+static void
+anonymize_worker_baseline(TimestampTz slot)
+{
+	Oid			types[1] = {TIMESTAMPTZOID};
+	Datum		values[1] = {TimestampTzGetDatum(slot)};
+
+	anonymize_worker_sql("INSERT INTO anonymize.worker_state AS w (last_slot) VALUES ($1)"
+						 " ON CONFLICT (only_row) DO UPDATE"
+						 " SET last_slot = coalesce(w.last_slot, excluded.last_slot)",
+						 1, types, values, NULL, NULL);
+}
+
+/* a scheduled instant passed while anonymize.enabled was off */
+static void
+anonymize_worker_skip(TimestampTz slot)
+{
+	Oid			types[1] = {TIMESTAMPTZOID};
+	Datum		values[1] = {TimestampTzGetDatum(slot)};
+
+	anonymize_worker_sql("UPDATE anonymize.worker_state"
+						 " SET last_slot = greatest(last_slot, $1)",
+						 1, types, values, NULL, NULL);
+}
+
+static void
+anonymize_worker_mark_started(const char *trigger, TimestampTz slot,
+							  TimestampTz started)
+{
+	Oid			types[3] = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', slot ? ' ' : 'n', ' '};
+
+	values[0] = CStringGetTextDatum(trigger);
+	values[1] = TimestampTzGetDatum(slot);
+	values[2] = TimestampTzGetDatum(started);
+	anonymize_worker_sql("UPDATE anonymize.worker_state SET"
+						 " pending_attempts = CASE WHEN pending_trigger IS NOT DISTINCT FROM $1"
+						 "  AND pending_slot IS NOT DISTINCT FROM $2"
+						 "  THEN pending_attempts + 1 ELSE 1 END,"
+						 " pending_trigger = $1, pending_slot = $2,"
+						 " last_trigger = $1, last_started = $3, last_finished = NULL,"
+						 " last_outcome = 'running',"
+						 " last_requests_done = NULL, last_requests_held = NULL,"
+						 " last_requests_failed = NULL, last_rows_rewritten = NULL",
+						 3, types, values, nulls, NULL);
+}
+
+static void
+anonymize_worker_mark_finished(TimestampTz slot, const char *outcome,
+							   AnonymizeRunResult *r)
+{
+	Oid			types[6] = {TIMESTAMPTZOID, TEXTOID, INT8OID, INT8OID, INT8OID, INT8OID};
+	Datum		values[6];
+	char		nulls[6] = {slot ? ' ' : 'n', ' ', r ? ' ' : 'n', r ? ' ' : 'n',
+	r ? ' ' : 'n', r ? ' ' : 'n'};
+
+	values[0] = TimestampTzGetDatum(slot);
+	values[1] = CStringGetTextDatum(outcome);
+	values[2] = Int64GetDatum(r ? r->requests_done : 0);
+	values[3] = Int64GetDatum(r ? r->requests_held : 0);
+	values[4] = Int64GetDatum(r ? r->requests_failed : 0);
+	values[5] = Int64GetDatum(r ? r->rows_rewritten : 0);
+	anonymize_worker_sql("UPDATE anonymize.worker_state SET"
+						 " last_slot = greatest(last_slot, $1),"
+						 " pending_trigger = NULL, pending_slot = NULL, pending_attempts = 0,"
+						 " last_finished = clock_timestamp(), last_outcome = $2,"
+						 " last_requests_done = $3, last_requests_held = $4,"
+						 " last_requests_failed = $5, last_rows_rewritten = $6",
+						 6, types, values, nulls, NULL);
+}
+
+/* ---------------------------------------------------------------------
+ * The worker
+ * ---------------------------------------------------------------------
+ */
+
+static bool
+anonymize_worker_extension_installed(void)
+{
+	bool		installed;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	installed = OidIsValid(get_extension_oid("anonymize", true));
+	CommitTransactionCommand();
+	return installed;
+}
+
+/* "2026-11-29 02:00 Europe/Oslo" */
+static void
+anonymize_worker_format_local(TimestampTz t, char *buf, size_t len)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+	int			tzoff;
+	pg_tz	   *tz = anonymize_tz();
+
+	if (timestamp2tm(t, &tzoff, &tm, &fsec, NULL, tz) != 0)
+		snprintf(buf, len, "?");
+	else
+		snprintf(buf, len, "%04d-%02d-%02d %02d:%02d %s",
+				 tm.tm_year, tm.tm_mon, tm.tm_mday, tm.tm_hour, tm.tm_min,
+				 pg_get_timezone_name(tz));
+}
+
+static void
+anonymize_worker_wait(long timeout_ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 Max(timeout_ms, 1), PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+}
+
+/*
+ * One run (the run logs its start and its counts).  An error ends the
+ * worker; it is restarted and resumes the run.
+ */
+static void
+anonymize_worker_run(const char *trigger, TimestampTz slot)
+{
+	AnonymizeWorkerShared *s = anonymize_worker_shared;
+	AnonymizeRunResult result;
+	TimestampTz started = GetCurrentTimestamp();
+	char		activity[128];
+
+	SpinLockAcquire(&s->mutex);
+	s->state = ANONYMIZE_WORKER_RUNNING;
+	s->next_run = 0;
+	s->last_started = started;
+	s->last_finished = 0;
+	strlcpy(s->last_trigger, trigger, ANONYMIZE_WORKER_TEXTLEN);
+	strlcpy(s->last_outcome, "running", ANONYMIZE_WORKER_TEXTLEN);
+	s->last_requests_done = s->last_requests_held = 0;
+	s->last_requests_failed = s->last_rows_rewritten = 0;
+	SpinLockRelease(&s->mutex);
+
+	snprintf(activity, sizeof(activity), "starting a run (%s)", trigger);
+	pgstat_report_activity(STATE_RUNNING, activity);
+	anonymize_worker_mark_started(trigger, slot, started);
+
+	memset(&result, 0, sizeof(result));
+	PG_TRY();
+	{
+		anonymize_run_execute(&result, trigger);
+	}
+	PG_CATCH();
+	{
+		SpinLockAcquire(&s->mutex);
+		s->last_finished = GetCurrentTimestamp();
+		strlcpy(s->last_outcome, "failed", ANONYMIZE_WORKER_TEXTLEN);
+		SpinLockRelease(&s->mutex);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	anonymize_worker_mark_finished(slot, "ok", &result);
+
+	SpinLockAcquire(&s->mutex);
+	s->last_finished = GetCurrentTimestamp();
+	strlcpy(s->last_outcome, "ok", ANONYMIZE_WORKER_TEXTLEN);
+	s->last_requests_done = result.requests_done;
+	s->last_requests_held = result.requests_held;
+	s->last_requests_failed = result.requests_failed;
+	s->last_rows_rewritten = result.rows_rewritten;
+	SpinLockRelease(&s->mutex);
+}
+
+/*
+ * After a (re)start: resume a run left unfinished, else catch up the latest
+ * scheduled run if it was missed.  Returns false once nothing is left to do.
+ */
+static bool
+anonymize_worker_recover(void)
+{
+	AnonymizeWorkerRow row;
+	TimestampTz latest = anonymize_schedule_latest(GetCurrentTimestamp());
+
+	anonymize_worker_read_row(&row);
+	if (!row.found || row.last_slot == 0)
+	{
+		/* first start in this database: nothing was missed */
+		anonymize_worker_baseline(latest);
+		return false;
+	}
+	if (row.pending_trigger[0] != '\0')
+	{
+		if (row.pending_attempts >= ANONYMIZE_WORKER_MAX_ATTEMPTS)
+		{
+			ereport(WARNING,
+					(errmsg("anonymize worker: giving up a run (%s) that did not finish in %d attempts",
+							row.pending_trigger, row.pending_attempts),
+					 errhint("See the server log for why; the next scheduled run or wake() tries again.")));
+			anonymize_worker_mark_finished(row.pending_slot, "given up", NULL);
+		}
+		else
+		{
+			ereport(LOG,
+					(errmsg("anonymize worker: resuming an unfinished run (%s)",
+							row.pending_trigger)));
+			anonymize_worker_run(row.pending_trigger, row.pending_slot);
+		}
+		return true;
+	}
+	if (row.last_slot < latest)
+	{
+		if (anonymize_enabled)
+		{
+			ereport(LOG,
+					(errmsg("anonymize worker: catching up a missed scheduled run")));
+			anonymize_worker_run("schedule", latest);
+		}
+		else
+			anonymize_worker_skip(latest);
+		return true;
+	}
+	return false;
+}
+
+void
+anonymize_worker_main(Datum main_arg)
+{
+	AnonymizeWorkerShared *s;
+	bool		recovered = false;
+	TimestampTz next_slot = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	s = anonymize_worker_shared;
+	if (s == NULL)
+		elog(ERROR, "anonymize worker: shared memory not initialized");
+
+	SpinLockAcquire(&s->mutex);
+	s->pid = MyProcPid;
+	s->latch = MyLatch;
+	s->state = ANONYMIZE_WORKER_STARTING;
+	s->next_run = 0;
+	SpinLockRelease(&s->mutex);
+	on_shmem_exit(anonymize_worker_on_exit, (Datum) 0);
+
+	BackgroundWorkerInitializeConnection(anonymize_database, NULL, 0);
+	pgstat_report_activity(STATE_IDLE, "starting");
+
+	for (;;)
+	{
+		TimestampTz now;
+		bool		wake;
+		char		when[64];
+		char		activity[128];
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			/* run_at or the time zone may have changed; a due run stays due */
+			if (next_slot > GetCurrentTimestamp())
+				next_slot = 0;
+		}
+
+		if (RecoveryInProgress())
+		{
+			anonymize_worker_set_state(ANONYMIZE_WORKER_STANDBY, 0);
+			pgstat_report_activity(STATE_IDLE, "hot standby: runs nothing until promoted");
+			anonymize_worker_wait(ANONYMIZE_WORKER_POLL_MS);
+			continue;
+		}
+
+		if (!anonymize_worker_extension_installed())
+		{
+			anonymize_worker_set_state(ANONYMIZE_WORKER_NO_EXTENSION, 0);
+			pgstat_report_activity(STATE_IDLE,
+								   "waiting for CREATE EXTENSION anonymize");
+			anonymize_worker_wait(ANONYMIZE_WORKER_POLL_MS);
+			continue;
+		}
+
+		if (!recovered)
+		{
+			if (!anonymize_worker_recover())
+				recovered = true;
+			continue;
+		}
+
+		now = GetCurrentTimestamp();
+		if (next_slot == 0)
+			next_slot = anonymize_schedule_next(now);
+
+		SpinLockAcquire(&s->mutex);
+		wake = s->wake_requested;
+		s->wake_requested = false;
+		SpinLockRelease(&s->mutex);
+		if (wake)
+		{
+			anonymize_worker_run("wake()", 0);
+			continue;
+		}
+
+		if (now >= next_slot)
+		{
+			TimestampTz slot = next_slot;
+
+			next_slot = anonymize_schedule_next(now);
+			if (anonymize_enabled)
+				anonymize_worker_run("schedule", slot);
+			else
+				anonymize_worker_skip(slot);
+			continue;
+		}
+
+		anonymize_worker_format_local(next_slot, when, sizeof(when));
+		if (anonymize_enabled)
+		{
+			anonymize_worker_set_state(ANONYMIZE_WORKER_WAITING, next_slot);
+			snprintf(activity, sizeof(activity), "waiting until %s", when);
+		}
+		else
+		{
+			anonymize_worker_set_state(ANONYMIZE_WORKER_DISABLED, 0);
+			snprintf(activity, sizeof(activity),
+					 "anonymize.enabled is off: waiting for wake()");
+		}
+		pgstat_report_activity(STATE_IDLE, activity);
+		anonymize_worker_wait(Min(TimestampDifferenceMilliseconds(now, next_slot),
+								  ANONYMIZE_WORKER_MAX_SLEEP_MS));
+	}
+}
