@@ -444,7 +444,7 @@ res=$out/RESULTS.md
 {
 	echo "# anonymize benchmark results"
 	echo
-	echo "Produced by \`bench/run.sh$([ $tiny = 1 ] && echo ' --tiny') --rows $rows --reps $reps\` on $(date -u '+%Y-%m-%d %H:%M UTC'), branch \`$(git -C "$TOP" rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?')\` at \`$(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')\`.$patched"
+	echo "Produced by \`bench/run.sh$([ $tiny = 1 ] && echo ' --tiny') --rows $rows --reps $reps$(for c in "${extra_conf[@]}"; do printf " --conf '%s'" "$c"; done)\` on $(date -u '+%Y-%m-%d %H:%M UTC'), branch \`$(git -C "$TOP" rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?')\` at \`$(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')\`.$patched"
 	echo
 	echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo) memory, $(as_pg "$PG_BIN/postgres" --version), shared_buffers $shared_buffers, fsync off, parallel query off, autovacuum off (so that the WAL measured is the run's alone; the run vacuums what it touched itself), a CHECKPOINT before each measured run and peer request (so WAL includes the full-page images a nightly run writes). The cores are shared with other work: the load average (1 min) is given next to each number."
 	echo
