@@ -42,6 +42,9 @@ check_digits(const char *in, size_t len, const char *out,
 {
 	char		d[64];
 	size_t		nd = 0;
+	char		dz[64];
+	size_t		ndz = 0;
+	long		zero_at = -1;
 	const char *c = out + 1;
 	size_t		nc = strlen(c);
 	size_t		cclen = strlen(cc);
@@ -49,18 +52,36 @@ check_digits(const char *in, size_t len, const char *out,
 	bool		ok = false;
 
 	for (size_t i = 0; i < len; i++)
+	{
+		if (in[i] == '(' && i + 2 < len && in[i + 1] == '0' &&
+			in[i + 2] == ')' && zero_at < 0)
+			zero_at = (long) nd;
 		if (in[i] >= '0' && in[i] <= '9')
 		{
 			if (nd == sizeof(d))
 				return;			/* accepted inputs have few digits */
 			d[nd++] = in[i];
 		}
+	}
+
+	/* the same digits without the first "(0)" (a dropped trunk prefix) */
+	if (zero_at >= 0)
+	{
+		memcpy(dz, d, (size_t) zero_at);
+		memcpy(dz + zero_at, d + zero_at + 1, nd - (size_t) zero_at - 1);
+		ndz = nd - 1;
+	}
 
 	if (nc == nd && memcmp(c, d, nd) == 0)
 		ok = true;				/* +... */
 	else if (nd >= 2 && d[0] == '0' && d[1] == '0' &&
 			 nc == nd - 2 && memcmp(c, d + 2, nc) == 0)
 		ok = true;				/* 00... */
+	else if (zero_at >= 1 && nc == ndz && memcmp(c, dz, ndz) == 0)
+		ok = true;				/* +cc (0)... */
+	else if (zero_at >= 3 && ndz >= 2 && dz[0] == '0' && dz[1] == '0' &&
+			 nc == ndz - 2 && memcmp(c, dz + 2, nc) == 0)
+		ok = true;				/* 00cc (0)... */
 	else if (cclen > 0 && nc > cclen && memcmp(c, cc, cclen) == 0)
 	{
 		const char *nat = c + cclen;

@@ -12,12 +12,20 @@ FROM (VALUES ('98765432'), ('004612345678'), ('+46 12 345 678'),
              ('+123456789012345'), ('004712345678901'), ('0012345678901234'),
              (' 98765432 ')) AS t(v);
 
+-- "(0)" after a country code is the trunk prefix, not dialled from abroad
+SELECT v AS entered, anonymize.normalize_phone(v) AS canonical
+FROM (VALUES ('+44 (0)20 7946 0958'), ('0044 (0)20 7946 0958'),
+             ('+49 (0)30 1234567'), ('+47 (0) 987 65 432'),
+             ('(0)98765432'), ('0(0)4798765432')) AS t(v);
+-- "00" then "(0)" is no country code
+SELECT * FROM regress.try($$SELECT anonymize.normalize_phone('00 (0)4798765432')$$);
+
 -- trunk prefix: a national 08-123 45 67 in Sweden
 SET anonymize.country_code = '46';
 SET anonymize.trunk_prefix = '0';
 SELECT v AS entered, anonymize.normalize_phone(v) AS canonical
 FROM (VALUES ('08-123 45 67'), ('0046 8 123 45 67'), ('+46 8 123 45 67'),
-             ('8 123 45 67')) AS t(v);
+             ('8 123 45 67'), ('(0)8 123 45 67'), ('+46 (0)8 123 45 67')) AS t(v);
 -- the trunk prefix is not a digit of the number: 0 + 2 digits is too short
 SELECT * FROM regress.try($$SELECT anonymize.normalize_phone('012')$$);
 RESET anonymize.trunk_prefix;

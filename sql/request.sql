@@ -147,5 +147,15 @@ WHERE grantee = 0;
 SELECT proname FROM pg_proc
 WHERE pronamespace = 'anonymize'::regnamespace AND proacl IS NULL;
 
+-- "today" is the server's (anonymize.timezone is empty here, so the
+-- configured TimeZone, Europe/Oslo), not a session's SET TimeZone: the run
+-- in its background process must agree with the page.  At any instant the
+-- date in at least one of these two zones differs from Oslo's.
+SET timezone = 'Pacific/Kiritimati';
+SELECT anonymize._today() = (now() AT TIME ZONE 'Europe/Oslo')::date AS server_today;
+SET timezone = 'Pacific/Niue';
+SELECT anonymize._today() = (now() AT TIME ZONE 'Europe/Oslo')::date AS server_today;
+RESET timezone;
+
 -- clean up for the tests that follow (internal rows stay: they are not Waiting)
 DELETE FROM anonymize.anonymize_request WHERE status = 'Waiting';

@@ -67,6 +67,7 @@ anon_phone_canonical(const char *in, size_t len, bool lenient,
 	/* room for a few digits too many, so that we can say "too long" */
 	char		digits[ANON_PHONE_MAX_DIGITS + 4];
 	size_t		ndigits = 0;
+	int			zero_at = -1;	/* digit position of a "(0)", if any */
 	bool		plus = false;
 	bool		intl;
 	const char *d;
@@ -97,9 +98,17 @@ anon_phone_canonical(const char *in, size_t len, bool lenient,
 	{
 		unsigned char c = (unsigned char) in[i];
 
+		if (c == '(' && i + 2 < len && in[i + 1] == '0' && in[i + 2] == ')' &&
+			zero_at < 0)
+		{
+			/* "(0)": a trunk prefix in brackets, see below */
+			zero_at = (int) ndigits;
+			i += 2;
+			continue;
+		}
 		if (anon_is_digit(c))
 		{
-			if (ndigits >= sizeof(digits))
+			if (ndigits >= sizeof(digits) - 1)
 				return ANON_PHONE_TOO_LONG;
 			digits[ndigits++] = (char) c;
 		}
@@ -107,6 +116,21 @@ anon_phone_canonical(const char *in, size_t len, bool lenient,
 			continue;
 		else
 			return ANON_PHONE_BAD_CHAR;
+	}
+
+	/*
+	 * "+44 (0)20 ..." and "0049 (0)30 ...": the bracketed 0 is the trunk
+	 * prefix, not dialled from abroad, and is dropped when it follows a
+	 * country code (after '+', or after "00" and at least one digit).
+	 * Anywhere else it is an ordinary 0 and goes back where it was.
+	 */
+	if (zero_at >= 0 &&
+		!((plus && zero_at >= 1) ||
+		  (zero_at >= 3 && digits[0] == '0' && digits[1] == '0')))
+	{
+		memmove(digits + zero_at + 1, digits + zero_at, ndigits - zero_at);
+		digits[zero_at] = '0';
+		ndigits++;
 	}
 
 	if (ndigits == 0)

@@ -45,6 +45,7 @@
 #include "anonymize_digest.h"
 #include "anonymize_engine.h"
 #include "anonymize_request.h"
+#include "anonymize_retention.h"
 #include "anonymize_run.h"
 #include "anonymize_settings.h"
 
@@ -1083,6 +1084,7 @@ anonymize_run_execute_ext(AnonymizeRunResult *result, const char *trigger,
 			}
 		}
 		anonymize_engine_set_recheck(NULL, 0);
+		anonymize_retention_run(&st.touched, st.cxt);
 		run_record(&st, "ok", NULL);
 		ereport(LOG,
 				(errmsg("anonymize run %lld finished: %lld requests done, %lld held, %lld failed, %lld rows rewritten",

@@ -24,6 +24,7 @@
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
+#include "anonymize_retention.h"
 #include "anonymize_settings.h"
 
 char	   *anonymize_database = NULL;
@@ -217,19 +218,43 @@ anonymize_settings_init(void)
 							 0,
 							 NULL, NULL, NULL);
 
+	/* retention (operations): intervals as text, checked as intervals */
+	DefineCustomStringVariable("anonymize.request_retention",
+							   "Done requests older than this are purged from the page by the nightly run; empty means never.",
+							   "Their receipts are kept as per-day counts in anonymize.request_log_daily.",
+							   &anonymize_request_retention,
+							   "12 months",
+							   PGC_SUSET,
+							   0,
+							   anonymize_check_retention, NULL, NULL);
+
+	DefineCustomStringVariable("anonymize.sms_survey_retention",
+							   "SMS-survey answers older than this are anonymized by the nightly run; empty means never.",
+							   NULL,
+							   &anonymize_sms_survey_retention,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   anonymize_check_retention, NULL, NULL);
+
 	MarkGUCPrefixReserved("anonymize");
 }
 
+/*
+ * anonymize.timezone, or else the server's TimeZone: its value from the
+ * configuration, not a session's SET, so that a session (preview(), the
+ * page's "today") and the background run agree.
+ */
 pg_tz *
 anonymize_tz(void)
 {
-	if (anonymize_timezone_name && anonymize_timezone_name[0] != '\0')
-	{
-		pg_tz	   *tz = pg_tzset(anonymize_timezone_name);
+	const char *name = anonymize_timezone_name;
+	pg_tz	   *tz;
 
-		if (tz != NULL)
-			return tz;
-	}
+	if (name == NULL || name[0] == '\0')
+		name = GetConfigOptionResetString("TimeZone");
+	if (name != NULL && name[0] != '\0' && (tz = pg_tzset(name)) != NULL)
+		return tz;
 	return session_timezone;
 }
 

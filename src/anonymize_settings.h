@@ -25,7 +25,7 @@ extern bool anonymize_enabled;
 
 extern void anonymize_settings_init(void);
 
-/* anonymize.timezone, or the session's TimeZone when it is empty */
+/* anonymize.timezone, or the server's configured TimeZone when it is empty */
 extern pg_tz *anonymize_tz(void);
 
 /* today's date in anonymize_tz() */

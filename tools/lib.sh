@@ -63,7 +63,7 @@ stage_tree() {
 	mkdir -p "$dest"
 	(cd "$TOP" && tar --exclude=.git --exclude='*.o' --exclude='*.so' \
 		--exclude=results --exclude=tmp_check --exclude=output_iso \
-		--exclude=log --exclude='bench/out' -cf - .) | (cd "$dest" && tar -xf -)
+		--exclude=log --exclude='bench/out' --exclude=./pg_anonymize -cf - .) | (cd "$dest" && tar -xf -)
 	if [ "$(id -u)" = 0 ]; then chown -R postgres: "$dest"; fi
 }
 
