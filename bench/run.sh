@@ -1,0 +1,550 @@
+#!/usr/bin/env bash
+# bench/run.sh: the anonymize benchmark, in one command.
+#
+#   bench/run.sh [--rows N] [--reps R] [--tiny] [--no-profile]
+#
+#   --conf 'x = y' adds a line to the cluster's postgresql.conf (to try a
+#   setting); --profile-k K profiles a run of K requests (default 1,000).
+#
+# Starts a private throwaway cluster (tools/lib.sh), builds a synthetic
+# archive (bench/schema.sql: N calls, default 2,000,000, plus chats,
+# emails, SMS answers and raw events, about 1.9 N rows in all), registers
+# the targets and measures, side by side:
+#
+#   1. the floor: one sequential scan of every target;
+#   2. anonymize.run() for K = 1, 100, 1,000, 10,000 fresh requests;
+#   3. the peer: the per-request UPDATE a DBA would write (bench/naive.sql),
+#      sampled and extrapolated to K;
+#   4. the run's peak memory at K = 100,000;
+#   5. the WAL a run writes, against the rows it rewrote;
+#   6. the portal's latency (bench/portal.pgbench at a steady rate), p50
+#      and p99, without a run and during runs;
+#   7. is_anonymized() and the protect() guard, when they exist;
+#
+# and writes the table of ratios to bench/RESULTS.md with the machine's
+# description.  --tiny runs everything at a tiny size (CI: it asserts that
+# the benchmark works, never a speed) and writes its results to the work
+# directory only.  Each measurement is repeated R times (default 3): the
+# table shows the median and the spread (min-max), with the load average.
+set -euo pipefail
+. "$(dirname "$0")/../tools/lib.sh"
+
+rows=2000000
+reps=3
+tiny=0
+profile=1
+profile_k=""
+extra_conf=()
+while [ $# -gt 0 ]; do
+	case $1 in
+		--rows) rows=$2; shift 2 ;;
+		--reps) reps=$2; shift 2 ;;
+		--tiny) tiny=1; shift ;;
+		--no-profile) profile=0; shift ;;
+		--profile-k) profile_k=$2; shift 2 ;;
+		--conf) extra_conf+=("$2"); shift 2 ;;
+		*) echo "usage: bench/run.sh [--rows N] [--reps R] [--tiny] [--no-profile] [--profile-k K] [--conf 'setting = value']..." >&2; exit 2 ;;
+	esac
+done
+if [ $tiny = 1 ]; then
+	rows=15000 reps=1 profile=0
+	ks="1 10 100 1000"; k_mem=1000; k_portal=10
+	portal_secs=4 portal_rate=20 shared_buffers=128MB run_timeout=60
+else
+	ks="1 100 1000 10000"; k_mem=100000; k_portal=1000
+	portal_secs=40 portal_rate=40 shared_buffers=1GB run_timeout=1800
+fi
+k_ratio=$(echo $ks | awk '{print $3}')	# the K of run/scan (1,000)
+k_big=$(echo $ks | awk '{print $NF}')		# the K compared with K=1
+profile_k=${profile_k:-$k_ratio}
+
+ensure_deps
+work=$(mktemp -d /tmp/anonymize-bench.XXXXXX)
+chmod 755 "$work"
+trap 'jobs -p | xargs -r kill 2>/dev/null; stop_cluster "$work/cluster"' EXIT
+
+stage_tree "$work/src"
+# BENCH_PATCH=FILE: measure with a patch applied to the staged copy only
+# (e.g. a fix not yet on the branch); RESULTS.md says so
+patched=""
+if [ -n "${BENCH_PATCH:-}" ]; then
+	log "applying $BENCH_PATCH to the staged copy"
+	patch -s -d "$work/src" -p1 <"$BENCH_PATCH"
+	patched=" Measured with \`$(basename "$BENCH_PATCH")\` applied to the staged copy ($(grep -c '^[-+][^-+]' "$BENCH_PATCH") changed lines, not on the branch)."
+fi
+private_pg "$work/pg"
+build_install "$work/src"
+# a random free port, tried just before starting: other checkouts on this
+# machine start clusters too, and the first free port may be taken by the
+# time ours starts
+bench_start() {
+	local try port
+	for try in 1 2 3 4 5; do
+		port=$(shuf -i 55000-55999 -n 1)
+		(echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && continue
+		log "starting a throwaway cluster on port $port"
+		rm -rf "$work/cluster"
+		start_cluster "$work/cluster" "$port" "$@" && return 0
+	done
+	return 1
+}
+bench_start \
+	"anonymize.database = 'archive'" \
+	"anonymize.country_code = '47'" \
+	"timezone = 'Europe/Oslo'" \
+	"anonymize.enabled = off" \
+	"shared_buffers = $shared_buffers" \
+	"max_wal_size = 50GB" \
+	"checkpoint_timeout = 1h" \
+	"max_parallel_workers_per_gather = 0" \
+	"max_connections = 50" \
+	"autovacuum = off" \
+	"${extra_conf[@]}"
+export PGDATABASE=archive
+as_pg createdb archive
+out=$work/out
+mkdir -p "$out"
+chown postgres: "$out" 2>/dev/null || true
+
+# psql on the archive, unaligned, quiet, stopping on errors
+q() { as_pg psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+ms_now() { echo $(($(date +%s%N) / 1000000)); }
+load1() { cut -d' ' -f1 /proc/loadavg; }
+# median and min-max of numbers on stdin
+stats() { sort -g | awk '{v[NR]=$1} END {if (NR==0) {print "n/a"; exit}
+	m = (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2;
+	printf "%g (%g-%g)\n", m, v[1], v[NR]}'; }
+median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) {print ""; exit}
+	print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "" || b == "" || b == 0) print "n/a"; else printf "%.2f\n", a / b}'; }
+
+q -c 'CREATE EXTENSION anonymize'
+log "building the archive: $rows calls plus chats, emails, SMS answers and raw events"
+t0=$(ms_now)
+q -v rows="$rows" -f "$work/src/bench/schema.sql" >/dev/null
+q -f "$work/src/bench/naive.sql" >/dev/null
+q -c 'VACUUM (FREEZE, ANALYZE)'
+q -c 'CHECKPOINT'
+load_ms=$(($(ms_now) - t0))
+persons=$(q -c 'SELECT persons FROM bench.param')
+archive_rows=$(q -c "SELECT sum(c) FROM (SELECT count(*) c FROM archive.calls UNION ALL SELECT count(*) FROM archive.chats
+	UNION ALL SELECT count(*) FROM archive.emails UNION ALL SELECT count(*) FROM sms.answers UNION ALL SELECT count(*) FROM raw.events) s")
+archive_bytes=$(q -c "SELECT sum(pg_total_relation_size(r)) FROM (SELECT tbl AS r FROM anonymize.target
+	UNION ALL SELECT inhrelid FROM pg_inherits WHERE inhparent = 'raw.events'::regclass) s")
+heap_bytes=$(q -c "SELECT sum(pg_relation_size(r)) FROM (SELECT tbl AS r FROM anonymize.target
+	UNION ALL SELECT inhrelid FROM pg_inherits WHERE inhparent = 'raw.events'::regclass) s")
+log "archive: $archive_rows rows, $((archive_bytes / 1048576)) MB with indexes, built in ${load_ms} ms"
+
+has_run=$(q -c "SELECT to_regprocedure('anonymize.run()') IS NOT NULL")
+has_hooks=$(q -c "SELECT to_regprocedure('anonymize.is_anonymized(text)') IS NOT NULL")
+has_protect=$(q -c "SELECT to_regprocedure('anonymize.protect(regclass)') IS NOT NULL")
+
+# ---------------------------------------------------------------- 1. floor
+log "1. the floor: one sequential scan of every target"
+targets=$(q -F' ' -c 'SELECT tbl, col FROM anonymize.target ORDER BY tbl::text')
+floor_sql=""
+while read -r tbl col; do
+	floor_sql+="SELECT count(*) FROM $tbl WHERE $col LIKE '%x%';"
+done <<<"$targets"
+q -c "$floor_sql" >/dev/null	# warm the cache
+: >"$out/floor.ms"
+for i in $(seq "$reps"); do
+	t0=$(ms_now)
+	q -c "$floor_sql" >/dev/null
+	echo $(($(ms_now) - t0)) >>"$out/floor.ms"
+	echo "floor rep $i: $(tail -1 "$out/floor.ms") ms, load $(load1)" >&2
+done
+floor_ms=$(median <"$out/floor.ms")
+
+# ----------------------------------------------- sampling the run's memory
+# rss_sampler FILE: every 0.1 s, the run's processes (the backend that
+# called run() and any background process of the extension) and their
+# peak anonymous (private) memory and VmHWM; VmHWM also counts the shared
+# buffers the process touched, RssAnon does not.
+rss_sampler() {
+	local file=$1 pids pid anon hwm
+	declare -A max_anon max_hwm kind
+	while :; do
+		pids=$(q -F' ' -c "SELECT pid, replace(backend_type, ' ', '_') FROM pg_stat_activity
+			WHERE pid <> pg_backend_pid() AND (backend_type ILIKE '%anonymi%' OR query ILIKE '%anonymize.run()%')" 2>/dev/null || true)
+		while read -r pid bt; do
+			[ -n "$pid" ] || continue
+			anon=$(awk '/^RssAnon:/ {print $2}' /proc/"$pid"/status 2>/dev/null || true)
+			hwm=$(awk '/^VmHWM:/ {print $2}' /proc/"$pid"/status 2>/dev/null || true)
+			[ -n "$anon" ] && [ -n "$hwm" ] || continue
+			kind[$pid]=$bt
+			[ "${max_anon[$pid]:-0}" -ge "$anon" ] || max_anon[$pid]=$anon
+			[ "${max_hwm[$pid]:-0}" -ge "$hwm" ] || max_hwm[$pid]=$hwm
+		done <<<"$pids"
+		for pid in "${!kind[@]}"; do
+			echo "${kind[$pid]} $pid ${max_anon[$pid]} ${max_hwm[$pid]}"
+		done >"$file.tmp"
+		mv "$file.tmp" "$file"
+		sleep 0.1
+	done
+}
+
+# run() returns once the run has committed; its process then vacuums what
+# it touched.  The cost of a run is until that process is gone.
+wait_run_process() {
+	local deadline=$(($(ms_now) + run_timeout * 1000))
+	while [ "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'anonymize run()'")" != 0 ]; do
+		if [ "$(ms_now)" -gt "$deadline" ]; then
+			log "the run's process is still there after ${run_timeout}s:"
+			q -c "SELECT pid, wait_event_type, wait_event, query FROM pg_stat_activity WHERE backend_type <> 'client backend'" >&2
+			exit 1
+		fi
+		sleep 0.02
+	done
+}
+
+# phase_sampler FILE: every 0.1 s, what the run's process reports doing
+# (pg_stat_activity: marking, scanning, rewriting, finishing, vacuuming)
+phase_sampler() {
+	local file=$1
+	while :; do
+		echo "$(ms_now) $(q -c "SELECT coalesce(string_agg(split_part(split_part(query, ': ', 2), ' ', 1), ','), '-')
+			FROM pg_stat_activity WHERE backend_type = 'anonymize run()'" 2>/dev/null || echo '-')" >>"$file"
+		sleep 0.1
+	done
+}
+# phases TAG: ms in each phase of run TAG (from the samples), "phase=ms ..."
+phases() {
+	local from to
+	read -r from to < <(awk -v t="$1" '$1 == t {print $2, $3}' "$out/run_times")
+	awk -v from="$from" -v to="$to" '$1 >= from && $1 <= to && $2 != "-" && $2 != "" {n[$2]++; tot++}
+		END {for (p in n) printf "%s %d ms, ", p, n[p] * (to - from) / (tot ? tot : 1); print ""}' "$out/phases"
+}
+
+# run_once K TAG: file K fresh requests and run them; appends
+# "K ms wal_bytes rows_rewritten done load" to $out/runs
+run_once() {
+	local k=$1 tag=$2 before lsn0 t0 ms wal res load
+	before=$(q -c 'SELECT coalesce(max(id), 0) FROM anonymize.anonymize_request')
+	q -c "SELECT bench.file_requests($k)" >/dev/null
+	load=$(load1)
+	# as at night: a checkpoint since the day's writes, so that the first
+	# change of a page after it writes a full-page image
+	q -c 'CHECKPOINT'
+	lsn0=$(q -c 'SELECT pg_current_wal_insert_lsn()')
+	t0=$(ms_now)
+	q -c 'SELECT anonymize.run()' >"$out/run.$tag.out"
+	cms=$(($(ms_now) - t0))
+	wait_run_process
+	ms=$(($(ms_now) - t0))
+	echo "$tag $t0 $(ms_now)" >>"$out/run_times"
+	wal=$(q -c "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn0')::bigint")
+	res=$(q -F' ' -c "SELECT count(*) FILTER (WHERE status = 'Done'), coalesce(sum(rows_anonymized), 0)
+		FROM anonymize.anonymize_request WHERE id > $before AND comment = 'bench'")
+	set -- $res
+	echo "$k $ms $wal $2 $1 $load $tag $cms" >>"$out/runs"
+	echo "run K=$k: $ms ms ($cms ms until run() returned), $1 done, $2 rows rewritten, $wal WAL bytes, load $load" >&2
+	if [ "$1" != "$k" ]; then
+		log "run K=$k finished only $1 of $k requests"
+		q -c "SELECT status, error, count(*) FROM anonymize.anonymize_request WHERE id > $before GROUP BY 1, 2" >&2
+		return 1
+	fi
+}
+
+: >"$out/runs"
+if [ "$has_run" = t ]; then
+	# ------------------------------------------------- 2. and 5. runs
+	log "2. run() for K = $ks ($reps times each, fresh requests each time)"
+	phase_sampler "$out/phases" &
+	psampler=$!
+	for i in $(seq "$reps"); do
+		for k in $ks; do run_once "$k" "k$k.r$i"; echo "  phases: $(phases "k$k.r$i")" >&2; done
+	done
+	kill "$psampler" 2>/dev/null || true; wait "$psampler" 2>/dev/null || true
+
+	# correctness, cheaply: the last batch's persons are gone everywhere
+	last=$(q -c 'SELECT next_person - 1 FROM bench.param')
+	left=$(q -c "WITH p AS (SELECT g AS p, anonymize.normalize_phone(CASE WHEN bench.cc(g) = '47' THEN bench.national(g)
+			ELSE '00' || bench.cc(g) || bench.national(g) END) AS phone, bench.email(g) AS email
+			FROM generate_series($last - 9, $last) g)
+		SELECT (SELECT count(*) FROM archive.calls WHERE bench.sql_canon_phone(caller) IN (SELECT phone FROM p))
+			 + (SELECT count(*) FROM archive.emails WHERE bench.sql_canon_email(from_addr) IN (SELECT email FROM p))
+			 + (SELECT count(*) FROM raw.events WHERE bench.sql_canon_phone(number) IN (SELECT phone FROM p))")
+	echo "rows of the last 10 erased persons still in calls, emails, events: $left" >&2
+	[ "$left" = 0 ] || { log "the run left $left rows of erased persons"; exit 1; }
+
+	# ------------------------------------------------- 4. memory
+	log "4. the run's peak memory at K = $k_mem"
+	rss_sampler "$out/rss" &
+	sampler=$!
+	run_once "$k_mem" "mem"
+	sleep 0.3
+	kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
+	cat "$out/rss" >&2 || true
+
+	# ------------------------------------------------- profile
+	if [ $profile = 1 ] && command -v perf >/dev/null; then
+		log "profiling a run of K = $profile_k with perf (cpu-clock)"
+		q -c "SELECT bench.file_requests($profile_k)" >/dev/null
+		q -c 'SELECT anonymize.run()' >/dev/null &
+		runner=$!
+		pids=""
+		# the run's own process, once it exists (run() starts it)
+		for _ in $(seq 250); do
+			pids=$(q -c "SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE backend_type = 'anonymize run()'")
+			[ -n "$pids" ] && break
+			sleep 0.02
+		done
+		if [ -n "$pids" ]; then
+			perf record -e cpu-clock -F 999 -g -o "$out/perf.data" -p "$pids" >/dev/null 2>&1 &
+			perfpid=$!
+			wait "$runner" || true
+			wait_run_process
+			kill -INT "$perfpid" 2>/dev/null || true; wait "$perfpid" 2>/dev/null || true
+			perf report -i "$out/perf.data" --stdio --no-children --sort dso,symbol 2>/dev/null |
+				grep -v '^$' | grep -E '^ +[0-9]' | head -40 >"$out/perf.txt" || true
+			perf report -i "$out/perf.data" --stdio --children --sort symbol 2>/dev/null |
+				grep -E '^ +[0-9]' | head -40 >"$out/perf-children.txt" || true
+			perf report -i "$out/perf.data" --stdio --no-children -g none --sort symbol 2>/dev/null |
+				grep -E '^ +[0-9]' >"$out/perf-flat.txt" || true
+			command -v python3 >/dev/null &&
+				python3 "$work/src/bench/perf-categories.py" "$out/perf-flat.txt" >"$out/perf-categories.txt" || true
+			cat "$out/perf-categories.txt" >&2 || true
+		else
+			wait "$runner" || true
+		fi
+	fi
+else
+	log "anonymize.run() does not exist on this branch: skipping 2, 4, 5 and the run's half of 6"
+fi
+
+# ------------------------------------------------------ 8. rewrite floor
+# What rewriting the same number of rows costs in plain SQL: one UPDATE per
+# target of rows spread over the table like the run's (id % m), then the
+# VACUUM (INDEX_CLEANUP ON) the run does.  The run cannot rewrite for less.
+bulk_ms="" bulk_wal="" bulk_rows=""
+rows_big=$(awk -v k="$k_big" '$1 == k && $7 ~ /^k/ {print $4}' "$out/runs" | median)
+if [ -n "$rows_big" ] && [ "$rows_big" -gt 0 ]; then
+	log "8. the rewrite floor: $rows_big rows by plain UPDATE, then VACUUM"
+	m=$(awk -v a="$archive_rows" -v r="$rows_big" 'BEGIN {m = int(a / r + 0.5); print (m < 1) ? 1 : m}')
+	bulk_sql=""
+	while read -r tbl col; do
+		bulk_sql+="UPDATE $tbl SET $col = 'Anonymized' WHERE id % $m = $((m - 1)) AND $col <> 'Anonymized';"
+	done <<<"$targets"
+	q -c 'CHECKPOINT'
+	lsn0=$(q -c 'SELECT pg_current_wal_insert_lsn()')
+	t0=$(ms_now)
+	q -c "$bulk_sql" >/dev/null
+	bulk_upd_ms=$(($(ms_now) - t0))
+	q -c "VACUUM (INDEX_CLEANUP ON, PARALLEL 0) $(echo "$targets" | awk '{print $1}' | paste -sd, -)"
+	bulk_ms=$(($(ms_now) - t0))
+	bulk_wal=$(q -c "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn0')::bigint")
+	bulk_rows=$(q -c "SELECT count(*) FROM (SELECT id FROM archive.calls WHERE id % $m = $((m - 1)) UNION ALL SELECT id FROM archive.chats WHERE id % $m = $((m - 1))
+		UNION ALL SELECT id FROM archive.emails WHERE id % $m = $((m - 1)) UNION ALL SELECT id FROM sms.answers WHERE id % $m = $((m - 1))
+		UNION ALL SELECT id FROM raw.events WHERE id % $m = $((m - 1))) s")
+	echo "rewrite floor: about $bulk_rows rows, UPDATE $bulk_upd_ms ms, with VACUUM $bulk_ms ms, WAL $bulk_wal bytes, load $(load1)" >&2
+fi
+
+# ---------------------------------------------------------------- 3. peer
+log "3. the peer: one hand-written normalizing UPDATE per request, sampled"
+first=$(q -c "SELECT bench.take_persons(5)")
+: >"$out/naive.ms"
+naive_wal=0 naive_rows=0
+for p in $(seq "$first" $((first + 4))); do
+	q -c 'CHECKPOINT'
+	lsn0=$(q -c 'SELECT pg_current_wal_insert_lsn()')
+	t0=$(ms_now)
+	n=$(q -c "SELECT bench.naive_erase($p)")
+	echo $(($(ms_now) - t0)) >>"$out/naive.ms"
+	naive_rows=$((naive_rows + n))
+	naive_wal=$((naive_wal + $(q -c "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn0')::bigint")))
+	echo "peer request $p: $(tail -1 "$out/naive.ms") ms, $n rows, load $(load1)" >&2
+done
+naive_ms=$(median <"$out/naive.ms")
+
+# ---------------------------------------------------------------- 6. portal
+# pgbench_phase NAME: the portal script at a steady rate for portal_secs
+pgbench_phase() {
+	(cd "$out" && as_pg pgbench -n -f "$work/src/bench/portal.pgbench" -D persons="$persons" \
+		-R "$portal_rate" -T "$portal_secs" -c 2 -j 1 -r -l --log-prefix="pgb_$1" archive \
+		>"$out/pgbench_$1.txt" 2>&1)
+}
+# latencies (ms) of the transactions that ended within [from, to) ms epoch
+latencies() {
+	cat "$out"/pgb_"$1".* | awk -v from="$2" -v to="$3" '{end = $5 * 1000 + $6 / 1000;
+		if (end >= from && end < to) printf "%.3f\n", $3 / 1000}'
+}
+pct() { sort -g | awk -v p="$1" '{v[NR]=$1} END {if (NR==0) {print ""; exit}
+	i = int(NR * p / 100 + 0.999); if (i < 1) i = 1; print v[i]}'; }
+
+log "6. portal latency: pgbench at $portal_rate tps for ${portal_secs}s without a run"
+load_without=$(load1)
+pgbench_phase without
+latencies without 0 99999999999999 >"$out/lat_without"
+p50_without=$(pct 50 <"$out/lat_without")
+p99_without=$(pct 99 <"$out/lat_without")
+n_without=$(wc -l <"$out/lat_without")
+p50_during="" p99_during="" n_during=0 load_during="" runs_during=0
+if [ "$has_run" = t ]; then
+	log "6. portal latency during runs of K = $k_portal, back to back"
+	load_during=$(load1)
+	pgbench_phase during &
+	bench_pid=$!
+	: >"$out/run_windows"
+	sleep 1
+	while kill -0 "$bench_pid" 2>/dev/null; do
+		q -c "SELECT bench.file_requests($k_portal)" >/dev/null
+		t0=$(ms_now)
+		q -c 'SELECT anonymize.run()' >/dev/null
+		wait_run_process
+		echo "$t0 $(ms_now)" >>"$out/run_windows"
+		runs_during=$((runs_during + 1))
+	done
+	wait "$bench_pid" || true
+	: >"$out/lat_during"
+	while read -r from to; do latencies during "$from" "$to" >>"$out/lat_during"; done <"$out/run_windows"
+	p50_during=$(pct 50 <"$out/lat_during")
+	p99_during=$(pct 99 <"$out/lat_during")
+	n_during=$(wc -l <"$out/lat_during")
+fi
+
+# ---------------------------------------------------------------- 7. hooks
+hooks_line="is_anonymized() does not exist on this branch: skipped"
+protect_line="protect() does not exist on this branch: skipped"
+if [ "$has_hooks" = t ]; then
+	log "7. is_anonymized(): 20,000 calls"
+	t0=$(ms_now)
+	q -c "SELECT count(*) FILTER (WHERE anonymize.is_anonymized((40000000 + g)::text)) FROM generate_series(1, 20000) g" >/dev/null
+	ms=$(($(ms_now) - t0))
+	hooks_line="is_anonymized(): $(awk -v ms="$ms" 'BEGIN {printf "%.1f", ms * 1000 / 20000}') µs a call (20,000 calls, $ms ms, load $(load1))"
+fi
+if [ "$has_protect" = t ]; then
+	log "7. protect(): the portal's search by number, unprotected and protected"
+	q -c "CREATE ROLE bench_portal LOGIN; GRANT USAGE ON SCHEMA archive TO bench_portal;
+		GRANT SELECT ON archive.calls TO bench_portal" >/dev/null
+	cat >"$out/search.pgbench" <<'EOF'
+\set p random(1, :persons)
+SELECT id, started_at, queue, caller FROM archive.calls
+ WHERE caller IN ('+47' || (40000000 + :p), '0047' || (40000000 + :p), (40000000 + :p)::text);
+EOF
+	search() { (cd "$out" && as_pg pgbench -n -U bench_portal -f "$out/search.pgbench" -D persons="$persons" \
+		-t 2000 -c 1 archive 2>&1 | awk '/latency average/ {print $4}'); }
+	lat_plain=$(search)
+	q -c "SELECT anonymize.protect('archive.calls')" >/dev/null
+	lat_prot=$(search)
+	q -c "SELECT anonymize.unprotect('archive.calls')" >/dev/null
+	protect_line="protect(): search by number $lat_plain ms unprotected, $lat_prot ms protected ($(ratio "$lat_prot" "$lat_plain")x; 2,000 searches each, load $(load1))"
+fi
+
+# ---------------------------------------------------------------- the table
+runs_k() { awk -v k="$1" '$1 == k && $7 ~ /^k/ {print $2}' "$out/runs"; }
+run_med() { runs_k "$1" | median; }
+mem_anon=$(awk '{if ($3 > m) m = $3} END {print m + 0}' "$out/rss" 2>/dev/null || echo 0)
+mem_hwm=$(awk '{if ($4 > m) m = $4} END {print m + 0}' "$out/rss" 2>/dev/null || echo 0)
+mem_who=$(awk '{if ($3 > m) {m = $3; w = $1}} END {print w}' "$out/rss" 2>/dev/null || true)
+verdict() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {if (v == "n/a" || v == "") print "not measured";
+	else if ((op == "<=" && v + 0 <= t + 0) || (op == ">=" && v + 0 >= t + 0)) print "met"; else print "MISSED"}'; }
+
+res=$out/RESULTS.md
+{
+	echo "# anonymize benchmark results"
+	echo
+	echo "Produced by \`bench/run.sh$([ $tiny = 1 ] && echo ' --tiny') --rows $rows --reps $reps$(for c in "${extra_conf[@]}"; do printf " --conf '%s'" "$c"; done)\` on $(date -u '+%Y-%m-%d %H:%M UTC'), branch \`$(git -C "$TOP" rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?')\` at \`$(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')\`.$patched"
+	echo
+	echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo) memory, $(as_pg "$PG_BIN/postgres" --version), shared_buffers $shared_buffers, fsync off, parallel query off, autovacuum off (so that the WAL measured is the run's alone; the run vacuums what it touched itself), a CHECKPOINT before each measured run and peer request (so WAL includes the full-page images a nightly run writes). The cores are shared with other work: the load average (1 min) is given next to each number."
+	echo
+	echo "Archive: $archive_rows rows in 5 targets ($rows calls, $((rows / 10)) chats, $((rows / 10)) emails, $((rows / 5)) SMS answers, $((rows / 2)) raw events in half-year partitions), $((heap_bytes / 1048576)) MB of heap, $((archive_bytes / 1048576)) MB with indexes; $persons persons, each with a few rows in every target. Built in $((load_ms / 1000)) s."
+	echo
+	echo "Numbers are the median of $reps repetitions, with (min-max)."
+	echo
+	echo "| measurement | value |"
+	echo "|---|---|"
+	echo "| floor: one sequential scan of every target | $(stats <"$out/floor.ms") ms |"
+	for k in $ks; do
+		if [ -n "$(runs_k "$k")" ]; then
+			echo "| run(), K = $k | $(runs_k "$k" | stats) ms (run() returned after $(awk -v k="$k" '$1 == k && $7 ~ /^k/ {print $8}' "$out/runs" | median) ms, before its vacuum); $(awk -v k="$k" '$1 == k && $7 ~ /^k/ {print $4}' "$out/runs" | median) rows rewritten; WAL $(awk -v k="$k" '$1 == k && $7 ~ /^k/ {print $3}' "$out/runs" | median) bytes; load $(awk -v k="$k" '$1 == k && $7 ~ /^k/ {printf "%s ", $6}' "$out/runs") |"
+		else
+			echo "| run(), K = $k | not measured (no run()) |"
+		fi
+	done
+	if [ -n "$bulk_ms" ]; then
+		echo "| rewrite floor: about $bulk_rows rows (as many as K = $k_big) by one plain UPDATE per target, then VACUUM (INDEX_CLEANUP ON) | $bulk_ms ms ($bulk_upd_ms ms UPDATE); WAL $bulk_wal bytes |"
+	fi
+	echo "| peer: one hand-written UPDATE per request (5 sampled) | $(stats <"$out/naive.ms") ms a request; $naive_rows rows rewritten by the 5; WAL $((naive_wal / 5)) bytes a request |"
+	if [ -s "$out/rss" ]; then
+		echo "| run(), K = $k_mem | $(awk '$7 == "mem" {print $2 " ms; " $4 " rows rewritten; WAL " $3 " bytes; load " $6}' "$out/runs") |"
+		echo "| peak private memory (RssAnon) at K = $k_mem | $((mem_anon / 1024)) MB ($mem_who; VmHWM incl. shared buffers touched: $((mem_hwm / 1024)) MB; sampled every 0.1 s) |"
+	fi
+	echo "| portal without a run: p50 / p99 | $p50_without / $p99_without ms ($n_without transactions at $portal_rate tps, load $load_without) |"
+	if [ -n "$p99_during" ]; then
+		echo "| portal during runs: p50 / p99 | $p50_during / $p99_during ms ($n_during transactions during $runs_during runs of K = $k_portal, load $load_during) |"
+	fi
+	echo "| $hooks_line | |"
+	echo "| $protect_line | |"
+	echo
+	echo "## Ratios against the targets"
+	echo
+	r_scan=$(ratio "$(run_med "$k_ratio")" "$floor_ms")
+	r_k=$(ratio "$(run_med "$k_big")" "$(run_med 1)")
+	r_naive=$(ratio "$(awk -v n="$naive_ms" -v k="$k_ratio" 'BEGIN {print n * k}')" "$(run_med "$k_ratio")")
+	r_naive_big=$(ratio "$(awk -v n="$naive_ms" -v k="$k_big" 'BEGIN {print n * k}')" "$(run_med "$k_big")")
+	r_p99=$(ratio "$p99_during" "$p99_without")
+	wal_row=$(awk '$7 ~ /^k/ && $4 > 0 {print $3 / $4}' "$out/runs" | median)
+	wal_k1=$(awk '$1 == 1 && $7 ~ /^k/ {print $3}' "$out/runs" | median)
+	r_wal_tab=$(ratio "$wal_k1" "$heap_bytes")
+	echo "| ratio | measured | target | |"
+	echo "|---|---|---|---|"
+	echo "| run/scan at K = $k_ratio | $r_scan | <= 1.5 | $(verdict "$r_scan" "<=" 1.5) |"
+	echo "| K = $k_big against K = 1 | $r_k | <= 1.25 | $(verdict "$r_k" "<=" 1.25) |"
+	echo "| naive/run at K = $k_ratio (peer extrapolated) | $r_naive | >= 100 | $(verdict "$r_naive" ">=" 100) |"
+	echo "| naive/run at K = $k_big (peer extrapolated) | $r_naive_big | >= 100 | $(verdict "$r_naive_big" ">=" 100) |"
+	if [ -s "$out/rss" ]; then
+		echo "| peak private memory at K = $k_mem | $((mem_anon / 1024)) MB | < 64 MB | $(verdict "$((mem_anon / 1024))" "<=" 63.99) |"
+	else
+		echo "| peak private memory at K = $k_mem | n/a | < 64 MB | not measured |"
+	fi
+	echo "| WAL bytes per row rewritten (median over runs) | ${wal_row:-n/a} | proportional to rows | see WAL of K = 1 |"
+	echo "| WAL of a K = 1 run / heap size of the targets | $r_wal_tab | ~0 (not the table) | $(verdict "$r_wal_tab" "<=" 0.05) |"
+	echo "| portal p99 during / without a run | $r_p99 | <= 1.25 | $(verdict "$r_p99" "<=" 1.25) |"
+	echo
+	if [ -s "$out/run_times" ] && [ -s "$out/phases" ]; then
+		echo "Where a run's time goes, from its reported activity sampled every 0.1 s (approximate; the first repetition of each K):"
+		echo
+		for k in $ks; do echo "- K = $k: $(phases "k$k.r1")"; done
+		echo
+	fi
+	for ph in without during; do
+		[ -s "$out/pgbench_$ph.txt" ] || continue
+		echo "Portal statements, average latency (ms) $ph a run (pgbench -r):"
+		echo
+		echo '```'
+		sed -n '/statement latencies/,$p' "$out/pgbench_$ph.txt" | grep -v 'set [a-z] ' | sed 's/^ *//'
+		echo '```'
+		echo
+	done
+	echo "Raw runs (K, ms until the run's process ended (its vacuum included), WAL bytes, rows rewritten, requests done, load, tag, ms until run() returned):"
+	echo
+	echo '```'
+	cat "$out/runs"
+	echo '```'
+	if [ -s "$out/perf.txt" ]; then
+		echo
+		echo "Profile of one run of K = $profile_k (perf, cpu-clock, self time of the run's processes; $(perf report -i "$out/perf.data" --stdio 2>/dev/null | awk '/^# Samples/ {print $3}') samples), by kind of work (bench/perf-categories.py):"
+		echo
+		echo '```'
+		cat "$out/perf-categories.txt" 2>/dev/null
+		echo '```'
+		echo
+		echo "Top symbols (unnamed postgres addresses are static functions: 0x2f09xx lies in commands/vacuum.c, the TID comparison of index bulk-delete; 0x1b9xxx in nbtree.c, btvacuumpage):"
+		echo
+		echo '```'
+		head -25 "$out/perf-flat.txt" | sed 's/ *$//'
+		echo '```'
+	fi
+} >"$res"
+cat "$res"
+if [ $tiny = 0 ]; then
+	cp "$res" "$TOP/bench/RESULTS.md"
+	mkdir -p "$TOP/bench/out"
+	cp -r "$out"/. "$TOP/bench/out/" 2>/dev/null || true
+	log "wrote bench/RESULTS.md (raw files in bench/out/)"
+else
+	log "tiny benchmark finished (results in $res, not kept)"
+fi
+stop_cluster "$work/cluster"
+rm -rf "$work"
