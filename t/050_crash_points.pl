@@ -13,7 +13,8 @@
 #   finish    a page row locked once the rewrite is over: the run waits in
 #             the transaction that finishes the requests
 #   vacuum    an archive table locked SHARE UPDATE EXCLUSIVE: the requests
-#             are Done, the run waits in its vacuum
+#             are Done, the last run waits in its vacuum; the run after the
+#             crash has nothing to do but must vacuum what it rewrote
 #
 # The scenario is: run (A and B Done, H Held), confirm(H), run (H Done).
 # After each kill the server restarts (crash restart for the run's
@@ -22,7 +23,7 @@
 # rows_anonymized, masked identifiers), the receipts and request_private
 # must then equal, whole tables compared, those of the same scenario run
 # without interruption in another database; and no tuple of the archive,
-# live or dead, keeps an identifier.
+# live or dead, keeps an identifier but the live rows that are not due.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
