@@ -82,6 +82,7 @@ typedef struct RunState
 
 	List	   *touched;		/* leaf OIDs rewritten, to vacuum */
 	List	   *scanned_leaves; /* leaf OIDs scanned */
+	bool		vacuum_owed;	/* an earlier run never finished its vacuum */
 } RunState;
 
 /* ---------------------------------------------------------------------
@@ -232,6 +233,17 @@ run_start(RunState *st)
 	/* we hold the run lock: a run still 'running' died */
 	run_exec("UPDATE anonymize.run_log SET outcome = 'interrupted' "
 			 "WHERE outcome = 'running'", 0, NULL, NULL, NULL, SPI_OK_UPDATE);
+
+	/*
+	 * A run killed or failed before its vacuum ended may have left dead
+	 * versions of rewritten rows, even with all its requests Done (killed
+	 * in the vacuum itself): this run vacuums every target then.
+	 */
+	run_exec("SELECT EXISTS (SELECT FROM anonymize.run_log WHERE vacuumed_at IS NULL)",
+			 0, NULL, NULL, NULL, SPI_OK_SELECT);
+	st->vacuum_owed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+												 SPI_tuptable->tupdesc, 1,
+												 &isnull));
 	run_exec("INSERT INTO anonymize.run_log (trigger) VALUES ($1) RETURNING id",
 			 1, types, values, NULL, SPI_OK_INSERT_RETURNING);
 	st->run_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -947,6 +959,28 @@ run_vacuum(RunState *st)
 			relids = list_concat_unique_oid(relids, st->scanned_leaves);
 			break;
 		}
+	MemoryContextSwitchTo(old);
+
+	/* an earlier run's vacuum did not end: every target's leaves */
+	if (st->vacuum_owed)
+	{
+		run_begin_xact();
+		run_exec(ANONYMIZE_TARGETS_SQL, 0, NULL, NULL, NULL, SPI_OK_SELECT);
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			bool		isnull;
+			Oid			relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+															   SPI_tuptable->tupdesc,
+															   1, &isnull));
+
+			old = MemoryContextSwitchTo(st->cxt);
+			relids = list_concat_unique_oid(relids, anonymize_target_leaves(relid));
+			MemoryContextSwitchTo(old);
+		}
+		run_commit_xact();
+	}
+	old = MemoryContextSwitchTo(st->cxt);
+
 	/*
 	 * The page always: besides the run's own writes, the portal's edits and
 	 * cancellations leave old versions with identifiers in it.
@@ -1016,9 +1050,12 @@ run_vacuum(RunState *st)
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	run_exec("UPDATE anonymize.run_log SET vacuumed_at = pg_catalog.clock_timestamp() WHERE id = $1",
-			 1, (Oid[]) {INT8OID}, (Datum[]) {Int64GetDatum(st->run_id)}, NULL,
-			 SPI_OK_UPDATE);
+	/* with the vacuum owed, what the earlier runs left is vacuumed too */
+	run_exec("UPDATE anonymize.run_log SET vacuumed_at = pg_catalog.clock_timestamp()"
+			 " WHERE id = $1 OR ($2 AND id < $1 AND vacuumed_at IS NULL)",
+			 2, (Oid[]) {INT8OID, BOOLOID},
+			 (Datum[]) {Int64GetDatum(st->run_id), BoolGetDatum(st->vacuum_owed)},
+			 NULL, SPI_OK_UPDATE);
 	run_commit_xact();
 }
 
