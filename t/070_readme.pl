@@ -25,8 +25,10 @@ my $cli = -x "$ENV{TESTDIR}/pg_anonymize" ? "$ENV{TESTDIR}/pg_anonymize" : 'pg_a
 open(my $fh, '<', $readme) or die "cannot read $readme: $!";
 my (@blocks, $cur);
 my $line_no = 0;
+my $text_all = '';
 while (my $l = <$fh>)
 {
+	$text_all .= $l;
 	$line_no++;
 	if (!defined $cur && $l =~ /^```(sql|sh)\s*$/)
 	{
@@ -145,6 +147,16 @@ foreach my $b (@blocks)
 			is($? >> 8, $want, "$where: $cmd") or diag("$out\n$err");
 		}
 	}
+}
+
+# the README's example of an error, printed as the server says it
+my ($shown) = $text_all =~ /^\$ pg_anonymize -d archive cancel 1\n(.*?)^```/ms;
+ok($shown, 'the README shows the refused cancel');
+{
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ $cli, '-h', $node->host, '-p', $node->port, '-d', 'archive', 'cancel', '1' ],
+		'<', \undef, '>', \$out, '2>', \$err);
+	is($err, $shown, 'the refused cancel prints what the README shows');
 }
 
 # the quick start ends with the archive forgetting Bob up to his date
