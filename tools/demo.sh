@@ -4,7 +4,7 @@
 # Installs what is missing, builds and installs the extension and its
 # command line, pg_anonymize, into a private copy of PostgreSQL 15, starts
 # a throwaway cluster with a database "archive", builds a synthetic archive
-# of about 100,000 contacts (tools/demo.sql: the README's example tables),
+# of about 220,000 contacts (tools/demo.sql: the README's example tables),
 # then does what a DBA does: files requests with pg_anonymize, previews
 # them, runs the erasure with its progress, reads the receipts and the
 # worker's status, and shows the archive before and after in SQL.  The
@@ -26,7 +26,6 @@ start_cluster "$work/cluster" "$port" \
 	"anonymize.database = 'archive'" \
 	"anonymize.country_code = '47'" \
 	"anonymize.timezone = 'Europe/Oslo'" \
-	"anonymize.max_rows_per_request = 5" \
 	"timezone = 'Europe/Oslo'"
 as_pg createdb archive
 # the worker serves "archive", which did not exist when it started
@@ -48,7 +47,7 @@ pga() {
 	printf '\n\033[1m$ %s\033[0m\n' "${shown/pg_anonymize/pg_anonymize -d archive}"
 	as_pg pg_anonymize "$@" 2>&1
 }
-sql() { as_pg psql -X -q -v ON_ERROR_STOP=1 -P footer=off -P null=- "$@"; }
+sql() { as_pg psql -X -q -v ON_ERROR_STOP=1 -P pager=off -P footer=off -P null=- "$@"; }
 
 say "" "anonymize makes a contact-centre archive forget a person: requests filed on a" \
 	"page, erased every night by a background worker, with receipts.  This demo" \
@@ -64,6 +63,7 @@ pga add --phone=555551 --to-date=2023-12-15 --comment="Paal's test phone"
 pga add --phone=004798765 --email=bob.test@mytest.no --to-date=2024-02-21 --comment='New test' --archive --raw-data
 pga add --phone=004612345678 --to-date=2024-01-31 --comment='Erik, Sweden' --archive --sms-survey
 pga add --email=user42@example.com --to-date=2024-12-31 --comment='chat user 42'
+pga add --phone=22222222 --to-date=2024-12-31 --comment='Acme AS shared line, their DPO asked'
 say "" "A typo is refused with the server's own message and hint, and nothing is stored:"
 pga add --phone='98-76 5abc' --comment=typo || say "(exit $?)"
 pga list
@@ -95,17 +95,18 @@ SELECT (SELECT count(*) FROM archive.calls WHERE caller LIKE '%x%')
      + (SELECT count(*) FROM archive.chats WHERE chatter_id LIKE '%x%')
      + (SELECT count(*) FROM archive.emails WHERE from_address LIKE '%x%')
      + (SELECT count(*) FROM sms.answers WHERE number LIKE '%x%')
-     + (SELECT count(*) FROM raw.events WHERE number LIKE '%x%') AS "rows in one scan of the archive";
+     + (SELECT count(*) FROM raw.events WHERE number LIKE '%x%') AS "one scan of every target";
 SQL
 pga run --interval=0.1 || say "(exit $?: a request is Held)"
 
 heading "6. A Held request: more rows than anonymize.max_rows_per_request"
 say "A switchboard number typed by mistake would erase half the archive, so a request" \
-	"over the limit (100,000 rows by default, 5 in this demo) rewrites nothing and waits" \
-	"for a person.  Bob's request would rewrite 7 rows: check, confirm, run again."
+	"over the limit (100,000 rows by default) rewrites nothing and waits for a person." \
+	"Here it is Acme's shared line, in 120,000 calls: check it, confirm it, run again."
 pga list --status=Held
-pga confirm 2
-pga run --interval=0.1
+pga preview 5
+pga confirm 5
+pga run --interval=0.2
 
 heading "7. The page after: Done, identifiers masked, rows counted"
 pga list

@@ -1,7 +1,8 @@
 -- tools/demo.sql: the example archive of the demo, run by tools/demo.sh in
 -- database "archive" of a throwaway cluster: the README's quick-start
 -- tables (archive.calls, archive.chats, archive.emails, sms.answers,
--- raw.events) with about 100,000 synthetic contacts, the people the demo's
+-- raw.events) with about 220,000 synthetic contacts (120,000 of them a
+-- company's shared line), the people the demo's
 -- requests name before and after their dates, the extension and its five
 -- targets.  The story itself (requests, preview, run, receipts) is told
 -- by tools/demo.sh with pg_anonymize.
@@ -63,6 +64,13 @@ INSERT INTO raw.events (number, event, at)
 SELECT pg_temp.fmt(90000000 + (g * 7919) % 900000, g), 'event ' || g % 7,
        '2023-01-01'::timestamptz + (g % 700) * interval '1 day'
 FROM generate_series(1, 20000) g;
+
+-- a company's shared line, in 120,000 calls: more than
+-- anonymize.max_rows_per_request (100,000), so its request is held
+INSERT INTO archive.calls (caller, queue, agent, started_at, recording)
+SELECT CASE g % 3 WHEN 0 THEN '22222222' WHEN 1 THEN '+47 22 22 22 22' ELSE '004722222222' END,
+       'b2b', 'agent ' || g % 40, '2023-01-01'::timestamptz + (g % 600) * interval '1 day', 'rec/acme' || g || '.wav'
+FROM generate_series(1, 120000) g;
 
 -- the people of the requests, a few times each, before and after their date
 INSERT INTO archive.calls (caller, queue, agent, started_at, recording) VALUES
