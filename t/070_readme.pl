@@ -6,10 +6,10 @@
 # - each ```sql block runs as one psql script in database "archive", as the
 #   superuser; it must succeed, unless it has "-- fails: SQLSTATE" comments:
 #   then exactly those errors, in that order, must happen;
-# - in each ```sh block, every line that starts with "pg_anonymize" runs in
-#   a shell (the other lines, such as the install commands, are not run
-#   here: the test and demo commands do that); it must exit 0, or with the
-#   status its "# exits N" comment gives.
+# - in each ```sh block, every line that runs pg_anonymize runs in a shell
+#   (the other lines, such as the install commands, are not run here: the
+#   test and demo commands do that); it must exit 0, or with the status its
+#   "# exits N" comment gives.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -137,7 +137,7 @@ foreach my $b (@blocks)
 	{
 		foreach my $cmd (split /\n/, $b->{text})
 		{
-			next unless $cmd =~ /^pg_anonymize\b/;
+			next unless $cmd =~ /(?:^|\|\s*)pg_anonymize\b/;
 			my $want = $cmd =~ /#\s*exits\s+(\d+)/ ? $1 : 0;
 			my ($out, $err) = ('', '');
 			local $ENV{PATH} = $clidir ? "$clidir:$ENV{PATH}" : $ENV{PATH};
