@@ -7,9 +7,10 @@
 #   superuser; it must succeed, unless it has "-- fails: SQLSTATE" comments:
 #   then exactly those errors, in that order, must happen;
 # - in each ```sh block, every line that runs pg_anonymize runs in a shell
-#   (the other lines, such as the install commands, are not run here: the
-#   test and demo commands do that); it must exit 0, or with the status its
-#   "# exits N" comment gives.
+#   and must exit 0, or with the status its "# exits N" comment gives.
+#   The install commands at the top are not run here: the test and demo
+#   commands build and install the same way, into a private copy, and this
+#   cluster gets the settings the install writes.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
