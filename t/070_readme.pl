@@ -10,7 +10,8 @@
 #   and must exit 0, or with the status its "# exits N" comment gives.
 #   The install commands at the top are not run here: the test and demo
 #   commands build and install the same way, into a private copy, and this
-#   cluster gets the settings the install writes.
+#   cluster gets the settings the install writes (and anonymize.enabled =
+#   off, so that no scheduled run interferes).
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
