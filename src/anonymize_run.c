@@ -74,7 +74,9 @@ typedef struct RunState
 	AnonymizeTarget *targets;	/* every target processed so far */
 	int			ntargets;
 	int			maxtargets;
-	int64	  **trows;			/* [target][request]: rows this run rewrote */
+	/* what this run's committed batches rewrote, for the receipts */
+	int64	   *rewritten;		/* [request]: rows, all targets */
+	uint8	  **trows;			/* [target]: bit per request, some rows */
 
 	/* matches of the current pass */
 	RunMatch   *matches;
@@ -301,6 +303,7 @@ run_load_requests(RunState *st)
 	st->reqs = palloc0(sizeof(AnonymizeRequest) * Max(st->nreqs, 1));
 	st->resumed = palloc0(sizeof(bool) * Max(st->nreqs, 1));
 	st->prior = palloc0(sizeof(bool) * Max(st->nreqs, 1));
+	st->rewritten = palloc0(sizeof(int64) * Max(st->nreqs, 1));
 	failed = palloc(sizeof(int64) * Max(st->nreqs, 1));
 	for (int i = 0; i < st->nreqs; i++)
 	{
@@ -403,10 +406,10 @@ run_new_targets(RunState *st)
 				? repalloc(st->targets, sizeof(AnonymizeTarget) * st->maxtargets)
 				: palloc(sizeof(AnonymizeTarget) * st->maxtargets);
 			st->trows = st->trows
-				? repalloc(st->trows, sizeof(int64 *) * st->maxtargets)
-				: palloc(sizeof(int64 *) * st->maxtargets);
+				? repalloc(st->trows, sizeof(uint8 *) * st->maxtargets)
+				: palloc(sizeof(uint8 *) * st->maxtargets);
 		}
-		st->trows[st->ntargets] = palloc0(sizeof(int64) * Max(st->nreqs, 1));
+		st->trows[st->ntargets] = palloc0(st->nreqs / 8 + 1);
 		t = &st->targets[st->ntargets++];
 		t->relid = relid;
 		t->name = spi_text(i, 2);
@@ -696,7 +699,11 @@ run_rewrite_batch(RunState *st, int64 from, int64 to, int64 done, int64 total)
 
 	/* committed with their receipts: the run's own count of them */
 	for (int i = 0; i < nids; i++)
-		st->trows[first->target][ids[i]] += rcount[i];
+		if (rcount[i] > 0)
+		{
+			st->rewritten[ids[i]] += rcount[i];
+			st->trows[first->target][ids[i] / 8] |= 1 << (ids[i] % 8);
+		}
 
 	if (!list_member_oid(st->touched, first->leaf))
 	{
@@ -894,7 +901,8 @@ run_finish(RunState *st)
 
 			for (int j = 0; j < n; j++)
 				if (st->reqs[idx[j]].scope[target->scope] &&
-					(st->prior[idx[j]] || st->trows[t][idx[j]] == 0))
+					(st->prior[idx[j]] ||
+					 !(st->trows[t][idx[j] / 8] & (1 << (idx[j] % 8)))))
 					tids[nt++] = st->reqs[idx[j]].id;
 			if (nt == 0)
 				continue;
@@ -914,12 +922,8 @@ run_finish(RunState *st)
 		 */
 		for (int j = 0; j < n; j++)
 		{
-			int64		sum = 0;
-
 			rn[j] = st->prior[idx[j]];
-			for (int t = 0; t < st->ntargets; t++)
-				sum += st->trows[t][idx[j]];
-			rows[j] = Int64GetDatum(sum);
+			rows[j] = Int64GetDatum(st->rewritten[idx[j]]);
 		}
 		values[1] = PointerGetDatum(construct_md_array(rows, rn, 1, dims, lbs,
 													   INT8OID, 8, FLOAT8PASSBYVAL,
