@@ -201,11 +201,24 @@ anonymize_matchset_build(AnonymizeRequest *reqs, int nreqs, int kind,
 	AnonymizeMatchSet *ms = palloc0(sizeof(AnonymizeMatchSet));
 	uint32		nbuckets = 16;
 	uint32		nbits = 1024;
+	uint32		maxkeys = 0;
 
-	while (nbuckets < (uint32) nreqs * 4)
+	/* keys at most: the table at most half full, 16 filter bits a key */
+	for (int i = 0; i < nreqs; i++)
+	{
+		AnonymizeRequest *r = &reqs[i];
+
+		if (!r->active || (scope >= 0 && !r->scope[scope]))
+			continue;
+		if ((kind & ANONYMIZE_KIND_PHONE_BIT) && r->has_phone)
+			maxkeys++;
+		if ((kind & ANONYMIZE_KIND_EMAIL_BIT) && r->email != NULL)
+			maxkeys++;
+	}
+	while (nbuckets < maxkeys * 2)
 		nbuckets <<= 1;
-	/* two keys a request at most: 16 bits a key, 2% false positives */
-	while (nbits < (uint32) nreqs * 32)
+	/* with two bits a key: about 1.5% false positives */
+	while (nbits < maxkeys * 16)
 		nbits <<= 1;
 	ms->bloom_mask = nbits - 1;
 	ms->bloom = palloc0(nbits / 8);
@@ -213,7 +226,7 @@ anonymize_matchset_build(AnonymizeRequest *reqs, int nreqs, int kind,
 	ms->nreqs = nreqs;
 	ms->mask = nbuckets - 1;
 	ms->buckets = palloc0(sizeof(MatchEntry) * nbuckets);
-	ms->maxpostings = nreqs * 2 + 1;
+	ms->maxpostings = maxkeys + 1;
 	ms->postings = palloc(sizeof(Posting) * ms->maxpostings);
 	ms->matched = palloc(sizeof(int) * (nreqs + 1));
 
