@@ -288,11 +288,15 @@ run_load_requests(RunState *st)
 			 " INSERT INTO anonymize.request_log (request_id, event, status)"
 			 " SELECT id, 'status', 'Running' FROM due",
 			 0, NULL, NULL, NULL, SPI_OK_INSERT);
+	/*
+	 * Column 10: receipts from before this run (a probe of request_log's
+	 * index per request, never a hash of the whole log).
+	 */
 	run_exec("SELECT r.id, r.phone, r.email, r.to_date, r.archive, r.sms_survey,"
 			 " r.raw_data, coalesce(p.confirmed_at IS NOT NULL, false),"
 			 " r.id = ANY ($1),"
-			 " EXISTS (SELECT FROM anonymize.request_log l"
-			 "  WHERE l.request_id = r.id AND l.event = 'rewrite')"
+			 " (SELECT 1 FROM anonymize.request_log l"
+			 "  WHERE l.request_id = r.id AND l.event = 'rewrite' LIMIT 1) IS NOT NULL"
 			 " FROM anonymize.anonymize_request r"
 			 " LEFT JOIN anonymize.request_private p ON p.request_id = r.id"
 			 " WHERE r.status = 'Running' ORDER BY r.id",
@@ -1077,12 +1081,13 @@ run_vacuum(RunState *st)
 	{
 		/*
 		 * With anonymize.batch_delay, the vacuum is cost-delayed too, as
-		 * autovacuum is (vacuum_cost_limit; at most 100 ms a pause).
+		 * autovacuum is by default (2 ms a pause, vacuum_cost_limit): a
+		 * longer pause a vacuum_cost_limit makes it many times slower.
 		 */
 		double		save_delay = VacuumCostDelay;
 
 		if (anonymize_batch_delay > 0)
-			VacuumCostDelay = Min(anonymize_batch_delay, 100);
+			VacuumCostDelay = Min(anonymize_batch_delay, 2);
 		PG_TRY();
 		{
 			ExecVacuum(pstate, stmt, true);
