@@ -24,6 +24,7 @@
 #include "common/hashfn.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
+#include "port/pg_bitutils.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
@@ -67,7 +68,43 @@ struct AnonymizeMatchSet
 	int			npostings;
 	int			maxpostings;
 	int		   *matched;		/* scratch: requests a row matches */
+
+	/*
+	 * A Bloom filter of the keys' hashes (two bits a key, 16 bits a key at
+	 * least): small enough to stay in the CPU cache whatever the number of
+	 * requests, so that a row that matches nothing (almost every row)
+	 * costs no cache miss in the buckets.
+	 */
+	uint64	   *bloom;
+	uint32		bloom_mask;		/* bits - 1 */
 };
+
+static inline uint32
+bloom_second(uint32 hash)
+{
+	return pg_rotate_right32(hash * 0x9E3779B1, 15);
+}
+
+static inline void
+bloom_add(AnonymizeMatchSet *ms, uint32 hash)
+{
+	uint32		a = hash & ms->bloom_mask;
+	uint32		b = bloom_second(hash) & ms->bloom_mask;
+
+	ms->bloom[a >> 6] |= UINT64CONST(1) << (a & 63);
+	ms->bloom[b >> 6] |= UINT64CONST(1) << (b & 63);
+}
+
+/* false: the key is certainly not in the set */
+static inline bool
+bloom_may_contain(AnonymizeMatchSet *ms, uint32 hash)
+{
+	uint32		a = hash & ms->bloom_mask;
+	uint32		b = bloom_second(hash) & ms->bloom_mask;
+
+	return (ms->bloom[a >> 6] & (UINT64CONST(1) << (a & 63))) != 0 &&
+		(ms->bloom[b >> 6] & (UINT64CONST(1) << (b & 63))) != 0;
+}
 
 bool
 anonymize_request_prepare(AnonymizeRequest *req, const char *phone,
@@ -134,13 +171,15 @@ matchset_add(AnonymizeMatchSet *ms, char kind, const char *canon, int req)
 	int			len = strlen(canon);
 	MatchEntry *e;
 	Posting    *p;
+	uint32		hash;
 
 	if (len > ANON_EMAIL_MAX_LEN)
 		return;
 	key[0] = kind;
 	memcpy(key + 1, canon, len);
-	e = matchset_lookup(ms, key, len + 1,
-						hash_bytes((const unsigned char *) key, len + 1), true);
+	hash = hash_bytes((const unsigned char *) key, len + 1);
+	bloom_add(ms, hash);
+	e = matchset_lookup(ms, key, len + 1, hash, true);
 	/* the same request twice under one key (phone and email): once */
 	if (e->tail >= 0 && ms->postings[e->tail].req == req)
 		return;
@@ -161,14 +200,33 @@ anonymize_matchset_build(AnonymizeRequest *reqs, int nreqs, int kind,
 {
 	AnonymizeMatchSet *ms = palloc0(sizeof(AnonymizeMatchSet));
 	uint32		nbuckets = 16;
+	uint32		nbits = 1024;
+	uint32		maxkeys = 0;
 
-	while (nbuckets < (uint32) nreqs * 4)
+	/* keys at most: the table at most half full, 16 filter bits a key */
+	for (int i = 0; i < nreqs; i++)
+	{
+		AnonymizeRequest *r = &reqs[i];
+
+		if (!r->active || (scope >= 0 && !r->scope[scope]))
+			continue;
+		if ((kind & ANONYMIZE_KIND_PHONE_BIT) && r->has_phone)
+			maxkeys++;
+		if ((kind & ANONYMIZE_KIND_EMAIL_BIT) && r->email != NULL)
+			maxkeys++;
+	}
+	while (nbuckets < maxkeys * 2)
 		nbuckets <<= 1;
+	/* with two bits a key: about 1.5% false positives */
+	while (nbits < maxkeys * 16)
+		nbits <<= 1;
+	ms->bloom_mask = nbits - 1;
+	ms->bloom = palloc0(nbits / 8);
 	ms->reqs = reqs;
 	ms->nreqs = nreqs;
 	ms->mask = nbuckets - 1;
 	ms->buckets = palloc0(sizeof(MatchEntry) * nbuckets);
-	ms->maxpostings = nreqs * 2 + 1;
+	ms->maxpostings = maxkeys + 1;
 	ms->postings = palloc(sizeof(Posting) * ms->maxpostings);
 	ms->matched = palloc(sizeof(int) * (nreqs + 1));
 
@@ -202,6 +260,7 @@ anonymize_matchset_free(AnonymizeMatchSet *ms)
 	pfree(ms->buckets);
 	pfree(ms->postings);
 	pfree(ms->matched);
+	pfree(ms->bloom);
 	pfree(ms);
 }
 
@@ -392,6 +451,7 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 		struct varlena *detoasted = NULL;
 		int			keylen;
 		MatchEntry *e;
+		uint32		hash;
 		int			nmatched = 0;
 
 		CHECK_FOR_INTERRUPTS();
@@ -415,9 +475,10 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 			pfree(detoasted);
 		if (keylen == 0)
 			continue;
-		e = matchset_lookup(ms, key, keylen,
-							hash_bytes((const unsigned char *) key, keylen),
-							false);
+		hash = hash_bytes((const unsigned char *) key, keylen);
+		if (!bloom_may_contain(ms, hash))
+			continue;
+		e = matchset_lookup(ms, key, keylen, hash, false);
 		if (e == NULL)
 			continue;
 

@@ -31,6 +31,7 @@
 #include "parser/parse_node.h"
 #include "pgstat.h"
 #include "storage/bufmgr.h"
+#include "storage/latch.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "storage/proc.h"
@@ -68,10 +69,14 @@ typedef struct RunState
 	AnonymizeRequest *reqs;
 	int			nreqs;
 	bool	   *resumed;		/* Running already when this run began */
+	bool	   *prior;			/* had 'rewrite' receipts when this run began */
 
 	AnonymizeTarget *targets;	/* every target processed so far */
 	int			ntargets;
 	int			maxtargets;
+	/* what this run's committed batches rewrote, for the receipts */
+	int64	   *rewritten;		/* [request]: rows, all targets */
+	uint8	  **trows;			/* [target]: bit per request, some rows */
 
 	/* matches of the current pass */
 	RunMatch   *matches;
@@ -295,9 +300,15 @@ run_load_requests(RunState *st)
 			 " INSERT INTO anonymize.request_log (request_id, event, status)"
 			 " SELECT id, 'status', 'Running' FROM due",
 			 0, NULL, NULL, NULL, SPI_OK_INSERT);
+	/*
+	 * Column 10: receipts from before this run (a probe of request_log's
+	 * index per request, never a hash of the whole log).
+	 */
 	run_exec("SELECT r.id, r.phone, r.email, r.to_date, r.archive, r.sms_survey,"
 			 " r.raw_data, coalesce(p.confirmed_at IS NOT NULL, false),"
-			 " r.id = ANY ($1)"
+			 " r.id = ANY ($1),"
+			 " (SELECT 1 FROM anonymize.request_log l"
+			 "  WHERE l.request_id = r.id AND l.event = 'rewrite' LIMIT 1) IS NOT NULL"
 			 " FROM anonymize.anonymize_request r"
 			 " LEFT JOIN anonymize.request_private p ON p.request_id = r.id"
 			 " WHERE r.status = 'Running' ORDER BY r.id",
@@ -307,6 +318,8 @@ run_load_requests(RunState *st)
 	st->nreqs = SPI_processed;
 	st->reqs = palloc0(sizeof(AnonymizeRequest) * Max(st->nreqs, 1));
 	st->resumed = palloc0(sizeof(bool) * Max(st->nreqs, 1));
+	st->prior = palloc0(sizeof(bool) * Max(st->nreqs, 1));
+	st->rewritten = palloc0(sizeof(int64) * Max(st->nreqs, 1));
 	failed = palloc(sizeof(int64) * Max(st->nreqs, 1));
 	for (int i = 0; i < st->nreqs; i++)
 	{
@@ -322,6 +335,7 @@ run_load_requests(RunState *st)
 		r->scope[ANONYMIZE_SCOPE_RAW_DATA] = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
 		r->confirmed = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
 		st->resumed[i] = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
+		st->prior[i] = DatumGetBool(SPI_getbinval(tup, desc, 10, &isnull));
 		r->active = anonymize_request_prepare(r, phone, email,
 											  DatumGetDateADT(SPI_getbinval(tup, desc, 4, &isnull)));
 		if (!r->active)
@@ -407,7 +421,11 @@ run_new_targets(RunState *st)
 			st->targets = st->targets
 				? repalloc(st->targets, sizeof(AnonymizeTarget) * st->maxtargets)
 				: palloc(sizeof(AnonymizeTarget) * st->maxtargets);
+			st->trows = st->trows
+				? repalloc(st->trows, sizeof(uint8 *) * st->maxtargets)
+				: palloc(sizeof(uint8 *) * st->maxtargets);
 		}
+		st->trows[st->ntargets] = palloc0(st->nreqs / 8 + 1);
 		t = &st->targets[st->ntargets++];
 		t->relid = relid;
 		t->name = spi_text(i, 2);
@@ -695,6 +713,14 @@ run_rewrite_batch(RunState *st, int64 from, int64 to, int64 done, int64 total)
 	}
 	run_commit_xact();
 
+	/* committed with their receipts: the run's own count of them */
+	for (int i = 0; i < nids; i++)
+		if (rcount[i] > 0)
+		{
+			st->rewritten[ids[i]] += rcount[i];
+			st->trows[first->target][ids[i] / 8] |= 1 << (ids[i] % 8);
+		}
+
 	if (!list_member_oid(st->touched, first->leaf))
 	{
 		MemoryContext old = MemoryContextSwitchTo(st->cxt);
@@ -707,6 +733,22 @@ run_rewrite_batch(RunState *st, int64 from, int64 to, int64 done, int64 total)
 	pfree(ids);
 	pfree(rid);
 	pfree(rcount);
+}
+
+/*
+ * anonymize.batch_delay: a pause between batches, so that the portal's
+ * statements get the cores and the disk for a while.  Like
+ * vacuum_delay_point(): interruptible, ends with the postmaster.
+ */
+static void
+run_batch_pause(void)
+{
+	if (anonymize_batch_delay <= 0)
+		return;
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 anonymize_batch_delay, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
 }
 
 static void
@@ -730,6 +772,8 @@ run_rewrite(RunState *st)
 		for (int64 b = start; b < groupend; b += batch)
 		{
 			CHECK_FOR_INTERRUPTS();
+			if (b > 0)
+				run_batch_pause();
 			run_rewrite_batch(st, b, Min(b + batch, groupend), b - start,
 							  groupend - start);
 		}
@@ -788,6 +832,8 @@ run_finish(RunState *st)
 		bool	   *pn = MemoryContextAlloc(chunk, sizeof(bool) * FINISH_CHUNK);
 		bool	   *en = MemoryContextAlloc(chunk, sizeof(bool) * FINISH_CHUNK);
 		int		   *idx = MemoryContextAlloc(chunk, sizeof(int) * FINISH_CHUNK);
+		Datum	   *rows = MemoryContextAlloc(chunk, sizeof(Datum) * FINISH_CHUNK);
+		bool	   *rn = MemoryContextAlloc(chunk, sizeof(bool) * FINISH_CHUNK);
 		int			n = 0;
 		uint8		key[ANONYMIZE_KEY_LEN];
 		int			dims[1];
@@ -856,7 +902,11 @@ run_finish(RunState *st)
 				 " SET phone_digest = EXCLUDED.phone_digest, email_digest = EXCLUDED.email_digest",
 				 3, types, values, NULL, SPI_OK_INSERT);
 
-		/* a receipt of 0 rows for every target checked for the request */
+		/*
+		 * A receipt of 0 rows for every target checked for the request.  The
+		 * run knows which receipts its batches committed: only requests that
+		 * had receipts before it (a killed run's) need the conflict check.
+		 */
 		for (int t = 0; t < st->ntargets; t++)
 		{
 			AnonymizeTarget *target = &st->targets[t];
@@ -866,7 +916,9 @@ run_finish(RunState *st)
 			Oid			rt[3] = {INT8ARRAYOID, TEXTOID, TEXTOID};
 
 			for (int j = 0; j < n; j++)
-				if (st->reqs[idx[j]].scope[target->scope])
+				if (st->reqs[idx[j]].scope[target->scope] &&
+					(st->prior[idx[j]] ||
+					 !(st->trows[t][idx[j] / 8] & (1 << (idx[j] % 8)))))
 					tids[nt++] = st->reqs[idx[j]].id;
 			if (nt == 0)
 				continue;
@@ -880,19 +932,37 @@ run_finish(RunState *st)
 			pfree(tids);
 		}
 
+		/*
+		 * rows_anonymized: the sum of the request's receipts, which is the
+		 * run's own count unless receipts existed before it (NULL: summed).
+		 */
+		for (int j = 0; j < n; j++)
+		{
+			rn[j] = st->prior[idx[j]];
+			rows[j] = Int64GetDatum(st->rewritten[idx[j]]);
+		}
+		values[1] = PointerGetDatum(construct_md_array(rows, rn, 1, dims, lbs,
+													   INT8OID, 8, FLOAT8PASSBYVAL,
+													   TYPALIGN_DOUBLE));
+		types[1] = INT8ARRAYOID;
 		run_page_write_begin();
+		/* an index probe per request, never a scan of the page */
+		run_exec("SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off;"
+				 " SET LOCAL enable_mergejoin = off",
+				 0, NULL, NULL, NULL, SPI_OK_UTILITY);
 		run_exec("WITH d AS ("
 				 " UPDATE anonymize.anonymize_request r SET"
 				 "  phone = anonymize.mask_phone(r.phone),"
 				 "  email = anonymize.mask_email(anonymize.normalize_email(r.email)),"
 				 "  status = 'Done', done_at = pg_catalog.now(), error = NULL,"
-				 "  rows_anonymized = coalesce((SELECT sum(l.rows) FROM anonymize.request_log l"
+				 "  rows_anonymized = coalesce(u.n, (SELECT sum(l.rows) FROM anonymize.request_log l"
 				 "   WHERE l.request_id = r.id AND l.event = 'rewrite'), 0)"
-				 " WHERE r.id = ANY ($1) AND r.status = 'Running'"
+				 " FROM unnest($1, $2) AS u(id, n)"
+				 " WHERE r.id = u.id AND r.status = 'Running'"
 				 " RETURNING r.id, r.rows_anonymized)"
 				 " INSERT INTO anonymize.request_log (request_id, event, status, detail)"
 				 " SELECT id, 'status', 'Done', 'rows rewritten: ' || rows_anonymized FROM d",
-				 1, types, values, NULL, SPI_OK_INSERT);
+				 2, types, values, NULL, SPI_OK_INSERT);
 		st->result->requests_done += SPI_processed;
 		run_page_write_end();
 		run_commit_xact();
@@ -1042,7 +1112,26 @@ run_vacuum(RunState *st)
 	MemoryContextSwitchTo(old);
 	run_activity(st, "vacuuming %d tables", list_length(rels));
 	if (rels != NIL)
-		ExecVacuum(pstate, stmt, true);
+	{
+		/*
+		 * With anonymize.batch_delay, the vacuum is cost-delayed too, as
+		 * autovacuum is by default (2 ms a pause, vacuum_cost_limit): a
+		 * longer pause a vacuum_cost_limit makes it many times slower.
+		 */
+		double		save_delay = VacuumCostDelay;
+
+		if (anonymize_batch_delay > 0)
+			VacuumCostDelay = Min(anonymize_batch_delay, 2);
+		PG_TRY();
+		{
+			ExecVacuum(pstate, stmt, true);
+		}
+		PG_FINALLY();
+		{
+			VacuumCostDelay = save_delay;
+		}
+		PG_END_TRY();
+	}
 	CommitTransactionCommand();
 	MemoryContextDelete(PortalContext);
 	PortalContext = save;

@@ -34,6 +34,7 @@ char	   *anonymize_timezone_name = NULL;
 char	   *anonymize_run_at = NULL;
 char	   *anonymize_replacement = NULL;
 int			anonymize_batch_size = 10000;
+int			anonymize_batch_delay = 0;
 int			anonymize_max_rows_per_request = 100000;
 bool		anonymize_enabled = true;
 
@@ -198,6 +199,15 @@ anonymize_settings_init(void)
 							10000, 1, 10000000,
 							PGC_SIGHUP,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("anonymize.batch_delay",
+							"Pause between the run's rewrite batches, and cost-based delay of its vacuum, to leave the portal room.",
+							"0 (the default) runs at full speed.",
+							&anonymize_batch_delay,
+							0, 0, 10000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("anonymize.max_rows_per_request",

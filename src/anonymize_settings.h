@@ -20,6 +20,7 @@ extern char *anonymize_timezone_name;
 extern char *anonymize_run_at;
 extern char *anonymize_replacement;
 extern int	anonymize_batch_size;
+extern int	anonymize_batch_delay;
 extern int	anonymize_max_rows_per_request;
 extern bool anonymize_enabled;
 
