@@ -22,6 +22,7 @@
 #include "catalog/pg_type.h"
 #include "commands/defrem.h"
 #include "common/hashfn.h"
+#include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "fmgr.h"
 #include "port/pg_bitutils.h"
@@ -282,6 +283,16 @@ anonymize_kind_bits(const char *s)
 	if (strcmp(s, "email") == 0)
 		return ANONYMIZE_KIND_EMAIL_BIT;
 	return ANONYMIZE_KIND_PHONE_BIT | ANONYMIZE_KIND_EMAIL_BIT;
+}
+
+char *
+anonymize_spi_text(int row, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+								  col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
 }
 
 List *

@@ -87,6 +87,9 @@ typedef struct AnonymizeTarget
 extern int	anonymize_scope_number(const char *scope);
 extern int	anonymize_kind_bits(const char *kind);
 
+/* column col of row row of SPI_tuptable as a palloc'd C string, or NULL */
+extern char *anonymize_spi_text(int row, int col);
+
 /*
  * Called for every matching row with the indexes (into the request array)
  * of the active requests it matches, lowest id first.

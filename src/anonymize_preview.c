@@ -28,16 +28,6 @@ preview_count(void *arg, Oid leaf, ItemPointer tid, const int *reqs, int nreqs)
 	(*(int64 *) arg)++;
 }
 
-static char *
-spi_text(int row, int col)
-{
-	bool		isnull;
-	Datum		d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
-								  col, &isnull);
-
-	return isnull ? NULL : TextDatumGetCString(d);
-}
-
 /* preview(id bigint) returns table(target regclass, col name, rows bigint) */
 Datum
 anonymize_preview(PG_FUNCTION_ARGS)
@@ -62,7 +52,7 @@ anonymize_preview(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("anonymize request %lld does not exist", (long long) id),
 				 errhint("See anonymize.anonymize_request for the ids of requests.")));
-	status = spi_text(0, 7);
+	status = anonymize_spi_text(0, 7);
 	if (strcmp(status, "Done") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -72,7 +62,8 @@ anonymize_preview(PG_FUNCTION_ARGS)
 	req.scope[ANONYMIZE_SCOPE_ARCHIVE] = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
 	req.scope[ANONYMIZE_SCOPE_SMS_SURVEY] = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
 	req.scope[ANONYMIZE_SCOPE_RAW_DATA] = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6, &isnull));
-	req.active = anonymize_request_prepare(&req, spi_text(0, 1), spi_text(0, 2),
+	req.active = anonymize_request_prepare(&req, anonymize_spi_text(0, 1),
+										   anonymize_spi_text(0, 2),
 										   DatumGetDateADT(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull)));
 	if (!req.active)
 		ereport(ERROR,
@@ -86,11 +77,11 @@ anonymize_preview(PG_FUNCTION_ARGS)
 	for (int i = 0; i < ntargets; i++)
 	{
 		targets[i].relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		targets[i].name = spi_text(i, 2);
-		targets[i].col = spi_text(i, 3);
-		targets[i].kind = anonymize_kind_bits(spi_text(i, 4));
-		targets[i].scope = anonymize_scope_number(spi_text(i, 5));
-		targets[i].time_col = spi_text(i, 6);
+		targets[i].name = anonymize_spi_text(i, 2);
+		targets[i].col = anonymize_spi_text(i, 3);
+		targets[i].kind = anonymize_kind_bits(anonymize_spi_text(i, 4));
+		targets[i].scope = anonymize_scope_number(anonymize_spi_text(i, 5));
+		targets[i].time_col = anonymize_spi_text(i, 6);
 		targets[i].time_type = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 7, &isnull));
 	}
 

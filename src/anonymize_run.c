@@ -257,16 +257,6 @@ run_start(RunState *st)
 	run_commit_xact();
 }
 
-static char *
-spi_text(int row, int col)
-{
-	bool		isnull;
-	Datum		d = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
-								  col, &isnull);
-
-	return isnull ? NULL : TextDatumGetCString(d);
-}
-
 /*
  * Mark the due requests Running (Waiting ones, and Held ones that were
  * confirmed) and load every Running request, including those a killed run
@@ -326,8 +316,8 @@ run_load_requests(RunState *st)
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		AnonymizeRequest *r = &st->reqs[i];
-		char	   *phone = spi_text(i, 2);
-		char	   *email = spi_text(i, 3);
+		char	   *phone = anonymize_spi_text(i, 2);
+		char	   *email = anonymize_spi_text(i, 3);
 
 		r->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		r->scope[ANONYMIZE_SCOPE_ARCHIVE] = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
@@ -409,8 +399,8 @@ run_new_targets(RunState *st)
 		Oid			relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
 														   SPI_tuptable->tupdesc,
 														   1, &isnull));
-		char	   *col = spi_text(i, 3);
-		int			scope = anonymize_scope_number(spi_text(i, 5));
+		char	   *col = anonymize_spi_text(i, 3);
+		int			scope = anonymize_scope_number(anonymize_spi_text(i, 5));
 		AnonymizeTarget *t;
 
 		if (target_known(st, relid, col) || !scope_wanted(st, scope))
@@ -428,11 +418,11 @@ run_new_targets(RunState *st)
 		st->trows[st->ntargets] = palloc0(st->nreqs / 8 + 1);
 		t = &st->targets[st->ntargets++];
 		t->relid = relid;
-		t->name = spi_text(i, 2);
+		t->name = anonymize_spi_text(i, 2);
 		t->col = col;
-		t->kind = anonymize_kind_bits(spi_text(i, 4));
+		t->kind = anonymize_kind_bits(anonymize_spi_text(i, 4));
 		t->scope = scope;
-		t->time_col = spi_text(i, 6);
+		t->time_col = anonymize_spi_text(i, 6);
 		t->time_type = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
 													  SPI_tuptable->tupdesc,
 													  7, &isnull));
