@@ -1143,6 +1143,26 @@ run_vacuum(RunState *st)
  * ---------------------------------------------------------------------
  */
 
+/*
+ * Record a failed run in the run log, best effort: an error here is
+ * dropped, the run's own error is the one to report.  (A function of its
+ * own: a PG_TRY nested in the run's PG_CATCH would shadow its variables.)
+ */
+static void
+run_record_failed(RunState *st, const char *message)
+{
+	PG_TRY();
+	{
+		run_record(st, "failed", message);
+	}
+	PG_CATCH();
+	{
+		FlushErrorState();
+		AbortOutOfAnyTransaction();
+	}
+	PG_END_TRY();
+}
+
 void
 anonymize_run_execute(AnonymizeRunResult *result, const char *trigger)
 {
@@ -1232,18 +1252,7 @@ anonymize_run_execute_ext(AnonymizeRunResult *result, const char *trigger,
 		edata->internalpos = 0;
 
 		if (st.run_id > 0)
-		{
-			PG_TRY();
-			{
-				run_record(&st, "failed", edata->message);
-			}
-			PG_CATCH();
-			{
-				FlushErrorState();
-				AbortOutOfAnyTransaction();
-			}
-			PG_END_TRY();
-		}
+			run_record_failed(&st, edata->message);
 		run_lock(false);
 		pgstat_report_activity(STATE_IDLE, NULL);
 		MemoryContextDelete(st.cxt);

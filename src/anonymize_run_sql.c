@@ -34,7 +34,6 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "storage/procarray.h"
-#include "storage/sinvaladt.h"
 #include "storage/spin.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
@@ -42,6 +41,7 @@
 #include "utils/memutils.h"
 #include "utils/wait_event.h"
 
+#include "anonymize_compat.h"
 #include "anonymize_run.h"
 
 PG_FUNCTION_INFO_V1(anonymize_run_sql);
@@ -68,7 +68,7 @@ typedef struct RunShared
 	Oid			database;
 	int			caller_pid;
 	int			caller_pgprocno;
-	BackendId	caller_backend;
+	AnonymizeBackend caller_backend;
 	LocalTransactionId caller_lxid;
 	AnonymizeRunResult result;
 	int			sqlerrcode;
@@ -99,10 +99,10 @@ run_committed(void *arg, const AnonymizeRunResult *result)
 						   "anonymize run: waiting for the transaction that called run() to end, to vacuum");
 	for (int waited = 0;; waited += 20)
 	{
-		PGPROC	   *proc = BackendIdGetProc(shared->caller_backend);
+		PGPROC	   *proc = anonymize_backend_proc(shared->caller_backend);
 
 		if (proc == NULL || proc->pid != shared->caller_pid ||
-			proc->lxid != shared->caller_lxid)
+			anonymize_proc_lxid(proc) != shared->caller_lxid)
 			break;
 		if (waited >= RUN_CALLER_WAIT_MS)
 		{
@@ -228,9 +228,9 @@ anonymize_run_sql(PG_FUNCTION_ARGS)
 	shared->state = RUN_STATE_STARTING;
 	shared->database = MyDatabaseId;
 	shared->caller_pid = MyProcPid;
-	shared->caller_pgprocno = MyProc->pgprocno;
-	shared->caller_backend = MyBackendId;
-	shared->caller_lxid = MyProc->lxid;
+	shared->caller_pgprocno = anonymize_proc_number(MyProc);
+	shared->caller_backend = anonymize_my_backend;
+	shared->caller_lxid = anonymize_proc_lxid(MyProc);
 	BecomeLockGroupLeader();
 
 	memset(&worker, 0, sizeof(worker));

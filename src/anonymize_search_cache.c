@@ -56,6 +56,7 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
+#include "anonymize_compat.h"
 #include "anonymize_digest.h"
 #include "anonymize_hmac_core.h"
 #include "anonymize_normalize.h"
@@ -622,7 +623,7 @@ ensure_cache(void)
 {
 	TimestampTz stmt = GetCurrentStatementStartTimestamp();
 
-	if (stmt != checked_stmt || MyProc->lxid != checked_lxid ||
+	if (stmt != checked_stmt || anonymize_proc_lxid(MyProc) != checked_lxid ||
 		anonymize_country_code != checked_country_code ||
 		anonymize_trunk_prefix != checked_trunk_prefix)
 	{
@@ -630,7 +631,7 @@ ensure_cache(void)
 		if (!settings_unchanged())
 			cache_valid = false;
 		checked_stmt = stmt;
-		checked_lxid = MyProc->lxid;
+		checked_lxid = anonymize_proc_lxid(MyProc);
 		checked_country_code = anonymize_country_code;
 		checked_trunk_prefix = anonymize_trunk_prefix;
 	}
