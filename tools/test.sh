@@ -29,11 +29,19 @@ usage() {
 	exit 2
 }
 
+# installcheck [VARIABLE=VALUE...]: make installcheck against the private
+# copy and the throwaway cluster
+installcheck() {
+	as_pg make -C "$work/src" PG_CONFIG="$SYS_PG_CONFIG" bindir="$PG_BIN" installcheck \
+		PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres "$@"
+}
+
 # suite_here VERSION: the whole suite on PostgreSQL VERSION installed where
 # this runs (the machine, or a Debian root entered with chroot).
 suite_here() {
 	use_pg "$1"
-	local work port status=0 f
+	local port status=0 f
+	# global: the trap runs after this function has returned
 	work=$(mktemp -d /tmp/anonymize-test.XXXXXX)
 	chmod 755 "$work"
 	trap 'stop_cluster "$work/cluster"' EXIT
@@ -48,9 +56,13 @@ suite_here() {
 		"timezone = 'Europe/Oslo'" \
 		"anonymize.enabled = off"
 
-	log "running pg_regress, isolation and TAP suites on PostgreSQL $PG_MAJOR"
-	as_pg make -C "$work/src" PG_CONFIG="$SYS_PG_CONFIG" bindir="$PG_BIN" installcheck \
-		PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres || status=$?
+	# each suite on its own, so that a failure in one does not hide the others
+	log "running the pg_regress suite on PostgreSQL $PG_MAJOR"
+	installcheck ISOLATION= TAP_TESTS= || status=1
+	log "running the isolation suite on PostgreSQL $PG_MAJOR"
+	installcheck REGRESS= TAP_TESTS= || status=1
+	log "running the TAP suite on PostgreSQL $PG_MAJOR"
+	installcheck REGRESS= ISOLATION= || status=1
 
 	# show what failed
 	for f in "$work/src/regression.diffs" "$work/src/output_iso/regression.diffs"; do

@@ -117,8 +117,9 @@ snapshot() {
 # with VERSION's pg_dump, restore it into a new VERSION cluster, compare it
 # with the snapshot in directory BEFORE, and run there.
 restore_here() {
-	local v=$1 port15=$2 before=$3 work port i
+	local v=$1 port15=$2 before=$3 port i
 	use_pg "$v"
+	# global: the trap runs after this function has returned
 	work=$(mktemp -d /tmp/anonymize-upgrade.XXXXXX)
 	chmod 755 "$work"
 	trap 'stop_cluster "$work/cluster"' EXIT
