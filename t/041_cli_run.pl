@@ -7,9 +7,13 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use File::Basename;
+use File::Spec;
 use IPC::Run;
 
-my $cli = -x "$ENV{TESTDIR}/pg_anonymize" ? "$ENV{TESTDIR}/pg_anonymize" : 'pg_anonymize';
+# the source tree (PGXS of 15 sets TESTDIR to it, 17 and later do not)
+my $top = dirname(dirname(File::Spec->rel2abs(__FILE__)));
+my $cli = -x "$top/pg_anonymize" ? "$top/pg_anonymize" : 'pg_anonymize';
 
 my $node = PostgreSQL::Test::Cluster->new('cli_run');
 $node->init;

@@ -114,6 +114,14 @@ free_port() {
 
 # start_cluster DIR PORT [extra postgresql.conf lines...]
 start_cluster() {
+	init_cluster "$@"
+	as_pg pg_ctl -D "$1/data" -l "$1/server.log" -w -t 60 start >/dev/null
+	export PGHOST=$1 PGPORT=$2 PGUSER=postgres
+}
+
+# init_cluster DIR PORT [extra postgresql.conf lines...]: the cluster of
+# start_cluster, not started
+init_cluster() {
 	local dir=$1 port=$2
 	shift 2
 	mkdir -p "$dir"
@@ -129,8 +137,6 @@ start_cluster() {
 		echo "max_worker_processes = 16"
 		for line in "$@"; do echo "$line"; done
 	} | as_pg tee -a "$dir/data/postgresql.conf" >/dev/null
-	as_pg pg_ctl -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
-	export PGHOST=$dir PGPORT=$port PGUSER=postgres
 }
 
 stop_cluster() {

@@ -86,10 +86,11 @@ check() {
 	local what=$1
 	shift
 	checks=$((checks + 1))
-	if "$@"; then
+	if "$@" >"${work:-/tmp}/check.out" 2>&1; then
 		echo "ok $checks - $what"
 	else
 		echo "not ok $checks - $what"
+		sed 's/^/    /' "${work:-/tmp}/check.out"
 		failures=$((failures + 1))
 	fi
 }
@@ -109,41 +110,24 @@ snapshot() {
 	local i
 	mkdir -p "$2"
 	for i in "${!SNAPSHOT_QUERIES[@]}"; do
-		q "$1" "${SNAPSHOT_QUERIES[$i]}" >"$2/$i"
+		q "$1" "${SNAPSHOT_QUERIES[$i]}" >"$2/$i" || echo "(failed)" >>"$2/$i"
 	done
 }
 
-# restore_here VERSION PORT15 BEFORE: in this root, dump the 15 archive
-# with VERSION's pg_dump, restore it into a new VERSION cluster, compare it
-# with the snapshot in directory BEFORE, and run there.
-restore_here() {
-	local v=$1 port15=$2 before=$3 port i
-	use_pg "$v"
-	# global: the trap runs after this function has returned
-	work=$(mktemp -d /tmp/anonymize-upgrade.XXXXXX)
-	chmod 755 "$work"
-	trap 'stop_cluster "$work/cluster"' EXIT
-	stage_tree "$work/src"
-	private_pg "$work/pg"
-	build_install "$work/src"
-	port=$(free_port)
-	start_cluster "$work/cluster" "$port" "${CLUSTER_CONF[@]}"
-	local p="PostgreSQL 15 -> $v:"
-
-	check "$p pg_dump $v dumps the 15 archive" \
-		as_pg pg_dump -Fc -h 127.0.0.1 -p "$port15" -U postgres -f "$work/archive.dump" archive
-	as_pg createdb archive
-	check "$p pg_restore $v restores it" \
-		as_pg pg_restore --exit-on-error -d archive "$work/archive.dump"
+# check_moved LABEL BEFORE: the database "archive" of the cluster at hand,
+# moved from 15, is the one in the snapshot directory BEFORE, its search
+# hook and its next runs work
+check_moved() {
+	local p=$1 before=$2 i
 	snapshot archive "$work/after"
 	for i in "${!SNAPSHOT_QUERIES[@]}"; do
-		check "$p restored intact: ${SNAPSHOT_QUERIES[$i]}" \
+		check "$p intact: ${SNAPSHOT_QUERIES[$i]}" \
 			same "$(cat "$work/after/$i")" "$(cat "$before/$i")"
 	done
 	check "$p the extension is 1.0 there too" \
 		same "$(q archive "SELECT extversion FROM pg_extension WHERE extname = 'anonymize'")" 1.0
 
-	# the search hook answers from the restored digests and key
+	# the search hook answers from the moved digests and key
 	check "$p is_anonymized knows the Done request's number, in any format" \
 		same "$(q archive "SELECT string_agg(anonymize.is_anonymized(x)::text, ',') FROM unnest(ARRAY['98765432', '+47 987 65 432', '004798765432']) x")" true,true,true
 	check "$p is_anonymized knows nothing of a number never requested" \
@@ -151,7 +135,7 @@ restore_here() {
 	check "$p is_anonymized forgets the cancelled request" \
 		same "$(q archive "SELECT anonymize.is_anonymized('55555555')")" f
 
-	# the next run works on the restored key and receipts
+	# the next run works on the moved key and receipts
 	check "$p a run finishes the Waiting and the confirmed request" \
 		same "$(q archive 'SELECT anonymize.run()')" 2
 	check "$p the Done request untouched, the others Done with their rows" \
@@ -160,7 +144,7 @@ restore_here() {
 	check "$p the archive erased for them, a number never requested kept" \
 		same "$(q archive "SELECT string_agg(id || ':' || caller, ',' ORDER BY id) FROM cc.calls")" \
 		1:Anonymized,2:Anonymized,3:Anonymized,4:004612345678,5:Anonymized,6:Anonymized,7:Anonymized,8:Anonymized,9:Anonymized,10:Anonymized,11:Anonymized,12:93333333
-	check "$p a new request continues the restored ids" \
+	check "$p a new request continues the ids" \
 		same "$(q archive "INSERT INTO anonymize.anonymize_request (phone, to_date, comment) VALUES ('93333333', '2024-06-01', 'new') RETURNING id")" 5
 	check "$p the next run does the new request" \
 		same "$(q archive 'SELECT anonymize.run()')" 1
@@ -169,22 +153,83 @@ restore_here() {
 		Done:1:true:Anonymized
 	check "$p is_anonymized knows the new request's number" \
 		same "$(q archive "SELECT anonymize.is_anonymized('+47 93 33 33 33')")" t
-	check "$p the run log has the restored run and the new ones" \
+	check "$p the run log has the moved run and the new ones" \
 		same "$(q archive 'SELECT count(*) FROM anonymize.run_log')" 3
 	check "$p no receipt holds an identifier" \
 		same "$(q archive "SELECT count(*) FROM anonymize.request_log WHERE detail ~ '98765432|91234567|93333333|carol'")" 0
+}
 
+# new_side VERSION: build and install anonymize for VERSION in this root,
+# in a private copy (global: the trap runs after the caller has returned)
+new_side() {
+	use_pg "$1"
+	work=$(mktemp -d /tmp/anonymize-upgrade.XXXXXX)
+	chmod 755 "$work"
+	[ "$(id -u)" = 0 ] && chown postgres: "$work"
+	trap 'stop_cluster "$work/cluster"' EXIT
+	stage_tree "$work/src"
+	private_pg "$work/pg"
+	build_install "$work/src"
+}
+
+# finish_side VERSION RESULT: stop, clean up, and leave the counts for the
+# caller outside the root in file RESULT
+finish_side() {
 	stop_cluster "$work/cluster"
 	[ $failures -eq 0 ] && rm -rf "$work"
-	echo "$failures $checks" >"$before/../result-$v"
+	echo "$failures $checks" >"$2"
 	[ $failures -eq 0 ]
 }
 
-if [ "${1:-}" = --restore-here ]; then
+# restore_here VERSION PORT15 BEFORE: in this root, dump the 15 archive
+# with VERSION's pg_dump, restore it into a new VERSION cluster, compare it
+# with the snapshot in directory BEFORE, and run there.
+restore_here() {
+	local v=$1 port15=$2 before=$3 p="PostgreSQL 15 -> $1 (pg_dump):"
+	new_side "$v"
+	start_cluster "$work/cluster" "$(free_port)" "${CLUSTER_CONF[@]}"
+	check "$p pg_dump $v dumps the 15 archive" \
+		as_pg pg_dump -Fc -h 127.0.0.1 -p "$port15" -U postgres -f "$work/archive.dump" archive
+	as_pg createdb archive
+	check "$p pg_restore $v restores it" \
+		as_pg pg_restore --exit-on-error -d archive "$work/archive.dump"
+	check_moved "$p" "$before"
+	finish_side "$v" "$before/../result-dump-$v"
+}
+
+# upgrade_here VERSION OLD BEFORE: in this root, pg_upgrade the stopped 15
+# cluster in directory OLD (its binaries in OLD/pg, with the libraries of
+# Debian 12 they need in OLD/lib) to a new VERSION cluster, and check it
+# as restore_here does.
+upgrade_here() {
+	local v=$1 old=$2 before=$3 p="PostgreSQL 15 -> $1 (pg_upgrade):" port
+	new_side "$v"
+	port=$(free_port)
+	init_cluster "$work/cluster" "$port" "${CLUSTER_CONF[@]}"
+	as_pg mkdir -p "$work/upgrade"
+	check "$p pg_upgrade $v upgrades the 15 cluster" \
+		as_pg env LD_LIBRARY_PATH="$old/lib" bash -c 'cd "$1" && pg_upgrade --no-sync \
+			-b "$2" -B "$3" -d "$4" -D "$5" -p "$6" -P "$7" -s "$1"' _ \
+		"$work/upgrade" "$old/pg/usr/lib/postgresql/15/bin" "$PG_BIN" "$old/data" \
+		"$work/cluster/data" "$(free_port)" "$port"
+	as_pg pg_ctl -D "$work/cluster/data" -l "$work/cluster/server.log" -w -t 60 start >/dev/null
+	export PGHOST=$work/cluster PGPORT=$port PGUSER=postgres
+	check_moved "$p" "$before"
+	finish_side "$v" "$before/../result-upgrade-$v"
+}
+
+case ${1:-} in
+--restore-here)
 	[ $# -eq 4 ] || { echo "usage: upgrade_test.sh --restore-here VERSION PORT15 BEFORE" >&2; exit 2; }
 	restore_here "$2" "$3" "$4"
 	exit
-fi
+	;;
+--upgrade-here)
+	[ $# -eq 4 ] || { echo "usage: upgrade_test.sh --upgrade-here VERSION OLD BEFORE" >&2; exit 2; }
+	upgrade_here "$2" "$3" "$4"
+	exit
+	;;
+esac
 
 versions=("$@")
 [ ${#versions[@]} -gt 0 ] || versions=(17 18)
@@ -212,8 +257,27 @@ check "$p is_anonymized knows the Done request's number" \
 	same "$(q archive "SELECT anonymize.is_anonymized('+4798765432')")" t
 snapshot archive "$work/before"
 
-status=0
-for v in "${versions[@]}"; do
+# carry_libs ROOT DEST: copy into DEST the libraries of Debian 12 that the
+# 15 binaries need and the root lacks (trixie and sid carry newer
+# sonames: libicu 72, libldap 2.5, libunistring 2)
+carry_libs() {
+	local root=$1 dest=$2 have f so path
+	have=$(in_root "$root" ldconfig -p | awk 'NR > 1 { print $1 }')
+	mkdir -p "$dest"
+	for f in "$work/pg/usr/lib/postgresql/15/bin"/* "$work/pg/usr/lib/postgresql/15/lib"/*.so; do
+		ldd "$f" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $1, $3 }'
+	done | sort -u | while read -r so path; do
+		grep -qxF "$so" <<<"$have" || cp -L "$path" "$dest/$so"
+	done
+}
+
+# in_stage VERSION WHAT [ARGS...]: stage this tree and the snapshot in the
+# root of VERSION and run upgrade_test.sh --WHAT-here VERSION ARGS...
+# BEFORE there (for upgrade, ARGS is the staged 15 cluster), adding its
+# counts to ours
+in_stage() {
+	local v=$1 what=$2 dir stage f c rc=0
+	shift 2
 	dir=$(root_dir "$v")
 	ensure_root "$v"
 	root_mount "$dir"
@@ -222,19 +286,46 @@ for v in "${versions[@]}"; do
 	chmod 755 "$stage"
 	stage_tree "$stage/src"
 	cp -r "$work/before" "$stage/before"
+	if [ "$what" = upgrade ]; then
+		stage_old "$dir" "$stage/old"
+		set -- "${stage#"$dir"}/old"
+	fi
 	in_root "$dir" chown -R postgres: "${stage#"$dir"}"
-	log "PostgreSQL $v: dump the 15 archive, restore it, run"
-	in_root "$dir" bash "${stage#"$dir"}/src/tools/upgrade_test.sh" --restore-here "$v" "$port15" \
-		"${stage#"$dir"}/before" || status=1
-	read -r f c <"$stage/result-$v" || { f=1; c=0; }
+	in_root "$dir" bash "${stage#"$dir"}/src/tools/upgrade_test.sh" "--$what-here" "$v" "$@" \
+		"${stage#"$dir"}/before" || rc=1
+	read -r f c <"$stage/result-$what-$v" || { f=1; c=0; }
 	checks=$((checks + c))
 	failures=$((failures + f))
-	[ $status -eq 0 ] && rm -rf "$stage"
+	[ $rc -eq 0 ] && rm -rf "$stage"
 	root_umount
+	return $rc
+}
+
+# stage_old ROOT DEST: the stopped 15 cluster, its binaries and the
+# libraries they need, for pg_upgrade in ROOT
+stage_old() {
+	local root=$1 dest=$2
+	mkdir -p "$dest"
+	cp -a "$work/cluster/data" "$dest/data"
+	cp -a "$work/pg" "$dest/pg"
+	carry_libs "$root" "$dest/lib"
+}
+
+status=0
+# 1. dump and restore, with the newer pg_dump, while 15 runs
+for v in "${versions[@]}"; do
+	log "PostgreSQL $v: dump the 15 archive with pg_dump $v, restore it, run"
+	in_stage "$v" restore "$port15" || status=1
+done
+
+# 2. pg_upgrade of the stopped 15 cluster, with 15's binaries carried into the root
+stop_cluster "$work/cluster"
+for v in "${versions[@]}"; do
+	log "PostgreSQL $v: pg_upgrade the 15 cluster, run"
+	in_stage "$v" upgrade || status=1
 done
 
 echo "upgrade test: $((checks - failures)) of $checks checks passed"
-stop_cluster "$work/cluster"
 if [ $failures -eq 0 ] && [ $status -eq 0 ]; then
 	rm -rf "$work"
 else
