@@ -154,7 +154,9 @@ anonymize_worker_register(void)
 	snprintf(worker.bgw_type, BGW_MAXLEN, "anonymize worker");
 	worker.bgw_main_arg = (Datum) 0;
 	worker.bgw_notify_pid = 0;
-	RegisterBackgroundWorker(&worker);
+	/* not in pg_upgrade's servers: its session would block their restore */
+	if (!IsBinaryUpgrade)
+		RegisterBackgroundWorker(&worker);
 }
 
 static void

@@ -293,7 +293,7 @@ in_stage() {
 	in_root "$dir" chown -R postgres: "${stage#"$dir"}"
 	in_root "$dir" bash "${stage#"$dir"}/src/tools/upgrade_test.sh" "--$what-here" "$v" "$@" \
 		"${stage#"$dir"}/before" || rc=1
-	read -r f c <"$stage/result-$what-$v" || { f=1; c=0; }
+	read -r f c <"$stage/result-$what-$v" || { f=1; c=1; }
 	checks=$((checks + c))
 	failures=$((failures + f))
 	[ $rc -eq 0 ] && rm -rf "$stage"
