@@ -57,6 +57,7 @@ my @files = (
 	{ path => 'doc/erasure-coverage.md' },
 	{ path => 'doc/benchmarks.md' },
 	{ path => 'doc/faq.md' },
+	{ path => 'doc/upgrading.md' },
 	{ path => 'src/README.md', optional => 1 },
 	{ path => 't/README.md' },
 );

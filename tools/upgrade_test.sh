@@ -194,7 +194,7 @@ restore_here() {
 	check "$p pg_restore $v restores it" \
 		as_pg pg_restore --exit-on-error -d archive "$work/archive.dump"
 	check_moved "$p" "$before"
-	finish_side "$v" "$before/../result-dump-$v"
+	finish_side "$v" "$before/../result-restore-$v"
 }
 
 # upgrade_here VERSION OLD BEFORE: in this root, pg_upgrade the stopped 15
