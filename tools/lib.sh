@@ -199,6 +199,9 @@ root_mount() {
 	mountpoint -q "$dir/dev/pts" || mount --bind /dev/pts "$dir/dev/pts"
 	flock -u "$ROOT_GUARD"
 	ROOT_MOUNTED=$dir
+	# what failed runs left in the root, after a day
+	find "$dir/tmp" -mindepth 1 -maxdepth 1 -name 'anonymize-*' -mmin +1440 \
+		-exec rm -rf --one-file-system {} + 2>/dev/null || true
 }
 
 # root_umount: undo root_mount (safe to call twice, and when nothing was
