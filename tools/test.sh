@@ -128,9 +128,10 @@ phase() {
 	fi
 }
 
-# result NAME WHAT START: a line of the summary
+# result NAME WHAT START [END]: a line of the summary (END: now)
 result() {
-	summary+=("$(printf '%-34s %s (%s)' "$1:" "$2" "$(fmt_secs $(($(date +%s) - $3)))")")
+	local end=${4:-$(date +%s)}
+	summary+=("$(printf '%-34s %s (%s)' "$1:" "$2" "$(fmt_secs $((end - $3)))")")
 }
 
 # the fuzzing and differential checks of the pure core (no server)
@@ -155,9 +156,9 @@ wait_root() {
 	local v=$1
 	[ -n "${root_pid[$v]:-}" ] || return 0
 	if wait "${root_pid[$v]}"; then
-		result "Debian root for PostgreSQL $v" "made" "${root_start[$v]}"
+		result "Debian root for PostgreSQL $v" "made" "${root_start[$v]}" "$(cat "$logs/root-$v.end")"
 	else
-		result "Debian root for PostgreSQL $v" "FAILED" "${root_start[$v]}"
+		result "Debian root for PostgreSQL $v" "FAILED" "${root_start[$v]}" "$(cat "$logs/root-$v.end")"
 		log "making the root for PostgreSQL $v failed:"
 		cat "$logs/root-$v.log"
 		failed=1
@@ -219,11 +220,18 @@ fi
 
 # the Debian roots are made (once) in the background, meanwhile the host works
 for v in "${versions[@]}"; do
-	if [ "$v" != 15 ] && [ ! -f "$(root_dir "$v")/$ROOT_MARKER" ]; then
+	if [ "$v" != 15 ] && [ -f "$(root_dir "$v")/$ROOT_MARKER" ]; then
+		summary+=("$(printf '%-34s %s' "Debian root for PostgreSQL $v:" "cached")")
+	elif [ "$v" != 15 ]; then
 		log "making the Debian root for PostgreSQL $v in the background ($logs/root-$v.log)"
-		(ensure_root "$v") >"$logs/root-$v.log" 2>&1 &
-		root_pid[$v]=$!
 		root_start[$v]=$(date +%s)
+		(
+			status=0
+			(ensure_root "$v") || status=$?
+			date +%s >"$logs/root-$v.end"
+			exit $status
+		) >"$logs/root-$v.log" 2>&1 &
+		root_pid[$v]=$!
 	fi
 done
 
