@@ -36,6 +36,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "anonymize_bloom.h"
 #include "anonymize_engine.h"
 #include "anonymize_normalize.h"
 #include "anonymize_settings.h"
@@ -71,42 +72,20 @@ struct AnonymizeMatchSet
 	int		   *matched;		/* scratch: requests a row matches */
 
 	/*
-	 * A Bloom filter of the keys' hashes (two bits a key, 16 bits a key at
-	 * least): small enough to stay in the CPU cache whatever the number of
-	 * requests, so that a row that matches nothing (almost every row)
-	 * costs no cache miss in the buckets.
+	 * A Bloom filter of the keys' hashes (two bits a key): a row that
+	 * matches nothing (almost every row) costs no cache miss in the buckets.
 	 */
-	uint64	   *bloom;
-	uint32		bloom_mask;		/* bits - 1 */
+	AnonymizeBloom bloom;
 };
 
+/* The second hash of a key for the Bloom filter, from its first. */
 static inline uint32
-bloom_second(uint32 hash)
+engine_bloom_second(uint32 hash)
 {
 	return pg_rotate_right32(hash * 0x9E3779B1, 15);
 }
 
-static inline void
-bloom_add(AnonymizeMatchSet *ms, uint32 hash)
-{
-	uint32		a = hash & ms->bloom_mask;
-	uint32		b = bloom_second(hash) & ms->bloom_mask;
-
-	ms->bloom[a >> 6] |= UINT64CONST(1) << (a & 63);
-	ms->bloom[b >> 6] |= UINT64CONST(1) << (b & 63);
-}
-
-/* false: the key is certainly not in the set */
-static inline bool
-bloom_may_contain(AnonymizeMatchSet *ms, uint32 hash)
-{
-	uint32		a = hash & ms->bloom_mask;
-	uint32		b = bloom_second(hash) & ms->bloom_mask;
-
-	return (ms->bloom[a >> 6] & (UINT64CONST(1) << (a & 63))) != 0 &&
-		(ms->bloom[b >> 6] & (UINT64CONST(1) << (b & 63))) != 0;
-}
-
+/* Fill the request's canonical forms and cut-offs; false if invalid. */
 bool
 anonymize_request_prepare(AnonymizeRequest *req, const char *phone,
 						  const char *email, DateADT to_date)
@@ -179,7 +158,7 @@ matchset_add(AnonymizeMatchSet *ms, char kind, const char *canon, int req)
 	key[0] = kind;
 	memcpy(key + 1, canon, len);
 	hash = hash_bytes((const unsigned char *) key, len + 1);
-	bloom_add(ms, hash);
+	anonymize_bloom_add(&ms->bloom, hash, engine_bloom_second(hash));
 	e = matchset_lookup(ms, key, len + 1, hash, true);
 	/* the same request twice under one key (phone and email): once */
 	if (e->tail >= 0 && ms->postings[e->tail].req == req)
@@ -201,10 +180,9 @@ anonymize_matchset_build(AnonymizeRequest *reqs, int nreqs, int kind,
 {
 	AnonymizeMatchSet *ms = palloc0(sizeof(AnonymizeMatchSet));
 	uint32		nbuckets = 16;
-	uint32		nbits = 1024;
 	uint32		maxkeys = 0;
 
-	/* keys at most: the table at most half full, 16 filter bits a key */
+	/* keys at most: the table at most half full */
 	for (int i = 0; i < nreqs; i++)
 	{
 		AnonymizeRequest *r = &reqs[i];
@@ -218,11 +196,8 @@ anonymize_matchset_build(AnonymizeRequest *reqs, int nreqs, int kind,
 	}
 	while (nbuckets < maxkeys * 2)
 		nbuckets <<= 1;
-	/* with two bits a key: about 1.5% false positives */
-	while (nbits < maxkeys * 16)
-		nbits <<= 1;
-	ms->bloom_mask = nbits - 1;
-	ms->bloom = palloc0(nbits / 8);
+	/* two bits a key: about 1.5% false positives */
+	anonymize_bloom_init(&ms->bloom, maxkeys, 2);
 	ms->reqs = reqs;
 	ms->nreqs = nreqs;
 	ms->mask = nbuckets - 1;
@@ -261,7 +236,7 @@ anonymize_matchset_free(AnonymizeMatchSet *ms)
 	pfree(ms->buckets);
 	pfree(ms->postings);
 	pfree(ms->matched);
-	pfree(ms->bloom);
+	anonymize_bloom_free(&ms->bloom);
 	pfree(ms);
 }
 
@@ -487,7 +462,8 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 		if (keylen == 0)
 			continue;
 		hash = hash_bytes((const unsigned char *) key, keylen);
-		if (!bloom_may_contain(ms, hash))
+		if (!anonymize_bloom_may_contain(&ms->bloom, hash,
+										 engine_bloom_second(hash)))
 			continue;
 		e = matchset_lookup(ms, key, keylen, hash, false);
 		if (e == NULL)

@@ -56,6 +56,7 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
+#include "anonymize_bloom.h"
 #include "anonymize_digest.h"
 #include "anonymize_hmac_core.h"
 #include "anonymize_normalize.h"
@@ -92,35 +93,17 @@ typedef struct SearchTable
 	uint32	   *fp;
 	SearchEntry *e;
 	uint64		mask;
-	uint64	   *bloom;			/* 16 bits an entry, 3 per tag */
-	uint64		bloom_mask;		/* number of bits - 1 */
+	AnonymizeBloom bloom;		/* of the tags, 3 bits a tag */
 } SearchTable;
 
 /*
- * Most values looked up name no request.  A Bloom filter of 16 bits an
- * entry (2 bytes: 200 KB for 100,000 requests, in the CPU's cache) turns
- * all but about 0.5% of them away before the table is touched.
+ * Most values looked up name no request: the Bloom filter turns all but
+ * about 0.5% of them away before the table is touched.  Its two hashes are
+ * the halves of the tag's second word.
  */
-#define BLOOM_BITS_PER_ENTRY	16
-#define BLOOM_PROBES			3
-
-static inline bool
-bloom_test(const SearchTable *t, const uint64 *tag, bool set)
-{
-	uint64		h1 = (uint32) tag[1];
-	uint64		h2 = (tag[1] >> 32) | 1;
-
-	for (int j = 0; j < BLOOM_PROBES; j++)
-	{
-		uint64		bit = (h1 + j * h2) & t->bloom_mask;
-
-		if (set)
-			t->bloom[bit >> 6] |= UINT64CONST(1) << (bit & 63);
-		else if (!(t->bloom[bit >> 6] & (UINT64CONST(1) << (bit & 63))))
-			return false;
-	}
-	return true;
-}
+#define CACHE_BLOOM_PROBES		3
+#define CACHE_BLOOM_H1(tag)		((uint64) (uint32) (tag)[1])
+#define CACHE_BLOOM_H2(tag)		(((tag)[1] >> 32) | 1)
 
 static inline uint32
 tag_fp(const uint64 *tag)
@@ -238,16 +221,13 @@ table_make(const SearchEntry *items, int64 n, int64 *count)
 	t.fp = palloc_extended(capacity * sizeof(uint32), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
 	t.e = palloc_extended(capacity * sizeof(SearchEntry), MCXT_ALLOC_HUGE);
 	t.mask = capacity - 1;
-	capacity = 1024;
-	while (capacity < (uint64) n * BLOOM_BITS_PER_ENTRY)
-		capacity <<= 1;
-	t.bloom = palloc_extended(capacity / 8, MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-	t.bloom_mask = capacity - 1;
+	anonymize_bloom_init(&t.bloom, (uint64) n, CACHE_BLOOM_PROBES);
 	*count = 0;
 	for (int64 i = 0; i < n; i++)
 	{
 		slot_put(&t, count, &items[i]);
-		(void) bloom_test(&t, items[i].tag, true);
+		anonymize_bloom_add(&t.bloom, CACHE_BLOOM_H1(items[i].tag),
+							CACHE_BLOOM_H2(items[i].tag));
 	}
 	return t;
 }
@@ -650,7 +630,8 @@ probe(const SearchTable *t, const uint64 *tag)
 {
 	uint32		fp = tag_fp(tag);
 
-	if (!bloom_test(t, tag, false))
+	if (!anonymize_bloom_may_contain(&t->bloom, CACHE_BLOOM_H1(tag),
+									 CACHE_BLOOM_H2(tag)))
 		return NULL;
 	for (uint64 i = tag[0] & t->mask;; i = (i + 1) & t->mask)
 	{
