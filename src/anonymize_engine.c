@@ -44,20 +44,20 @@
 PG_FUNCTION_INFO_V1(anonymize_rewrite_recheck);
 
 /* a key is the kind ('p' or 'e') followed by the canonical form */
-typedef struct MatchEntry
+typedef struct EngineMatchEntry
 {
 	uint32		hash;
 	int			keylen;			/* 0: empty slot */
 	char	   *key;
 	int			head;			/* first posting */
 	int			tail;			/* last posting */
-} MatchEntry;
+} EngineMatchEntry;
 
-typedef struct Posting
+typedef struct EnginePosting
 {
 	int			req;
 	int			next;			/* -1 ends the list */
-} Posting;
+} EnginePosting;
 
 struct AnonymizeMatchSet
 {
@@ -65,8 +65,8 @@ struct AnonymizeMatchSet
 	int			nreqs;
 	int			nkeys;
 	uint32		mask;			/* nbuckets - 1 */
-	MatchEntry *buckets;
-	Posting    *postings;
+	EngineMatchEntry *buckets;
+	EnginePosting *postings;
 	int			npostings;
 	int			maxpostings;
 	int		   *matched;		/* scratch: requests a row matches */
@@ -116,15 +116,15 @@ anonymize_request_prepare(AnonymizeRequest *req, const char *phone,
 	return req->has_phone || req->email != NULL;
 }
 
-static MatchEntry *
-matchset_lookup(AnonymizeMatchSet *ms, const char *key, int keylen,
-				uint32 hash, bool insert)
+static EngineMatchEntry *
+engine_matchset_lookup(AnonymizeMatchSet *ms, const char *key, int keylen,
+					   uint32 hash, bool insert)
 {
 	uint32		i = hash & ms->mask;
 
 	for (;;)
 	{
-		MatchEntry *e = &ms->buckets[i];
+		EngineMatchEntry *e = &ms->buckets[i];
 
 		if (e->keylen == 0)
 		{
@@ -145,12 +145,12 @@ matchset_lookup(AnonymizeMatchSet *ms, const char *key, int keylen,
 }
 
 static void
-matchset_add(AnonymizeMatchSet *ms, char kind, const char *canon, int req)
+engine_matchset_add(AnonymizeMatchSet *ms, char kind, const char *canon, int req)
 {
 	char		key[ANON_EMAIL_MAX_LEN + 2];
 	int			len = strlen(canon);
-	MatchEntry *e;
-	Posting    *p;
+	EngineMatchEntry *e;
+	EnginePosting *p;
 	uint32		hash;
 
 	if (len > ANON_EMAIL_MAX_LEN)
@@ -159,7 +159,7 @@ matchset_add(AnonymizeMatchSet *ms, char kind, const char *canon, int req)
 	memcpy(key + 1, canon, len);
 	hash = hash_bytes((const unsigned char *) key, len + 1);
 	anonymize_bloom_add(&ms->bloom, hash, engine_bloom_second(hash));
-	e = matchset_lookup(ms, key, len + 1, hash, true);
+	e = engine_matchset_lookup(ms, key, len + 1, hash, true);
 	/* the same request twice under one key (phone and email): once */
 	if (e->tail >= 0 && ms->postings[e->tail].req == req)
 		return;
@@ -201,9 +201,9 @@ anonymize_matchset_build(AnonymizeRequest *reqs, int nreqs, int kind,
 	ms->reqs = reqs;
 	ms->nreqs = nreqs;
 	ms->mask = nbuckets - 1;
-	ms->buckets = palloc0(sizeof(MatchEntry) * nbuckets);
+	ms->buckets = palloc0(sizeof(EngineMatchEntry) * nbuckets);
 	ms->maxpostings = maxkeys + 1;
-	ms->postings = palloc(sizeof(Posting) * ms->maxpostings);
+	ms->postings = palloc(sizeof(EnginePosting) * ms->maxpostings);
 	ms->matched = palloc(sizeof(int) * (nreqs + 1));
 
 	/* in order of the request array (by id): lowest id first per key */
@@ -214,9 +214,9 @@ anonymize_matchset_build(AnonymizeRequest *reqs, int nreqs, int kind,
 		if (!r->active || (scope >= 0 && !r->scope[scope]))
 			continue;
 		if ((kind & ANONYMIZE_KIND_PHONE_BIT) && r->has_phone)
-			matchset_add(ms, ANONYMIZE_KIND_PHONE_CHAR, r->phone, i);
+			engine_matchset_add(ms, ANONYMIZE_KIND_PHONE_CHAR, r->phone, i);
 		if ((kind & ANONYMIZE_KIND_EMAIL_BIT) && r->email != NULL)
-			matchset_add(ms, ANONYMIZE_KIND_EMAIL_CHAR, r->email, i);
+			engine_matchset_add(ms, ANONYMIZE_KIND_EMAIL_CHAR, r->email, i);
 	}
 	return ms;
 }
@@ -294,7 +294,7 @@ anonymize_target_leaves(Oid relid)
  * Returns the key length, 0 when the value is neither.
  */
 static int
-value_key(const char *s, int len, int kind, char *key)
+engine_value_key(const char *s, int len, int kind, char *key)
 {
 	if (kind & ANONYMIZE_KIND_PHONE_BIT)
 	{
@@ -391,7 +391,7 @@ anonymize_leaf_may_match(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 
 /* Does a row with this time fall on or before the request's to_date? */
 static inline bool
-time_matches(AnonymizeRequest *r, Oid time_type, Datum t)
+engine_time_matches(AnonymizeRequest *r, Oid time_type, Datum t)
 {
 	switch (time_type)
 	{
@@ -436,7 +436,7 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 		struct varlena *v;
 		struct varlena *detoasted = NULL;
 		int			keylen;
-		MatchEntry *e;
+		EngineMatchEntry *e;
 		uint32		hash;
 		int			nmatched = 0;
 
@@ -455,8 +455,8 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 		}
 		if (VARSIZE_ANY_EXHDR(v) > ANONYMIZE_MAX_VALUE_LEN)
 			continue;
-		keylen = value_key(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), target->kind,
-						   key);
+		keylen = engine_value_key(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), target->kind,
+								  key);
 		if (detoasted)
 			pfree(detoasted);
 		if (keylen == 0)
@@ -465,7 +465,7 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 		if (!anonymize_bloom_may_contain(&ms->bloom, hash,
 										 engine_bloom_second(hash)))
 			continue;
-		e = matchset_lookup(ms, key, keylen, hash, false);
+		e = engine_matchset_lookup(ms, key, keylen, hash, false);
 		if (e == NULL)
 			continue;
 
@@ -476,7 +476,7 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 		{
 			AnonymizeRequest *r = &ms->reqs[ms->postings[p].req];
 
-			if (r->active && time_matches(r, target->time_type, d))
+			if (r->active && engine_time_matches(r, target->time_type, d))
 				ms->matched[nmatched++] = ms->postings[p].req;
 		}
 		if (nmatched > 0)
@@ -525,8 +525,8 @@ anonymize_rewrite_recheck(PG_FUNCTION_ARGS)
 	len = VARSIZE_ANY_EXHDR(t);
 	if (len > ANONYMIZE_MAX_VALUE_LEN)
 		PG_RETURN_BOOL(false);
-	keylen = value_key(VARDATA_ANY(t), len,
-					   ANONYMIZE_KIND_PHONE_BIT | ANONYMIZE_KIND_EMAIL_BIT, key);
+	keylen = engine_value_key(VARDATA_ANY(t), len,
+							  ANONYMIZE_KIND_PHONE_BIT | ANONYMIZE_KIND_EMAIL_BIT, key);
 	if (keylen == 0)
 		PG_RETURN_BOOL(false);
 	if (key[0] == ANONYMIZE_KIND_PHONE_CHAR)
