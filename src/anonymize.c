@@ -29,6 +29,7 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
+/* Module load: the settings, and the worker when preloaded. */
 void
 _PG_init(void)
 {

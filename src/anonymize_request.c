@@ -44,6 +44,7 @@ PG_FUNCTION_INFO_V1(anonymize_today_sql);
 static int	internal_write_depth = 0;
 static bool xact_callback_registered = false;
 
+/* The end of a transaction ends its internal writes. */
 static void
 request_xact_callback(XactEvent event, void *arg)
 {
@@ -52,6 +53,7 @@ request_xact_callback(XactEvent event, void *arg)
 		internal_write_depth = 0;
 }
 
+/* The extension's own writes to the page begin. */
 void
 anonymize_internal_write_begin(void)
 {
@@ -63,6 +65,7 @@ anonymize_internal_write_begin(void)
 	internal_write_depth++;
 }
 
+/* The extension's own writes to the page end. */
 void
 anonymize_internal_write_end(void)
 {
@@ -70,6 +73,7 @@ anonymize_internal_write_end(void)
 		internal_write_depth--;
 }
 
+/* Is the extension writing to the page itself? */
 bool
 anonymize_internal_write_active(void)
 {
@@ -83,6 +87,7 @@ request_status_label(Datum d)
 	return DatumGetCString(DirectFunctionCall1(enum_out, d));
 }
 
+/* Has the row this status? */
 static bool
 request_status_is(HeapTuple tup, TupleDesc desc, const char *label)
 {

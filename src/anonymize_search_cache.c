@@ -243,6 +243,7 @@ typedef struct CacheEntryList
 	int64		cap;
 } CacheEntryList;
 
+/* Append an entry of digest (or tag), flags and pending scopes. */
 static void
 cache_list_add(CacheEntryList *l, const uint8 *digest, uint8 flags,
 			   const bool *scopes, DateADT to_date)
