@@ -22,6 +22,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -30,6 +31,7 @@
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/inval.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 
@@ -78,6 +80,15 @@ bool
 anonymize_internal_write_active(void)
 {
 	return internal_write_depth > 0;
+}
+
+/* The OIDs of the schema, the page and request_private. */
+void
+anonymize_request_relids(Oid *nsp, Oid *page, Oid *private)
+{
+	*nsp = get_namespace_oid("anonymize", false);
+	*page = get_relname_relid("anonymize_request", *nsp);
+	*private = get_relname_relid("request_private", *nsp);
 }
 
 /* The text label of a request_status datum. */

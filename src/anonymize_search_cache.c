@@ -623,9 +623,7 @@ cache_build(void)
 	CacheBuild	b;
 
 	cache_register_callback();
-	nsp = get_namespace_oid("anonymize", false);
-	page_relid = get_relname_relid("anonymize_request", nsp);
-	private_relid = get_relname_relid("request_private", nsp);
+	anonymize_request_relids(&nsp, &page_relid, &private_relid);
 	if (!OidIsValid(page_relid) || !OidIsValid(private_relid))
 		elog(ERROR, "tables of the anonymize extension are missing");
 	cache_page_relid = page_relid;
