@@ -153,12 +153,17 @@ bench_tiny() { "$TOP/bench/run.sh" --tiny; }
 # wait_root VERSION: wait for the root that is being made in the background
 # (in this shell: it is this shell's child); false if it could not be made.
 wait_root() {
-	local v=$1
+	local v=$1 rc
 	[ -n "${root_pid[$v]:-}" ] || return 0
-	if wait "${root_pid[$v]}"; then
-		result "Debian root for PostgreSQL $v" "made" "${root_start[$v]}" "$(cat "$logs/root-$v.end")"
+	# its status file, not `wait`: bash may have reaped it already
+	while [ ! -s "$logs/root-$v.end" ] && kill -0 "${root_pid[$v]}" 2>/dev/null; do
+		sleep 2
+	done
+	[ -s "$logs/root-$v.end" ] || echo "$(date +%s) 1" >"$logs/root-$v.end"
+	if read -r _ rc <"$logs/root-$v.end" && [ "$rc" = 0 ]; then
+		result "Debian root for PostgreSQL $v" "made" "${root_start[$v]}" "$(cut -d' ' -f1 "$logs/root-$v.end")"
 	else
-		result "Debian root for PostgreSQL $v" "FAILED" "${root_start[$v]}" "$(cat "$logs/root-$v.end")"
+		result "Debian root for PostgreSQL $v" "FAILED" "${root_start[$v]}" "$(cut -d' ' -f1 "$logs/root-$v.end")"
 		log "making the root for PostgreSQL $v failed:"
 		cat "$logs/root-$v.log"
 		failed=1
@@ -228,8 +233,8 @@ for v in "${versions[@]}"; do
 		(
 			status=0
 			(ensure_root "$v") || status=$?
-			date +%s >"$logs/root-$v.end"
-			exit $status
+			echo "$(date +%s) $status" >"$logs/root-$v.end.tmp"
+			mv "$logs/root-$v.end.tmp" "$logs/root-$v.end"
 		) >"$logs/root-$v.log" 2>&1 &
 		root_pid[$v]=$!
 	fi
