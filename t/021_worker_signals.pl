@@ -201,7 +201,11 @@ my $log = slurp_file($node->logfile);
 unlike($log, qr/98765432|987 65 432|12345678|12 345 678/,
 	'the server log holds no identifier');
 
-# the worker exits with the postmaster (WL_EXIT_ON_PM_DEATH)
+# the worker exits with the postmaster (WL_EXIT_ON_PM_DEATH), once idle:
+# the vacuum after its run (cost-delayed) does not look at the postmaster
+ok($node->poll_query_until('postgres',
+		'SELECT vacuumed_at IS NOT NULL FROM anonymize.runs ORDER BY id DESC LIMIT 1'),
+	'the run after the crash has vacuumed');
 $pid = status('worker_pid');
 kill 'KILL', $node->{_pid};
 cmp_ok(seconds_to_exit($pid), '<', 2, 'the worker exits when the postmaster dies');
