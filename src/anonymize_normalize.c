@@ -23,7 +23,7 @@ PG_FUNCTION_INFO_V1(anonymize_normalize_phone);
 PG_FUNCTION_INFO_V1(anonymize_normalize_email);
 
 static const char *
-phone_status_detail(anon_phone_status st)
+normalize_phone_detail(anon_phone_status st)
 {
 	switch (st)
 	{
@@ -74,13 +74,13 @@ anonymize_phone_canonical(const char *s, size_t len, bool lenient,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errhidestmt(true), errhidecontext(true),
 			 errmsg("invalid phone number"),
-			 errdetail_internal("%s", phone_status_detail(st)),
+			 errdetail_internal("%s", normalize_phone_detail(st)),
 			 errhint(ANONYMIZE_PHONE_HINT)));
 	return false;				/* keep compiler quiet */
 }
 
 static const char *
-email_status_detail(anon_email_status st)
+normalize_email_detail(anon_email_status st)
 {
 	switch (st)
 	{
@@ -122,7 +122,7 @@ anonymize_email_canonical(const char *s, size_t len, bool lenient,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errhidestmt(true), errhidecontext(true),
 			 errmsg("invalid email address"),
-			 errdetail_internal("%s", email_status_detail(st)),
+			 errdetail_internal("%s", normalize_email_detail(st)),
 			 errhint(ANONYMIZE_EMAIL_HINT)));
 	return NULL;				/* keep compiler quiet */
 }

@@ -26,7 +26,7 @@
 
 /* the local date of t in anonymize.timezone */
 static DateADT
-anonymize_schedule_local_date(TimestampTz t, pg_tz *tz)
+schedule_local_date(TimestampTz t, pg_tz *tz)
 {
 	struct pg_tm tm;
 	fsec_t		fsec;
@@ -39,7 +39,7 @@ anonymize_schedule_local_date(TimestampTz t, pg_tz *tz)
 
 /* the scheduled instant on local date d */
 static TimestampTz
-anonymize_schedule_on(DateADT d, int minutes, pg_tz *tz)
+schedule_on(DateADT d, int minutes, pg_tz *tz)
 {
 	struct pg_tm tm;
 	TimestampTz result;
@@ -58,23 +58,23 @@ anonymize_schedule_on(DateADT d, int minutes, pg_tz *tz)
 TimestampTz
 anonymize_schedule_latest_at(TimestampTz t, int minutes, pg_tz *tz)
 {
-	DateADT		d = anonymize_schedule_local_date(t, tz);
-	TimestampTz s = anonymize_schedule_on(d, minutes, tz);
+	DateADT		d = schedule_local_date(t, tz);
+	TimestampTz s = schedule_on(d, minutes, tz);
 
 	/* around a daylight-saving change, look one more day back if needed */
 	while (s > t)
-		s = anonymize_schedule_on(--d, minutes, tz);
+		s = schedule_on(--d, minutes, tz);
 	return s;
 }
 
 TimestampTz
 anonymize_schedule_next_at(TimestampTz t, int minutes, pg_tz *tz)
 {
-	DateADT		d = anonymize_schedule_local_date(t, tz);
-	TimestampTz s = anonymize_schedule_on(d, minutes, tz);
+	DateADT		d = schedule_local_date(t, tz);
+	TimestampTz s = schedule_on(d, minutes, tz);
 
 	while (s <= t)
-		s = anonymize_schedule_on(++d, minutes, tz);
+		s = schedule_on(++d, minutes, tz);
 	return s;
 }
 
