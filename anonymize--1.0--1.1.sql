@@ -178,7 +178,9 @@ BEGIN
 				format_type(v_type, v_typmod), col, tbl,
 				CASE WHEN value IS NULL THEN 'NULL' ELSE format('the replacement "%s"', value) END
 				USING ERRCODE = CASE WHEN v_state = '23502' THEN 'not_null_violation' ELSE 'check_violation' END,
-					  HINT = 'Give this target a replacement => ''...'' that the domain accepts, use erase => ''null'' or ''replace'', or register another column.';
+					  HINT = CASE WHEN value IS NULL
+							 THEN 'Register it with erase => ''replace'' (the default), or register another column.'
+							 ELSE 'Give this target a replacement => ''...'' that the domain accepts, register it with erase => ''null'', or register another column.' END;
 		END;
 	END IF;
 END
@@ -215,8 +217,10 @@ BEGIN
 				CASE r.contype WHEN 'p' THEN 'primary key' WHEN 'u' THEN 'UNIQUE' ELSE 'exclusion' END,
 				r.conname
 				USING ERRCODE = 'unique_violation',
-					  DETAIL = 'Two erased rows would hold the same replacement and collide.',
-					  HINT = 'Register it with erase => ''null'' (NULLs do not collide), or register another column.';
+					  DETAIL = 'Two erased rows would hold the same value and collide.',
+					  HINT = CASE WHEN erase = 'null'
+							 THEN 'Make the constraint NULLS DISTINCT, or register another column.'
+							 ELSE 'Register it with erase => ''null'' (NULLs do not collide), or register another column.' END;
 		ELSIF r.contype = 'f' THEN
 			RAISE EXCEPTION 'column "%" of relation "%" is under the foreign key "%"', col, r.rel, r.conname
 				USING ERRCODE = 'foreign_key_violation',
@@ -241,7 +245,9 @@ BEGIN
 				RAISE EXCEPTION 'the CHECK constraint "%" of relation "%" does not accept %', r.conname, r.rel,
 					CASE WHEN value IS NULL THEN 'NULL' ELSE format('the replacement "%s"', value) END
 					USING ERRCODE = 'check_violation',
-						  HINT = 'Give this target a replacement => ''...'' that the constraint accepts, use erase => ''null'' or ''replace'', or register another column.';
+						  HINT = CASE WHEN value IS NULL
+								 THEN 'Register it with erase => ''replace'' (the default), or register another column.'
+								 ELSE 'Give this target a replacement => ''...'' that the constraint accepts, register it with erase => ''null'', or register another column.' END;
 			END IF;
 		END IF;
 	END LOOP;
@@ -265,7 +271,9 @@ BEGIN
 		RAISE EXCEPTION 'column "%" of relation "%" is in the unique index "%"', col, r.rel, r.idx
 			USING ERRCODE = 'unique_violation',
 				  DETAIL = 'Two erased rows would hold the same value and collide.',
-				  HINT = 'Register it with erase => ''null'' (NULLs do not collide), or register another column.';
+				  HINT = CASE WHEN erase = 'null'
+						 THEN 'Make the index NULLS DISTINCT, or register another column.'
+						 ELSE 'Register it with erase => ''null'' (NULLs do not collide), or register another column.' END;
 	END LOOP;
 
 	FOR r IN

@@ -22,6 +22,7 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
@@ -628,14 +629,19 @@ run_batch_count(const int *ids, int nids, int64 *rcount)
 	}
 }
 
-/* Add the batch's rows to the requests' receipts for the target. */
+/*
+ * Add the batch's rows to the requests' receipts for the target.  For a
+ * target of several tables (partitions, inheritance children) the
+ * receipt's detail counts the rows per table, as a JSON object.
+ */
 static void
-run_batch_receipts(RunState *st, AnonymizeTarget *target, const int *ids,
-				   int nids, const int64 *rcount)
+run_batch_receipts(RunState *st, AnonymizeTarget *target, Oid leaf,
+				   const int *ids, int nids, const int64 *rcount)
 {
 	int64	   *rid = palloc(sizeof(int64) * nids);
-	Oid			types[4] = {INT8ARRAYOID, INT8ARRAYOID, TEXTOID, TEXTOID};
-	Datum		values[4];
+	Oid			types[5] = {INT8ARRAYOID, INT8ARRAYOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 
 	for (int i = 0; i < nids; i++)
 		rid[i] = st->reqs[ids[i]].id;
@@ -643,12 +649,23 @@ run_batch_receipts(RunState *st, AnonymizeTarget *target, const int *ids,
 	values[1] = PointerGetDatum(anonymize_run_int8_array(rcount, nids));
 	values[2] = CStringGetTextDatum(target->name);
 	values[3] = CStringGetTextDatum(target->col);
-	anonymize_run_exec("INSERT INTO anonymize.request_log (request_id, event, target, col, rows)"
-					   " SELECT r, 'rewrite', $3, $4, n FROM unnest($1, $2) AS u(r, n) WHERE n > 0"
+	if (leaf != target->relid || has_subclass(target->relid))
+		values[4] = CStringGetTextDatum(quote_qualified_identifier(get_namespace_name(get_rel_namespace(leaf)),
+																   get_rel_name(leaf)));
+	else
+		nulls[4] = 'n';
+	anonymize_run_exec("INSERT INTO anonymize.request_log AS l (request_id, event, target, col, rows, detail)"
+					   " SELECT r, 'rewrite', $3, $4, n,"
+					   "  CASE WHEN $5 IS NOT NULL THEN pg_catalog.jsonb_build_object($5, n)::text END"
+					   " FROM unnest($1, $2) AS u(r, n) WHERE n > 0"
 					   " ON CONFLICT (request_id, target, col) WHERE event = 'rewrite'"
-					   " DO UPDATE SET rows = anonymize.request_log.rows + EXCLUDED.rows,"
+					   " DO UPDATE SET rows = l.rows + EXCLUDED.rows,"
+					   "  detail = CASE WHEN $5 IS NOT NULL AND (l.detail IS NULL OR l.detail LIKE '{%') THEN"
+					   "   (coalesce(l.detail::jsonb, '{}') || pg_catalog.jsonb_build_object($5,"
+					   "    coalesce((l.detail::jsonb ->> $5)::bigint, 0) + EXCLUDED.rows))::text"
+					   "   ELSE l.detail END,"
 					   "  updated_at = pg_catalog.clock_timestamp()",
-					   4, types, values, NULL, SPI_OK_INSERT);
+					   5, types, values, nulls, SPI_OK_INSERT);
 }
 
 /*
@@ -696,7 +713,7 @@ run_batch_write(RunState *st, AnonymizeTarget *target, Oid leaf, int64 from,
 		rewritten = SPI_processed;
 		run_batch_count(ids, nids, rcount);
 		if (rewritten > 0)
-			run_batch_receipts(st, target, ids, nids, rcount);
+			run_batch_receipts(st, target, leaf, ids, nids, rcount);
 		anonymize_xact_commit();
 		st->result->rows_rewritten += rewritten;
 	}
