@@ -472,21 +472,63 @@ COMMENT ON FUNCTION @extschema@.add_target(regclass, name, text, text, name, tex
 -- Targets: the view
 -- ---------------------------------------------------------------
 
+-- Only catalogs in the view: a role that may read it (the auditor) needs
+-- no EXECUTE on the helper functions above.
 CREATE OR REPLACE VIEW @extschema@.targets AS
 SELECT t.tbl, t.col, t.kind, t.scope, t.time_col,
 	   c.relkind = 'p' AS partitioned, t.added_at, t.added_by,
 	   t.erase, t.replacement,
 	   c.relkind = 'r' AND EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhparent = t.tbl)
 		   AS inherited,
-	   (SELECT count(*) FROM @extschema@._target_tree(t.tbl) r
-		JOIN pg_catalog.pg_class rc ON rc.oid = r.rel WHERE rc.relkind = 'r')::integer AS tables,
+	   (SELECT count(*) FROM unnest(tr.rels, tr.depths) AS r(rel, depth) JOIN pg_catalog.pg_class rc ON rc.oid = r.rel
+		WHERE rc.relkind = 'r')::integer AS tables,
 	   NOT a.attnotnull AS time_nullable,
-	   @extschema@._target_triggers(t.tbl) AS triggers,
-	   @extschema@._target_matviews(t.tbl) AS materialized_views
+	   (SELECT coalesce(array_agg(x.d ORDER BY x.depth, x.rel::regclass::text, x.d), '{}')
+		FROM (SELECT r.depth, r.rel,
+					 pg_catalog.format('trigger %I on %s (%s UPDATE, %s): %s', g.tgname, r.rel::regclass,
+						CASE WHEN g.tgtype & 2 <> 0 THEN 'BEFORE'
+							 WHEN g.tgtype & 64 <> 0 THEN 'INSTEAD OF' ELSE 'AFTER' END,
+						CASE WHEN g.tgtype & 1 <> 0 THEN 'row' ELSE 'statement' END,
+						CASE g.tgenabled WHEN 'O' THEN 'not fired by the run'
+										 WHEN 'D' THEN 'disabled'
+										 ELSE 'fires in the run: refused' END) AS d
+			  FROM unnest(tr.rels, tr.depths) AS r(rel, depth) JOIN pg_catalog.pg_trigger g ON g.tgrelid = r.rel
+			  WHERE NOT g.tgisinternal AND g.tgtype & 16 <> 0 AND g.tgparentid = 0
+			  UNION ALL
+			  SELECT r.depth, r.rel,
+					 pg_catalog.format('rule %I on %s (UPDATE): %s', w.rulename, r.rel::regclass,
+						CASE w.ev_enabled WHEN 'O' THEN 'not fired by the run'
+										  WHEN 'D' THEN 'disabled'
+										  ELSE 'fires in the run: refused' END)
+			  FROM unnest(tr.rels, tr.depths) AS r(rel, depth) JOIN pg_catalog.pg_rewrite w ON w.ev_class = r.rel
+			  WHERE w.ev_type = '2') x) AS triggers,
+	   (WITH RECURSIVE readers(rel, depth) AS (
+			SELECT r.rel, 0 FROM unnest(tr.rels) AS r(rel)
+			UNION
+			SELECT w.ev_class, s.depth + 1
+			FROM readers s
+			JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+				AND d.refobjid = s.rel AND d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+			JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid
+			JOIN pg_catalog.pg_class vc ON vc.oid = w.ev_class
+			WHERE vc.relkind IN ('v', 'm') AND w.ev_class <> s.rel AND s.depth < 32)
+		SELECT coalesce(array_agg(m.rel::regclass ORDER BY m.depth, m.rel::regclass::text), '{}')
+		FROM (SELECT rel, max(depth) AS depth FROM readers GROUP BY rel) m
+		JOIN pg_catalog.pg_class mc ON mc.oid = m.rel
+		WHERE mc.relkind = 'm') AS materialized_views
 FROM @extschema@.target t
 JOIN pg_catalog.pg_class c ON c.oid = t.tbl
 LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = t.tbl AND a.attname = t.time_col
-	AND NOT a.attisdropped;
+	AND NOT a.attisdropped
+CROSS JOIN LATERAL (
+	WITH RECURSIVE tree(rel, depth) AS (
+		SELECT t.tbl::oid, 0
+		UNION
+		SELECT i.inhrelid, tr.depth + 1
+		FROM tree tr JOIN pg_catalog.pg_inherits i ON i.inhparent = tr.rel
+	)
+	SELECT array_agg(tree.rel) AS rels, array_agg(tree.depth) AS depths FROM tree
+) tr;
 COMMENT ON VIEW @extschema@.targets IS
 'registered identifier columns, how they are erased, the tables the run scans, their triggers and the materialized views that copy them';
 
@@ -513,6 +555,76 @@ LANGUAGE C STABLE STRICT SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION @extschema@.preview(bigint) IS
 'rows a request would rewrite, per target in its scopes (undated: those of them whose time is NULL), with the target''s triggers and the materialized views the run refreshes; changes nothing';
+
+-- ---------------------------------------------------------------
+-- The search guard: number columns
+-- ---------------------------------------------------------------
+
+-- protect(tbl): as in 1.0, and a number column (erase 'null') is read as
+-- the digits of an international number, as the run reads it.
+CREATE OR REPLACE FUNCTION @extschema@.protect(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r			record;
+	v_quals		text[] := '{}';
+	v_rls		boolean;
+BEGIN
+	IF tbl IS NULL THEN
+		RAISE EXCEPTION 'argument of protect must not be null'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Name a table registered with anonymize.add_target().';
+	END IF;
+	IF NOT EXISTS (SELECT FROM @extschema@.target t WHERE t.tbl = protect.tbl) THEN
+		RAISE EXCEPTION 'relation "%" is not an anonymize target', tbl
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Register its identifier columns with anonymize.add_target() first; anonymize.targets lists them.';
+	END IF;
+	IF 0::oid IN (SELECT @extschema@._guard_readers(tbl)) THEN
+		RAISE EXCEPTION 'relation "%" is readable by PUBLIC', tbl
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = 'Every role that reads a protected table gets EXECUTE on the guard''s function, and PUBLIC gets nothing in schema anonymize.',
+				  HINT = 'Revoke SELECT from PUBLIC and grant it to the roles that read the table.';
+	END IF;
+
+	FOR r IN
+		SELECT t.col, t.time_col,
+			   CASE t.scope WHEN 'archive' THEN 'a' WHEN 'sms_survey' THEN 's' ELSE 'r' END AS sc,
+			   CASE t.kind WHEN 'phone' THEN 'p' WHEN 'email' THEN 'e' ELSE 'b' END AS kd,
+			   a.atttypid AS timetype,
+			   pg_catalog.format_type(ia.atttypid, NULL) IN ('smallint', 'integer', 'bigint', 'numeric')
+				   OR EXISTS (SELECT FROM pg_type d WHERE d.oid = ia.atttypid AND d.typtype = 'd'
+							  AND d.typbasetype IN ('int2'::regtype, 'int4'::regtype,
+													'int8'::regtype, 'numeric'::regtype)) AS is_number
+		FROM @extschema@.target t
+		JOIN pg_attribute a ON a.attrelid = t.tbl AND a.attname = t.time_col
+		JOIN pg_attribute ia ON ia.attrelid = t.tbl AND ia.attname = t.col
+		WHERE t.tbl = protect.tbl
+		ORDER BY t.col
+	LOOP
+		-- a number column holds the digits of an international number
+		v_quals := v_quals || format(CASE WHEN r.is_number
+									 THEN '@extschema@._guard_visible(''+'' || (%I)::text, %I, %L::"char", %L::"char")'
+									 ELSE '@extschema@._guard_visible((%I)::text, %I, %L::"char", %L::"char")' END,
+									 r.col, r.time_col, r.sc, r.kd);
+	END LOOP;
+
+	SELECT c.relrowsecurity INTO v_rls FROM pg_class c WHERE c.oid = tbl;
+	IF NOT v_rls THEN
+		EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+		EXECUTE format('CREATE POLICY anonymize_visible ON %s AS PERMISSIVE FOR ALL TO PUBLIC '
+					   'USING (true) WITH CHECK (true)', tbl);
+	END IF;
+	IF EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'anonymize_guard') THEN
+		EXECUTE format('DROP POLICY anonymize_guard ON %s', tbl);
+	END IF;
+	EXECUTE format('CREATE POLICY anonymize_guard ON %s AS RESTRICTIVE FOR SELECT TO PUBLIC '
+				   'USING (%s)', tbl, array_to_string(v_quals, ' AND '));
+	PERFORM @extschema@._guard_grants();
+END
+$$;
 
 -- ---------------------------------------------------------------
 -- Privileges: as in a fresh install, nothing for PUBLIC

@@ -42,12 +42,14 @@ typedef struct RunFailArg
 bool
 anonymize_run_target_error(int sqlerrcode)
 {
+	/* not a lock timeout or an object in use (55P03, 55006): transient */
+	if (sqlerrcode == ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE)
+		return true;
 	switch (ERRCODE_TO_CATEGORY(sqlerrcode))
 	{
 		case ERRCODE_DATA_EXCEPTION:
 		case ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION:
 		case ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION:
-		case ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE:
 		case ERRCODE_FEATURE_NOT_SUPPORTED:
 			return true;
 	}
