@@ -604,10 +604,11 @@ BEGIN
 		WHERE t.tbl = protect.tbl
 		ORDER BY t.col
 	LOOP
-		-- a number column holds the digits of an international number
+		-- a number column holds the digits of an international number (a
+		-- negative or fractional one is none, as for the run)
 		v_quals := v_quals || format(CASE WHEN r.is_number
-									 THEN '@extschema@._guard_visible(''+'' || (%I)::text, %I, %L::"char", %L::"char")'
-									 ELSE '@extschema@._guard_visible((%I)::text, %I, %L::"char", %L::"char")' END,
+									 THEN '@extschema@._guard_visible(CASE WHEN (%1$I)::text ~ ''^[0-9]+$'' THEN ''+'' || (%1$I)::text END, %2$I, %3$L::"char", %4$L::"char")'
+									 ELSE '@extschema@._guard_visible((%1$I)::text, %2$I, %3$L::"char", %4$L::"char")' END,
 									 r.col, r.time_col, r.sc, r.kd);
 	END LOOP;
 
