@@ -60,6 +60,7 @@ digest_read_key(uint8 *key)
 	return found;
 }
 
+/* The key of the digests (see anonymize_digest.h). */
 bool
 anonymize_digest_key(uint8 *key, bool create)
 {
@@ -98,6 +99,7 @@ anonymize_digest_key(uint8 *key, bool create)
 	return true;
 }
 
+/* The keyed digest of a canonical identifier (see anonymize_digest.h). */
 void
 anonymize_digest(const uint8 *key, char kind, const char *canon, size_t len,
 				 uint8 *out)

@@ -117,6 +117,7 @@ anonymize_request_prepare(AnonymizeRequest *req, const char *phone,
 	return req->has_phone || req->email != NULL;
 }
 
+/* The entry of key in the match set, inserted when insert; NULL if absent. */
 static EngineMatchEntry *
 engine_matchset_lookup(AnonymizeMatchSet *ms, const char *key, int keylen,
 					   uint32 hash, bool insert)
@@ -145,6 +146,7 @@ engine_matchset_lookup(AnonymizeMatchSet *ms, const char *key, int keylen,
 	}
 }
 
+/* Add request req under the key kind + canon. */
 static void
 engine_matchset_add(AnonymizeMatchSet *ms, char kind, const char *canon, int req)
 {
@@ -175,6 +177,7 @@ engine_matchset_add(AnonymizeMatchSet *ms, char kind, const char *canon, int req
 	ms->npostings++;
 }
 
+/* The match set of the active requests of a scope, for a target's kind. */
 AnonymizeMatchSet *
 anonymize_matchset_build(AnonymizeRequest *reqs, int nreqs, int kind,
 						 int scope)
@@ -229,12 +232,14 @@ anonymize_matchset_undated(AnonymizeMatchSet *ms)
 	return ms->undated;
 }
 
+/* Number of distinct keys in the match set. */
 int
 anonymize_matchset_size(AnonymizeMatchSet *ms)
 {
 	return ms->nkeys;
 }
 
+/* Free the match set. */
 void
 anonymize_matchset_free(AnonymizeMatchSet *ms)
 {
@@ -248,6 +253,7 @@ anonymize_matchset_free(AnonymizeMatchSet *ms)
 	pfree(ms);
 }
 
+/* A scope's name as ANONYMIZE_SCOPE_*. */
 int
 anonymize_scope_number(const char *s)
 {
@@ -258,6 +264,7 @@ anonymize_scope_number(const char *s)
 	return ANONYMIZE_SCOPE_ARCHIVE;
 }
 
+/* A target kind's name as ANONYMIZE_KIND_*_BIT flags. */
 int
 anonymize_kind_bits(const char *s)
 {
@@ -268,6 +275,7 @@ anonymize_kind_bits(const char *s)
 	return ANONYMIZE_KIND_PHONE_BIT | ANONYMIZE_KIND_EMAIL_BIT;
 }
 
+/* Column col of row row of SPI_tuptable as a C string, or NULL. */
 char *
 anonymize_spi_text(int row, int col)
 {
@@ -527,6 +535,7 @@ engine_row_key(AnonymizeTarget *target, TupleTableSlot *slot,
 	return keylen;
 }
 
+/* Scan one leaf of a target and report each matching row. */
 int64
 anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 					  Relation leaf, anonymize_match_callback callback,
@@ -602,6 +611,7 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 static AnonymizeRequest *recheck_reqs = NULL;
 static int	recheck_nreqs = 0;
 
+/* The requests of the run in progress, for _rewrite_recheck(). */
 void
 anonymize_engine_set_recheck(AnonymizeRequest *reqs, int nreqs)
 {

@@ -22,6 +22,7 @@
 PG_FUNCTION_INFO_V1(anonymize_normalize_phone);
 PG_FUNCTION_INFO_V1(anonymize_normalize_email);
 
+/* The errdetail of an invalid phone number. */
 static const char *
 normalize_phone_detail(anon_phone_status st)
 {
@@ -48,6 +49,7 @@ normalize_phone_detail(anon_phone_status st)
 	return NULL;
 }
 
+/* A phone number's canonical form (see anonymize_normalize.h). */
 bool
 anonymize_phone_canonical(const char *s, size_t len, bool lenient,
 						  bool raise_error, char *out)
@@ -79,6 +81,7 @@ anonymize_phone_canonical(const char *s, size_t len, bool lenient,
 	return false;				/* keep compiler quiet */
 }
 
+/* The errdetail of an invalid email address. */
 static const char *
 normalize_email_detail(anon_email_status st)
 {
@@ -104,6 +107,7 @@ normalize_email_detail(anon_email_status st)
 	return NULL;
 }
 
+/* An email address's canonical form (see anonymize_normalize.h). */
 char *
 anonymize_email_canonical(const char *s, size_t len, bool lenient,
 						  bool raise_error)

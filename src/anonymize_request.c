@@ -22,6 +22,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -30,6 +31,7 @@
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/inval.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 
@@ -44,6 +46,7 @@ PG_FUNCTION_INFO_V1(anonymize_today_sql);
 static int	internal_write_depth = 0;
 static bool xact_callback_registered = false;
 
+/* The end of a transaction ends its internal writes. */
 static void
 request_xact_callback(XactEvent event, void *arg)
 {
@@ -52,6 +55,7 @@ request_xact_callback(XactEvent event, void *arg)
 		internal_write_depth = 0;
 }
 
+/* The extension's own writes to the page begin. */
 void
 anonymize_internal_write_begin(void)
 {
@@ -63,6 +67,7 @@ anonymize_internal_write_begin(void)
 	internal_write_depth++;
 }
 
+/* The extension's own writes to the page end. */
 void
 anonymize_internal_write_end(void)
 {
@@ -70,10 +75,20 @@ anonymize_internal_write_end(void)
 		internal_write_depth--;
 }
 
+/* Is the extension writing to the page itself? */
 bool
 anonymize_internal_write_active(void)
 {
 	return internal_write_depth > 0;
+}
+
+/* The OIDs of the schema, the page and request_private. */
+void
+anonymize_request_relids(Oid *nsp, Oid *page, Oid *private)
+{
+	*nsp = get_namespace_oid("anonymize", false);
+	*page = get_relname_relid("anonymize_request", *nsp);
+	*private = get_relname_relid("request_private", *nsp);
 }
 
 /* The text label of a request_status datum. */
@@ -83,6 +98,7 @@ request_status_label(Datum d)
 	return DatumGetCString(DirectFunctionCall1(enum_out, d));
 }
 
+/* Has the row this status? */
 static bool
 request_status_is(HeapTuple tup, TupleDesc desc, const char *label)
 {

@@ -153,11 +153,13 @@ anonymize_run_page_write_begin(void)
 void
 anonymize_run_page_write_end(void)
 {
-	Oid			page = get_relname_relid("anonymize_request",
-										 get_namespace_oid("anonymize", false));
+	Oid			nsp;
+	Oid			page;
+	Oid			private;
 
 	anonymize_run_exec("SET LOCAL session_replication_role = origin", 0, NULL,
 					   NULL, NULL, SPI_OK_UTILITY);
+	anonymize_request_relids(&nsp, &page, &private);
 	if (OidIsValid(page))
 		CacheInvalidateRelcacheByRelid(page);
 	anonymize_internal_write_end();

@@ -28,6 +28,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
+#include "anonymize_request.h"
 #include "anonymize_run_private.h"
 #include "anonymize_settings.h"
 #include "anonymize_xact.h"
@@ -67,9 +68,7 @@ run_vacuum_page(RunState *st, List *relids)
 	MemoryContext old;
 
 	StartTransactionCommand();
-	nsp = get_namespace_oid("anonymize", false);
-	page = get_relname_relid("anonymize_request", nsp);
-	private = get_relname_relid("request_private", nsp);
+	anonymize_request_relids(&nsp, &page, &private);
 	CommitTransactionCommand();
 	old = MemoryContextSwitchTo(st->cxt);
 	relids = list_append_unique_oid(relids, page);

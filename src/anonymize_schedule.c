@@ -55,6 +55,7 @@ schedule_on(DateADT d, int minutes, pg_tz *tz)
 	return result;
 }
 
+/* The latest scheduled instant at or before t. */
 TimestampTz
 anonymize_schedule_latest_at(TimestampTz t, int minutes, pg_tz *tz)
 {
@@ -67,6 +68,7 @@ anonymize_schedule_latest_at(TimestampTz t, int minutes, pg_tz *tz)
 	return s;
 }
 
+/* The first scheduled instant after t. */
 TimestampTz
 anonymize_schedule_next_at(TimestampTz t, int minutes, pg_tz *tz)
 {
@@ -78,6 +80,7 @@ anonymize_schedule_next_at(TimestampTz t, int minutes, pg_tz *tz)
 	return s;
 }
 
+/* The latest scheduled run at or before t, under the settings. */
 TimestampTz
 anonymize_schedule_latest(TimestampTz t)
 {
@@ -85,6 +88,7 @@ anonymize_schedule_latest(TimestampTz t)
 										anonymize_tz());
 }
 
+/* The first scheduled run after t, under the settings. */
 TimestampTz
 anonymize_schedule_next(TimestampTz t)
 {
@@ -92,13 +96,13 @@ anonymize_schedule_next(TimestampTz t)
 									  anonymize_tz());
 }
 
+PG_FUNCTION_INFO_V1(anonymize_schedule_next_sql);
+
 /*
  * anonymize._schedule_next(after timestamptz, run_at time, timezone text):
  * the first run after "after" for that run_at and time zone, so that tests
  * can pin the schedule across daylight-saving changes.
  */
-PG_FUNCTION_INFO_V1(anonymize_schedule_next_sql);
-
 Datum
 anonymize_schedule_next_sql(PG_FUNCTION_ARGS)
 {

@@ -243,6 +243,7 @@ typedef struct CacheEntryList
 	int64		cap;
 } CacheEntryList;
 
+/* Append an entry of digest (or tag), flags and pending scopes. */
 static void
 cache_list_add(CacheEntryList *l, const uint8 *digest, uint8 flags,
 			   const bool *scopes, DateADT to_date)
@@ -622,9 +623,7 @@ cache_build(void)
 	CacheBuild	b;
 
 	cache_register_callback();
-	nsp = get_namespace_oid("anonymize", false);
-	page_relid = get_relname_relid("anonymize_request", nsp);
-	private_relid = get_relname_relid("request_private", nsp);
+	anonymize_request_relids(&nsp, &page_relid, &private_relid);
 	if (!OidIsValid(page_relid) || !OidIsValid(private_relid))
 		elog(ERROR, "tables of the anonymize extension are missing");
 	cache_page_relid = page_relid;

@@ -302,6 +302,7 @@ anonymize_tz(void)
 	return session_timezone;
 }
 
+/* Today's date in anonymize_tz(). */
 DateADT
 anonymize_today(void)
 {
@@ -315,6 +316,7 @@ anonymize_today(void)
 	return date2j(tm.tm_year, tm.tm_mon, tm.tm_mday) - POSTGRES_EPOCH_JDATE;
 }
 
+/* anonymize.run_at as minutes after midnight. */
 int
 anonymize_run_at_minutes(void)
 {
@@ -323,6 +325,7 @@ anonymize_run_at_minutes(void)
 	return m < 0 ? 120 : m;
 }
 
+/* The first instant after date d ends in anonymize_tz(). */
 TimestampTz
 anonymize_date_end(DateADT d)
 {
