@@ -16,7 +16,7 @@ CREATE TABLE shp.mails (id int, sender text, at date NOT NULL,
 CREATE TABLE shp.mails_audit (sender text, via text);
 CREATE FUNCTION shp.audit() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-	INSERT INTO shp.mails_audit VALUES (OLD.sender, TG_NAME);
+	INSERT INTO shp.mails_audit VALUES (row_to_json(OLD)::text, TG_NAME);
 	RETURN NEW;
 END
 $$;
@@ -154,6 +154,28 @@ ALTER SYSTEM RESET anonymize.refresh_materialized_views;
 SELECT pg_reload_conf();
 SELECT id, caller FROM shp.calls WHERE id = 5;
 SELECT id, caller FROM shp.calls_mv WHERE id = 5;
+
+-- SMS-survey retention writes what the run writes: NULL into a number
+-- column, the target's replacement, in every table of an inheritance
+-- tree, firing no ordinary trigger
+CREATE TABLE shp.answers (id int, number bigint, at timestamptz NOT NULL);
+CREATE TABLE shp.answers_old () INHERITS (shp.answers);
+CREATE TABLE shp.answers_txt (id int, number text, at timestamptz NOT NULL);
+CREATE TRIGGER answers_audit BEFORE UPDATE ON shp.answers_txt FOR EACH ROW EXECUTE FUNCTION shp.audit();
+INSERT INTO shp.answers VALUES (1, 4798700031, '2020-01-01');
+INSERT INTO shp.answers_old VALUES (2, 4798700032, '2020-01-01'), (3, 4798700033, now());
+INSERT INTO shp.answers_txt VALUES (1, '98700031', '2020-01-01'), (2, '98700032', now());
+SELECT anonymize.add_target('shp.answers', 'number', 'phone', 'sms_survey', 'at', erase => 'null');
+SELECT anonymize.add_target('shp.answers_txt', 'number', 'phone', 'sms_survey', 'at', replacement => 'gone');
+SET anonymize.sms_survey_retention = '4 months';
+SELECT anonymize._sms_survey_retention() AS anonymized;
+RESET anonymize.sms_survey_retention;
+SELECT current_setting('session_replication_role') AS role_after;
+SELECT tableoid::regclass AS tbl, id, number FROM shp.answers ORDER BY id;
+SELECT id, number FROM shp.answers_txt ORDER BY id;
+SELECT count(*) AS audit_rows FROM shp.mails_audit;
+SELECT target, col, rows FROM anonymize.retention_log WHERE target LIKE 'shp.%' ORDER BY id;
+DELETE FROM anonymize.retention_log WHERE target LIKE 'shp.%';
 
 SELECT count(anonymize.remove_target(tbl, col)) AS removed FROM anonymize.target WHERE tbl::text LIKE 'shp.%';
 SET client_min_messages = warning;

@@ -339,7 +339,7 @@ retention_sms_leaf(const RetentionLeaf *leaf, Datum cutoff)
 	if (leaf->erase_null)
 		sql = psprintf("UPDATE ONLY %s SET %s = NULL WHERE ctid = ANY (ARRAY("
 					   "SELECT ctid FROM ONLY %s WHERE %s < $2 AND %s IS NOT NULL"
-					   " AND $1 IS NOT NULL LIMIT $3))",
+					   " LIMIT $3))",
 					   leaf->leaf, col, leaf->leaf,
 					   quote_identifier(leaf->time_col), col);
 	else
