@@ -213,9 +213,13 @@ anonymize_run_fail_target(RunState *st, int t, const char *reason)
 	pfree(ids);
 }
 
-/* Refresh one materialized view, CONCURRENTLY when it allows it. */
-static void
-run_refresh_one(RunState *st, Oid mv)
+/*
+ * Refresh one materialized view in a transaction of its own, CONCURRENTLY
+ * when it allows it; returns whether it was concurrent.  *qname: its
+ * name, in the run's memory.
+ */
+static bool
+run_refresh_xact(RunState *st, Oid mv, char **qname)
 {
 	char	   *name;
 	bool		concurrent = false;
@@ -226,6 +230,7 @@ run_refresh_one(RunState *st, Oid mv)
 	{
 		name = quote_qualified_identifier(get_namespace_name(get_rel_namespace(mv)),
 										  name);
+		*qname = MemoryContextStrdup(st->cxt, name);
 		anonymize_run_exec("SELECT c.relispopulated AND EXISTS (SELECT FROM pg_catalog.pg_index i"
 						   " WHERE i.indrelid = c.oid AND i.indisunique AND i.indimmediate"
 						   " AND i.indpred IS NULL AND i.indexprs IS NULL)"
@@ -246,6 +251,44 @@ run_refresh_one(RunState *st, Oid mv)
 						   0, NULL, NULL, NULL, SPI_OK_UTILITY);
 	}
 	anonymize_xact_commit();
+	return concurrent;
+}
+
+/*
+ * Refresh one materialized view.  A refresh that fails (its query, its
+ * unique index) is a WARNING with the message only, never the run's
+ * failure: the requests are done already.
+ */
+static void
+run_refresh_one(RunState *st, Oid mv)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool concurrent = false;
+	char	   *volatile qname = NULL;
+
+	PG_TRY();
+	{
+		concurrent = run_refresh_xact(st, mv, (char **) &qname);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION)
+			PG_RE_THROW();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(WARNING,
+				(errmsg("anonymize run %lld: could not refresh materialized view %s: %s",
+						(long long) st->run_id, qname ? qname : "(dropped)",
+						edata->message),
+				 errhint("It keeps the values it had before the run until it is refreshed.")));
+		FreeErrorData(edata);
+		return;
+	}
+	PG_END_TRY();
 
 	/* a concurrent refresh leaves the old rows dead in it: vacuum them */
 	if (concurrent && !list_member_oid(st->touched, mv))
