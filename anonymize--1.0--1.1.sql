@@ -36,6 +36,8 @@ AS $$
 	)
 	SELECT rel::regclass, min(depth)::integer FROM tree GROUP BY rel ORDER BY 2, 1
 $$;
+COMMENT ON FUNCTION @extschema@._target_tree(regclass) IS
+'a target''s relations: the table and every table inheriting from it (children and partitions, at any depth), with their depth';
 
 -- The UPDATE triggers and rules of every relation of a target, each with
 -- what the run does about it: the run rewrites with session_replication_role
@@ -71,6 +73,8 @@ AS $$
 		WHERE r.ev_type = '2'
 	) x
 $$;
+COMMENT ON FUNCTION @extschema@._target_triggers(regclass) IS
+'the UPDATE triggers and rules of a target''s relations, each with what the run does about it';
 
 -- The materialized views that read a target, directly or through views
 -- and other materialized views, in the order a refresh must follow.
@@ -95,6 +99,8 @@ AS $$
 	JOIN pg_class c ON c.oid = m.rel
 	WHERE c.relkind = 'm'
 $$;
+COMMENT ON FUNCTION @extschema@._target_matviews(regclass) IS
+'the materialized views that read a target, directly or through views, in refresh order';
 
 -- ---------------------------------------------------------------
 -- Targets: what the run will write, checked at registration
@@ -185,6 +191,8 @@ BEGIN
 	END IF;
 END
 $$;
+COMMENT ON FUNCTION @extschema@._target_check_type(regclass, name, text, text, text) IS
+'add_target() and the run: the identifier column''s type, length, domain and NOT NULL take what the run writes';
 
 -- The constraints of every relation of the target on the column: a
 -- UNIQUE, primary key or exclusion constraint (two erased rows would
@@ -310,6 +318,8 @@ BEGIN
 	END IF;
 END
 $$;
+COMMENT ON FUNCTION @extschema@._target_check_constraints(regclass, name, text, text) IS
+'add_target() and the run: no UNIQUE, CHECK, foreign key, partition key or Citus distribution column that what the run writes would break';
 
 -- Every relation of the target can be rewritten in place, by a run that
 -- fires no trigger and no rule: no foreign table or view among the
@@ -350,6 +360,8 @@ BEGIN
 	END LOOP;
 END
 $$;
+COMMENT ON FUNCTION @extschema@._target_check_relations(regclass) IS
+'add_target() and the run: every relation of a target is a table, with no UPDATE trigger or rule that fires in replica mode';
 
 -- Everything above, for a target as registered (the run calls it too, so
 -- that a constraint or trigger added after registration fails that target
@@ -371,6 +383,8 @@ BEGIN
 	PERFORM @extschema@._target_check_constraints(tbl, col, erase, v_value);
 END
 $$;
+COMMENT ON FUNCTION @extschema@._target_check(regclass, name, text, text, text) IS
+'every check of what the run writes into a target; raises the reason, with its SQLSTATE and the way out';
 
 -- ---------------------------------------------------------------
 -- Targets: add_target() with erase and replacement
