@@ -75,12 +75,15 @@ typedef struct AnonymizeTarget
 /*
  * The registered targets: oid, quoted name, col, kind, scope, time_col,
  * type of time_col, type of col, erase, replacement; in a stable order.
- * Read with anonymize_target_fill().
+ * Read with anonymize_target_fill().  Erase and replacement are read
+ * through to_jsonb(), so that the module also runs on the 1.0 schema,
+ * before ALTER EXTENSION anonymize UPDATE.
  */
 #define ANONYMIZE_TARGETS_SQL \
 	"SELECT t.tbl::oid, format('%I.%I', n.nspname, c.relname), t.col::text," \
-	" t.kind, t.scope, t.time_col::text, a.atttypid, ia.atttypid, t.erase," \
-	" t.replacement" \
+	" t.kind, t.scope, t.time_col::text, a.atttypid, ia.atttypid," \
+	" coalesce(pg_catalog.to_jsonb(t) ->> 'erase', 'replace')," \
+	" pg_catalog.to_jsonb(t) ->> 'replacement'" \
 	" FROM anonymize.target t" \
 	" JOIN pg_catalog.pg_class c ON c.oid = t.tbl" \
 	" JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace" \

@@ -284,9 +284,13 @@ retention_sms_leaves(MemoryContext cxt, int *nleaves)
 	RetentionLeaf *leaves;
 
 	if (SPI_execute("SELECT l.rel::oid, t.tbl::text, quote_ident(n.nspname) || '.' || quote_ident(c.relname),"
-					" t.col::text, t.time_col::text, t.erase = 'null', t.replacement"
+					" t.col::text, t.time_col::text,"
+					" coalesce(pg_catalog.to_jsonb(t) ->> 'erase', 'replace') = 'null',"
+					" pg_catalog.to_jsonb(t) ->> 'replacement'"
 					" FROM anonymize.target t,"
-					" LATERAL anonymize._target_tree(t.tbl) l"
+					" LATERAL (WITH RECURSIVE tree(rel) AS (SELECT t.tbl::oid UNION"
+					"  SELECT i.inhrelid FROM tree JOIN pg_catalog.pg_inherits i"
+					"  ON i.inhparent = tree.rel) SELECT rel FROM tree) l"
 					" JOIN pg_catalog.pg_class c ON c.oid = l.rel"
 					" JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
 					" WHERE t.scope = 'sms_survey' AND c.relkind = 'r'"

@@ -56,6 +56,20 @@ anonymize_run_target_error(int sqlerrcode)
 	return false;
 }
 
+/* Does the installed schema have this function (1.1 and later)? */
+static bool
+run_schema_has(const char *signature)
+{
+	bool		isnull;
+
+	anonymize_run_exec("SELECT pg_catalog.to_regprocedure($1) IS NOT NULL",
+					   1, (Oid[]) {TEXTOID},
+					   (Datum[]) {CStringGetTextDatum(signature)},
+					   NULL, SPI_OK_SELECT);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+									  SPI_tuptable->tupdesc, 1, &isnull));
+}
+
 /*
  * anonymize._target_check() for target t, in a subtransaction of the
  * current transaction: NULL when the run may rewrite it, else why not.
@@ -78,6 +92,9 @@ run_target_check_reason(RunState *st, AnonymizeTarget *t)
 	values[3] = CStringGetTextDatum(t->erase_null ? "null" : "replace");
 	values[4] = t->replacement ? CStringGetTextDatum(t->replacement) : (Datum) 0;
 
+	/* the 1.0 schema, before ALTER EXTENSION UPDATE: no check to make */
+	if (!run_schema_has("anonymize._target_check(regclass,name,text,text,text)"))
+		return NULL;
 	BeginInternalSubTransaction(NULL);
 	PG_TRY();
 	{
@@ -314,6 +331,9 @@ anonymize_run_refresh_matviews(RunState *st, int first)
 	if (!anonymize_refresh_materialized_views)
 		return;
 	anonymize_xact_begin();
+	/* the 1.0 schema, before ALTER EXTENSION UPDATE: not listed yet */
+	if (!run_schema_has("anonymize._target_matviews(regclass)"))
+		first = st->ntargets;
 	for (int t = first; t < st->ntargets; t++)
 	{
 		bool		rewritten = false;
