@@ -407,6 +407,7 @@ DECLARE
 	v_relkind	"char";
 	v_timetype	regtype;
 	v_nullable	boolean;
+	v_triggers	text[];
 BEGIN
 	IF tbl IS NULL OR col IS NULL OR kind IS NULL OR scope IS NULL OR time_col IS NULL
 	   OR erase IS NULL THEN
@@ -476,6 +477,11 @@ BEGIN
 	IF v_nullable THEN
 		RAISE NOTICE 'rows of "%" whose "%" is NULL are erased by every request (preview() counts them as undated)',
 			tbl, time_col;
+	END IF;
+	v_triggers := @extschema@._target_triggers(tbl);
+	IF cardinality(v_triggers) > 0 THEN
+		RAISE NOTICE 'the run rewrites "%" without firing its triggers and rules: %', tbl,
+			array_to_string(v_triggers, '; ');
 	END IF;
 END
 $$;
