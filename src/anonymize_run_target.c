@@ -110,6 +110,9 @@ run_target_check_reason(RunState *st, AnonymizeTarget *t)
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
+		/* a cancel, a shutdown: the run's, not the target's */
+		if (!anonymize_run_target_error(edata->sqlerrcode))
+			ReThrowError(edata);
 		reason = MemoryContextStrdup(st->cxt, edata->message);
 		FreeErrorData(edata);
 	}
