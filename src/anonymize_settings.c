@@ -35,6 +35,7 @@ char	   *anonymize_run_at = NULL;
 char	   *anonymize_replacement = NULL;
 int			anonymize_batch_size = 10000;
 int			anonymize_batch_delay = 0;
+bool		anonymize_refresh_materialized_views = true;
 int			anonymize_max_rows_per_request = 100000;
 bool		anonymize_enabled = true;
 
@@ -235,6 +236,15 @@ settings_define_run(void)
 							 "Whether the background worker runs on schedule.",
 							 NULL,
 							 &anonymize_enabled,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("anonymize.refresh_materialized_views",
+							 "Whether the run refreshes the materialized views that read the targets it rewrote.",
+							 "Off leaves them, with the old values, until they are refreshed.",
+							 &anonymize_refresh_materialized_views,
 							 true,
 							 PGC_SIGHUP,
 							 0,

@@ -21,6 +21,7 @@ extern char *anonymize_run_at;
 extern char *anonymize_replacement;
 extern int	anonymize_batch_size;
 extern int	anonymize_batch_delay;
+extern bool anonymize_refresh_materialized_views;
 extern int	anonymize_max_rows_per_request;
 extern bool anonymize_enabled;
 
