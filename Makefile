@@ -8,7 +8,7 @@ MODULE_big = anonymize
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 
 EXTENSION = anonymize
-DATA = $(sort $(wildcard sql/anonymize--*.sql))
+DATA = $(sort $(wildcard sql/anonymize--*.sql) $(wildcard anonymize--*.sql))
 PGFILEDESC = "anonymize - GDPR erasure for a contact-centre archive"
 
 # each area appends its tests on its own line

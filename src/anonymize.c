@@ -2,8 +2,9 @@
  *
  * anonymize.c
  *	  Module entry point of the anonymize extension: declares the settings
- *	  and, when loaded through shared_preload_libraries, the background
- *	  worker.
+ *	  and, when loaded through shared_preload_libraries, the launcher of the
+ *	  background workers and the hook that keeps them out of the way of
+ *	  DROP DATABASE.
  *
  * What each part does lives in a file of its own:
  *	  anonymize_settings.c		anonymize.* settings
@@ -12,7 +13,10 @@
  *	  anonymize_request.c		the rules of the Anonymize page
  *	  anonymize_digest.c		keyed digests of identifiers
  *	  anonymize_schedule.c		instants of the daily run
- *	  anonymize_worker.c		the background worker and its shared memory
+ *	  anonymize_launcher.c		the launcher: one worker per database served
+ *	  anonymize_slots.c			the workers' shared memory
+ *	  anonymize_utility.c		workers out of the way of DROP DATABASE
+ *	  anonymize_worker.c		a database's background worker
  *	  anonymize_worker_sql.c	wake() and status()
  *
  *-------------------------------------------------------------------------
@@ -23,6 +27,7 @@
 #include "miscadmin.h"
 
 #include "anonymize_settings.h"
+#include "anonymize_utility.h"
 #include "anonymize_worker.h"
 
 PG_MODULE_MAGIC;
@@ -34,7 +39,10 @@ _PG_init(void)
 {
 	anonymize_settings_init();
 
-	/* the worker and its shared memory exist only when preloaded */
+	/* the launcher, its workers and their shared memory only when preloaded */
 	if (process_shared_preload_libraries_in_progress)
-		anonymize_worker_register();
+	{
+		anonymize_launcher_register();
+		anonymize_utility_install();
+	}
 }
