@@ -72,7 +72,7 @@ typedef struct LauncherDb
 {
 	Oid			oid;
 	char		name[NAMEDATALEN];
-	bool		connectable;	/* allows connections, and is valid */
+	bool		connectable;	/* allows connections */
 	bool		istemplate;
 } LauncherDb;
 
@@ -80,7 +80,7 @@ typedef struct LauncherDb
 typedef struct LauncherProbe
 {
 	Oid			dboid;			/* hash key */
-	TimestampTz next;
+	TimestampTz checked;		/* when a worker last found no extension */
 } LauncherProbe;
 
 /* the launcher's own memory, per slot */
@@ -105,6 +105,7 @@ typedef struct LauncherTurn
 	int			probes;			/* workers started this turn for "*" */
 } LauncherTurn;
 
+/* the launcher's static background worker and the workers' shared memory */
 void
 anonymize_launcher_register(void)
 {
@@ -146,6 +147,9 @@ launcher_read_databases(LauncherTurn *t)
 		Form_pg_database d = (Form_pg_database) GETSTRUCT(tup);
 		LauncherDb *db;
 
+		/* being dropped (or a drop that was interrupted): as good as gone */
+		if (database_is_invalid_form(d))
+			continue;
 		if (t->ndbs == cap)
 		{
 			cap *= 2;
@@ -154,7 +158,7 @@ launcher_read_databases(LauncherTurn *t)
 		db = &t->dbs[t->ndbs++];
 		db->oid = d->oid;
 		strlcpy(db->name, NameStr(d->datname), NAMEDATALEN);
-		db->connectable = d->datallowconn && !database_is_invalid_form(d);
+		db->connectable = d->datallowconn;
 		db->istemplate = d->datistemplate;
 	}
 	table_endscan(scan);
@@ -199,7 +203,7 @@ launcher_probe(Oid dboid)
 	LauncherProbe *p = hash_search(launcher_probes, &dboid, HASH_ENTER, &found);
 
 	if (!found)
-		p->next = 0;
+		p->checked = 0;
 	return p;
 }
 
@@ -224,8 +228,7 @@ launcher_reap(LauncherTurn *t, int i)
 	launcher_restart_at[i] = 0;
 	if (no_extension)
 	{
-		launcher_probe(dboid)->next =
-			TimestampTzPlusMilliseconds(t->now, anonymize_rescan_interval * 1000L);
+		launcher_probe(dboid)->checked = t->now;
 		anonymize_slot_free(s, false);
 	}
 	else if (!anonymize_held(dboid))
@@ -348,7 +351,7 @@ static bool
 launcher_due(LauncherTurn *t, LauncherDb *db, AnonymizeWorkerShared *s, int i)
 {
 	bool		asked = false;
-	LauncherProbe *p;
+	TimestampTz due;
 
 	if (s != NULL)
 	{
@@ -363,10 +366,13 @@ launcher_due(LauncherTurn *t, LauncherDb *db, AnonymizeWorkerShared *s, int i)
 	}
 	if (!t->all || asked)
 		return true;
-	p = launcher_probe(db->oid);
-	if (p->next > t->now)
+	/* measured from the last look, so that a new interval applies at once */
+	due = launcher_probe(db->oid)->checked;
+	if (due != 0)
+		due = TimestampTzPlusMilliseconds(due, anonymize_rescan_interval * 1000L);
+	if (due > t->now)
 	{
-		t->next = Min(t->next, p->next);
+		t->next = Min(t->next, due);
 		return false;
 	}
 	if (t->probes >= ANONYMIZE_LAUNCHER_PROBES_PER_TURN)
@@ -521,6 +527,7 @@ launcher_init(void)
 	launcher_setting = MemoryContextStrdup(TopMemoryContext, anonymize_database);
 }
 
+/* the launcher: a turn whenever woken, and at least every rescan interval */
 void
 anonymize_launcher_main(Datum main_arg)
 {

@@ -141,8 +141,9 @@ check_database(char **newval, void **extra, GucSource source)
 	return true;
 }
 
-void
-anonymize_settings_init(void)
+/* the settings of the launcher: which databases, how often it looks */
+static void
+anonymize_settings_init_workers(void)
 {
 	DefineCustomStringVariable("anonymize.database",
 							   "Databases the anonymize background workers serve: a name, a comma-separated list, or * for every database with the extension.",
@@ -161,6 +162,12 @@ anonymize_settings_init(void)
 							PGC_SIGHUP,
 							GUC_UNIT_S | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
 							NULL, NULL, NULL);
+}
+
+void
+anonymize_settings_init(void)
+{
+	anonymize_settings_init_workers();
 
 	DefineCustomStringVariable("anonymize.country_code",
 							   "Country code of national phone numbers, digits only (for example 47).",

@@ -91,6 +91,7 @@ slots_shmem_startup(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
+/* installs the shared memory hooks, from _PG_init at preload */
 void
 anonymize_slots_request(void)
 {
@@ -100,18 +101,21 @@ anonymize_slots_request(void)
 	shmem_startup_hook = slots_shmem_startup;
 }
 
+/* whether the shared memory exists (the module was preloaded) */
 bool
 anonymize_slots_ready(void)
 {
 	return slots_header != NULL;
 }
 
+/* how many slots there are: max_worker_processes */
 int
 anonymize_slots_count(void)
 {
 	return slots_header ? slots_header->nslots : 0;
 }
 
+/* the slot at that index */
 AnonymizeWorkerShared *
 anonymize_slot_at(int index)
 {
@@ -147,6 +151,7 @@ slots_take_locked(Oid dboid)
 	return s;
 }
 
+/* the slot of a database, or NULL */
 AnonymizeWorkerShared *
 anonymize_slot_find(Oid dboid)
 {
@@ -160,6 +165,7 @@ anonymize_slot_find(Oid dboid)
 	return s;
 }
 
+/* the slot of a database, taken when it has none; NULL when all are used */
 AnonymizeWorkerShared *
 anonymize_slot_get(Oid dboid)
 {
@@ -173,6 +179,7 @@ anonymize_slot_get(Oid dboid)
 	return s;
 }
 
+/* gives a slot back when no worker runs there (see the header) */
 void
 anonymize_slot_free(AnonymizeWorkerShared *slot, bool force)
 {
@@ -185,6 +192,7 @@ anonymize_slot_free(AnonymizeWorkerShared *slot, bool force)
 	LWLockRelease(slots_lock);
 }
 
+/* wake() or CREATE EXTENSION: the worker's latch, else the launcher's */
 bool
 anonymize_slot_request(Oid dboid, bool wake)
 {
@@ -225,6 +233,7 @@ slots_launcher_on_exit(int code, Datum arg)
 	SpinLockRelease(&slots_header->mutex);
 }
 
+/* the launcher makes itself known */
 void
 anonymize_launcher_attach(void)
 {
@@ -235,12 +244,14 @@ anonymize_launcher_attach(void)
 	on_shmem_exit(slots_launcher_on_exit, (Datum) 0);
 }
 
+/* the launcher is gone */
 void
 anonymize_launcher_detach(void)
 {
 	slots_launcher_on_exit(0, (Datum) 0);
 }
 
+/* sets the launcher's latch, if it runs */
 void
 anonymize_launcher_wakeup(void)
 {
@@ -255,6 +266,7 @@ anonymize_launcher_wakeup(void)
 		SetLatch(latch);
 }
 
+/* this backend holds the database: false when too many holds exist */
 bool
 anonymize_hold(Oid dboid)
 {
@@ -275,6 +287,7 @@ anonymize_hold(Oid dboid)
 	return held;
 }
 
+/* this backend releases its hold of the database */
 void
 anonymize_release(Oid dboid)
 {
@@ -294,6 +307,7 @@ anonymize_release(Oid dboid)
 	LWLockRelease(slots_lock);
 }
 
+/* whether any backend holds the database */
 bool
 anonymize_held(Oid dboid)
 {
@@ -308,6 +322,7 @@ anonymize_held(Oid dboid)
 	return held;
 }
 
+/* holds of backends that exited without releasing them */
 void
 anonymize_release_orphans(void)
 {

@@ -162,8 +162,9 @@ utility_xact_callback(XactEvent event, void *arg)
 				SetLatch(latch);
 		}
 	}
+	/* a prepared transaction commits later, maybe elsewhere: not told */
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
-		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
+		event == XACT_EVENT_PREPARE)
 		utility_created = utility_dropped = false;
 }
 
@@ -246,6 +247,7 @@ utility_hook(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 	PG_END_TRY();
 }
 
+/* installs the hook, from _PG_init at preload */
 void
 anonymize_utility_install(void)
 {

@@ -76,6 +76,7 @@ typedef struct AnonymizeWorkerRow
 	int			pending_attempts;
 } AnonymizeWorkerRow;
 
+/* the name of a state, as status() shows it */
 const char *
 anonymize_worker_state_name(AnonymizeWorkerState state)
 {
@@ -99,6 +100,7 @@ anonymize_worker_state_name(AnonymizeWorkerState state)
 	return "unknown";
 }
 
+/* what the worker does now, for status() */
 static void
 anonymize_worker_set_state(AnonymizeWorkerState state, TimestampTz next_run)
 {
@@ -175,6 +177,7 @@ anonymize_worker_sql(const char *sql, int nargs, Oid *types, Datum *values,
 	pgstat_report_stat(false);
 }
 
+/* the row of anonymize.worker_state */
 static void
 anonymize_worker_read_row(AnonymizeWorkerRow *row)
 {
@@ -208,6 +211,7 @@ anonymize_worker_skip(TimestampTz slot)
 						 1, types, values, NULL, NULL);
 }
 
+/* a run starts: recorded as pending, so that a restart resumes it */
 static void
 anonymize_worker_mark_started(const char *trigger, TimestampTz slot,
 							  TimestampTz started)
@@ -231,6 +235,7 @@ anonymize_worker_mark_started(const char *trigger, TimestampTz slot,
 						 3, types, values, nulls, NULL);
 }
 
+/* a run ended (or was given up): its outcome and counts */
 static void
 anonymize_worker_mark_finished(TimestampTz slot, const char *outcome,
 							   AnonymizeRunResult *r)
@@ -260,6 +265,7 @@ anonymize_worker_mark_finished(TimestampTz slot, const char *outcome,
  * ---------------------------------------------------------------------
  */
 
+/* whether the extension is installed in this database */
 static bool
 anonymize_worker_extension_installed(void)
 {
@@ -289,6 +295,7 @@ anonymize_worker_format_local(TimestampTz t, char *buf, size_t len)
 				 pg_get_timezone_name(tz));
 }
 
+/* sleeps until woken, or the timeout */
 static void
 anonymize_worker_wait(long timeout_ms)
 {
@@ -547,6 +554,7 @@ anonymize_worker_step(TimestampTz *next_slot)
 		anonymize_worker_idle(now, *next_slot);
 }
 
+/* the worker: attach, then recover, then the schedule, until told to stop */
 void
 anonymize_worker_main(Datum main_arg)
 {
@@ -567,14 +575,15 @@ anonymize_worker_main(Datum main_arg)
 		if (anonymize_held(MyDatabaseId))
 			proc_exit(0);
 
-		if (RecoveryInProgress())
+		/* (a hot standby can read its catalogs: no worker without the extension) */
+		if (!anonymize_worker_has_extension())
+			continue;
+		else if (RecoveryInProgress())
 		{
 			anonymize_worker_set_state(ANONYMIZE_WORKER_STANDBY, 0);
 			pgstat_report_activity(STATE_IDLE, "hot standby: runs nothing until promoted");
 			anonymize_worker_wait(ANONYMIZE_WORKER_POLL_MS);
 		}
-		else if (!anonymize_worker_has_extension())
-			continue;
 		else if (!recovered)
 			recovered = !anonymize_worker_recover();
 		else

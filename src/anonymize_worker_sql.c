@@ -55,6 +55,7 @@ anonymize_wake_not_served(void)
 			 errhint("Call anonymize.wake() in one of those databases, or add this database to anonymize.database and reload the configuration.")));
 }
 
+/* wake(): asks this database's worker to run now */
 Datum
 anonymize_wake(PG_FUNCTION_ARGS)
 {
@@ -151,6 +152,7 @@ anonymize_status_slot(AnonymizeWorkerShared *copy)
 	SpinLockRelease(&s->mutex);
 }
 
+/* status(): this database's worker, its schedule and its last run */
 Datum
 anonymize_status(PG_FUNCTION_ARGS)
 {
