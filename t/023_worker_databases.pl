@@ -145,6 +145,33 @@ $node->reload;
 sleep(3);
 is(missing_lines('nosuch'), 2, 'a reload that changes the list logs it once more');
 
+# a database taken out of the list loses its worker, and gets it back
+my $pid_b0 = worker_pid('db_b');
+$node->safe_psql('postgres', "ALTER SYSTEM SET anonymize.database = 'db_a,nosuch'");
+$node->reload;
+wait_worker('db_b', 'n = 0', 'the worker of db_b to stop');
+ok(!kill(0, $pid_b0), 'a reload without db_b in the list stops its worker');
+$node->safe_psql('postgres', "ALTER SYSTEM SET anonymize.database = 'db_a,db_b,nosuch'");
+$node->reload;
+wait_worker('db_b', 'n = 1', 'the worker of db_b');
+pass('... and a reload that names it again starts one');
+
+# the launcher: SIGTERM stops it at once, the workers go on, and the
+# postmaster starts it again
+my $launcher = $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'anonymize launcher'");
+my $pid_a0 = worker_pid('db_a');
+$pid_b0 = worker_pid('db_b');
+my $t1 = time();
+kill 'TERM', $launcher;
+usleep(10_000) while kill(0, $launcher) && time() - $t1 < 10;
+cmp_ok(time() - $t1, '<', 1, 'SIGTERM stops the launcher within a second');
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'anonymize launcher' AND pid <> $launcher")
+  or die 'no new launcher';
+is(worker_pid('db_a') . ' ' . worker_pid('db_b'), "$pid_a0 $pid_b0",
+	'the postmaster starts it again, and the workers were left running');
+
 # --- statements that need the database to themselves ---
 
 # DROP DATABASE fails while a session is connected: the worker comes back
@@ -291,5 +318,14 @@ is($standby->safe_psql('db_r', 'SELECT status FROM anonymize.anonymize_request W
 unlike(slurp_file($standby->logfile, $stlog), qr/FATAL|ERROR/, '... and its log stays quiet');
 
 $standby->stop;
-$node->stop;
+
+# the launcher exits with the postmaster
+$launcher = $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'anonymize launcher'");
+kill 'KILL', $node->{_pid};
+$t0 = time();
+usleep(10_000) while kill(0, $launcher) && time() - $t0 < 10;
+cmp_ok(time() - $t0, '<', 2, 'the launcher exits when the postmaster dies');
+unlink($node->data_dir . '/postmaster.pid');
+$node->_update_pid(0);
 done_testing();
