@@ -64,8 +64,8 @@
 #include "anonymize_worker.h"
 
 #define ANONYMIZE_LAUNCHER_RESTART_SECONDS 10
-/* with "*": databases looked at (workers started) at once, at most */
-#define ANONYMIZE_LAUNCHER_PROBES_PER_TURN 2
+/* with "*": workers that look for the extension at the same time, at most */
+#define ANONYMIZE_LAUNCHER_PROBES 2
 
 /* a row of pg_database, as the launcher needs it */
 typedef struct LauncherDb
@@ -102,7 +102,7 @@ typedef struct LauncherTurn
 	int			ndbs;
 	bool		all;
 	List	   *names;
-	int			probes;			/* workers started this turn for "*" */
+	int			probes;			/* workers looking for the extension ("*") */
 } LauncherTurn;
 
 /* the launcher's static background worker and the workers' shared memory */
@@ -135,6 +135,8 @@ launcher_read_databases(LauncherTurn *t)
 	HeapTuple	tup;
 	int			cap = 16;
 
+	MemoryContext cxt = CurrentMemoryContext;
+
 	t->dbs = palloc(cap * sizeof(LauncherDb));
 	t->ndbs = 0;
 	SetCurrentStatementStartTimestamp();
@@ -165,6 +167,7 @@ launcher_read_databases(LauncherTurn *t)
 	table_close(rel, AccessShareLock);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
 }
 
 /* the database of that oid, or NULL */
@@ -281,6 +284,8 @@ static bool
 launcher_start(LauncherTurn *t, LauncherDb *db, int i)
 {
 	BackgroundWorker worker;
+	MemoryContext old;
+	bool		registered;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
@@ -297,7 +302,11 @@ launcher_start(LauncherTurn *t, LauncherDb *db, int i)
 	worker.bgw_notify_pid = MyProcPid;
 
 	launcher_restart_at[i] = 0;
-	if (RegisterDynamicBackgroundWorker(&worker, &launcher_handles[i]))
+	/* the handle outlives the turn */
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	registered = RegisterDynamicBackgroundWorker(&worker, &launcher_handles[i]);
+	MemoryContextSwitchTo(old);
+	if (registered)
 		return true;
 	launcher_handles[i] = NULL;
 	launcher_restart_at[i] =
@@ -309,6 +318,18 @@ launcher_start(LauncherTurn *t, LauncherDb *db, int i)
 				 errhint("Raise max_worker_processes (one worker per database served, plus the launcher) and restart the server.")));
 	launcher_full_warned = true;
 	return false;
+}
+
+/* a worker that has not yet found the extension */
+static bool
+launcher_starting(AnonymizeWorkerShared *s)
+{
+	bool		seen;
+
+	SpinLockAcquire(&s->mutex);
+	seen = s->extension_seen;
+	SpinLockRelease(&s->mutex);
+	return !seen;
 }
 
 /* slots in use: stop the workers no longer wanted, give back idle slots */
@@ -337,6 +358,8 @@ launcher_check_slots(LauncherTurn *t)
 		{
 			if (!wanted)
 				launcher_stop(i);
+			else if (launcher_starting(s))
+				t->probes++;
 		}
 		else if (!wanted)
 		{
@@ -375,8 +398,8 @@ launcher_due(LauncherTurn *t, LauncherDb *db, AnonymizeWorkerShared *s, int i)
 		t->next = Min(t->next, due);
 		return false;
 	}
-	if (t->probes >= ANONYMIZE_LAUNCHER_PROBES_PER_TURN)
-		return false;			/* the next turn comes when these exit */
+	if (t->probes >= ANONYMIZE_LAUNCHER_PROBES)
+		return false;			/* the next turn comes when one of them is done */
 	t->probes++;
 	return true;
 }

@@ -20,6 +20,7 @@
 #include "access/xact.h"
 #include "miscadmin.h"
 #include "nodes/value.h"
+#include "utils/memutils.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/guc.h"
@@ -125,14 +126,15 @@ check_replacement(char **newval, void **extra, GucSource source)
 	return true;
 }
 
-/* anonymize.database: "*" alone, or database names separated by commas */
+/* anonymize.database: "*" alone, database names separated by commas, or empty */
 static bool
 check_database(char **newval, void **extra, GucSource source)
 {
 	bool		all;
 	List	   *names = anonymize_database_parse(*newval, &all);
 
-	if (names == NIL && !all)
+	/* empty: no database, no worker */
+	if (names == NIL && !all && (*newval)[strspn(*newval, " \t")] != '\0')
 	{
 		GUC_check_errdetail("anonymize.database is a database name, a comma-separated list of names, or * for every database that has the extension.");
 		return false;
@@ -365,21 +367,44 @@ anonymize_database_parse(const char *value, bool *all)
 		if (!list_member(names, makeString(name)))
 			names = lappend(names, makeString(pstrdup(name)));
 	}
+	list_free(parts);
+	pfree(raw);
 	return names;
+}
+
+/*
+ * Whether anonymize.database serves the database of that name (NULL: any
+ * database with the extension, that is "*"), parsed in a memory context
+ * of its own, so that a worker's loop leaks nothing.
+ */
+static bool
+anonymize_database_check(const char *dbname)
+{
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
+											  "anonymize.database",
+											  ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	bool		all;
+	List	   *names = anonymize_database_parse(anonymize_database, &all);
+	bool		served = all;
+
+	if (!all && dbname != NULL)
+		served = list_member(names, makeString(pstrdup(dbname)));
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+	return served;
 }
 
 /* whether anonymize.database serves the database of that name */
 bool
 anonymize_database_serves(const char *dbname)
 {
-	bool		all;
-	List	   *names;
-	bool		served;
+	return dbname != NULL && anonymize_database_check(dbname);
+}
 
-	if (dbname == NULL)
-		return false;
-	names = anonymize_database_parse(anonymize_database, &all);
-	served = all || list_member(names, makeString(pstrdup(dbname)));
-	list_free_deep(names);
-	return served;
+/* whether anonymize.database is "*" */
+bool
+anonymize_database_all(void)
+{
+	return anonymize_database_check(NULL);
 }

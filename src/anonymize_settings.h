@@ -37,6 +37,9 @@ extern List *anonymize_database_parse(const char *value, bool *all);
 /* whether anonymize.database serves the database of that name */
 extern bool anonymize_database_serves(const char *dbname);
 
+/* whether anonymize.database is "*" */
+extern bool anonymize_database_all(void);
+
 /* anonymize.timezone, or the server's configured TimeZone when it is empty */
 extern pg_tz *anonymize_tz(void);
 

@@ -244,13 +244,6 @@ anonymize_launcher_attach(void)
 	on_shmem_exit(slots_launcher_on_exit, (Datum) 0);
 }
 
-/* the launcher is gone */
-void
-anonymize_launcher_detach(void)
-{
-	slots_launcher_on_exit(0, (Datum) 0);
-}
-
 /* sets the launcher's latch, if it runs */
 void
 anonymize_launcher_wakeup(void)

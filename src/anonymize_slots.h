@@ -46,7 +46,6 @@ extern bool anonymize_slot_request(Oid dboid, bool wake);
 
 /* the launcher: who it is, and waking it */
 extern void anonymize_launcher_attach(void);
-extern void anonymize_launcher_detach(void);
 extern void anonymize_launcher_wakeup(void);
 
 /* DROP DATABASE and the like: no worker in that database meanwhile */

@@ -439,6 +439,7 @@ anonymize_worker_attach(Datum main_arg)
 	s->next_run = 0;
 	s->start_requested = false;
 	s->no_extension = false;
+	s->extension_seen = false;
 	SpinLockRelease(&s->mutex);
 	worker_slot = s;
 	on_shmem_exit(anonymize_worker_on_exit, (Datum) 0);
@@ -471,15 +472,20 @@ anonymize_worker_reload(TimestampTz *next_slot)
 static bool
 anonymize_worker_has_extension(void)
 {
-	bool		all;
-	List	   *names;
-
 	if (anonymize_worker_extension_installed())
+	{
+		/* the launcher may start the next worker that looks ("*") */
+		if (!worker_slot->extension_seen)
+		{
+			SpinLockAcquire(&worker_slot->mutex);
+			worker_slot->extension_seen = true;
+			SpinLockRelease(&worker_slot->mutex);
+			anonymize_launcher_wakeup();
+		}
 		return true;
-	names = anonymize_database_parse(anonymize_database, &all);
-	list_free_deep(names);
+	}
 	anonymize_worker_set_state(ANONYMIZE_WORKER_NO_EXTENSION, 0);
-	if (all)
+	if (anonymize_database_all())
 	{
 		SpinLockAcquire(&worker_slot->mutex);
 		worker_slot->no_extension = true;

@@ -41,6 +41,7 @@ typedef struct AnonymizeWorkerShared
 	bool		wake_requested;
 	bool		start_requested;	/* CREATE EXTENSION asked for a worker */
 	bool		no_extension;	/* the worker left: no extension there */
+	bool		extension_seen; /* the worker found the extension */
 	AnonymizeWorkerState state;
 	TimestampTz next_run;		/* 0 when none is scheduled */
 	/* the last run this worker started since the server started */

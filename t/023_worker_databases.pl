@@ -125,6 +125,13 @@ is($node->safe_psql('postgres', 'SELECT worker_state, worker_database IS NULL FR
 	'not served|t', 'status() in a database not served');
 $node->safe_psql('postgres', 'DROP EXTENSION anonymize');
 
+# what anonymize.database accepts
+($ret, $out, $err) = $node->psql('postgres', "ALTER SYSTEM SET anonymize.database = 'db_a, *'");
+like($err, qr/invalid value for parameter "anonymize.database": "db_a, \*"\nDETAIL:  anonymize.database is a database name, a comma-separated list of names, or \* for every database/,
+	'anonymize.database: "*" goes alone');
+($ret, $out, $err) = $node->psql('postgres', "ALTER SYSTEM SET anonymize.database = 'db_a,,db_b'");
+like($err, qr/invalid value for parameter "anonymize.database"/, '... and a list has no empty name');
+
 # pg_anonymize status names the database
 my ($cout, $cerr) = ('', '');
 IPC::Run::run([ $cli, '-h', $node->host, '-p', $node->port, '-d', 'db_b', 'status' ],
