@@ -9,7 +9,8 @@
  * DROP DATABASE, ALTER DATABASE ... RENAME TO / SET TABLESPACE and CREATE
  * DATABASE ... TEMPLATE (template1 when none is named) fail when another
  * session is connected to that database, after waiting only 5 seconds.
- * Before such a statement the hook holds the database (anonymize_hold():
+ * Before such a statement by the database's owner (or a superuser: others
+ * are refused anyway) the hook holds the database (anonymize_hold():
  * the launcher starts no worker there), asks its worker to leave (its
  * latch first, which an idle worker obeys at once; SIGTERM after a second,
  * which also cuts a run short: it resumes later) and waits until it has
@@ -30,7 +31,9 @@
 
 #include <signal.h>
 
+#include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "miscadmin.h"
@@ -38,6 +41,8 @@
 #include "pgstat.h"
 #include "storage/latch.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "anonymize_settings.h"
@@ -72,8 +77,33 @@ utility_option(List *options, const char *name)
 	return NULL;
 }
 
+/*
+ * The database of that name if the current user owns it (or is a
+ * superuser), else InvalidOid: a statement that is refused anyway does
+ * not get to stop a worker.  (Not inlined, here and below: in the hook,
+ * whose PG_TRY would make the compiler fear for their locals.)
+ */
+static pg_noinline Oid
+utility_owned_database(const char *name)
+{
+	Oid			dboid = get_database_oid(name, true);
+	HeapTuple	tup;
+	bool		owner = false;
+
+	if (!OidIsValid(dboid))
+		return InvalidOid;
+	tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
+	if (HeapTupleIsValid(tup))
+	{
+		owner = has_privs_of_role(GetUserId(),
+								  ((Form_pg_database) GETSTRUCT(tup))->datdba);
+		ReleaseSysCache(tup);
+	}
+	return owner ? dboid : InvalidOid;
+}
+
 /* the database the statement needs without other connections, or InvalidOid */
-static Oid
+static pg_noinline Oid
 utility_database_to_hold(Node *stmt)
 {
 	const char *name = NULL;
@@ -92,7 +122,7 @@ utility_database_to_hold(Node *stmt)
 		if (name == NULL)
 			name = "template1";
 	}
-	return name ? get_database_oid(name, true) : InvalidOid;
+	return name ? utility_owned_database(name) : InvalidOid;
 }
 
 /* the pid of the worker of dboid, 0 when none runs */

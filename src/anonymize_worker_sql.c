@@ -178,7 +178,8 @@ anonymize_status(PG_FUNCTION_ARGS)
 	values[st_run_at] = CStringGetTextDatum(anonymize_run_at);
 	nulls[st_run_at] = false;
 
-	if (served)
+	/* (a 1.0 status() has one column less: heap_form_tuple ignores it) */
+	if (served && anonymize_slots_ready())
 	{
 		values[st_worker_database] = CStringGetTextDatum(here);
 		nulls[st_worker_database] = false;
