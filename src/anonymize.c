@@ -6,18 +6,9 @@
  *	  background workers and the hook that keeps them out of the way of
  *	  DROP DATABASE.
  *
- * What each part does lives in a file of its own:
- *	  anonymize_settings.c		anonymize.* settings
- *	  anonymize_normalize*.c	canonical phone numbers and emails
- *	  anonymize_mask*.c			masks
- *	  anonymize_request.c		the rules of the Anonymize page
- *	  anonymize_digest.c		keyed digests of identifiers
- *	  anonymize_schedule.c		instants of the daily run
- *	  anonymize_launcher.c		the launcher: one worker per database served
- *	  anonymize_slots.c			the workers' shared memory
- *	  anonymize_utility.c		workers out of the way of DROP DATABASE
- *	  anonymize_worker.c		a database's background worker
- *	  anonymize_worker_sql.c	wake() and status()
+ * How the parts fit together (the engine, the run and its phases, the
+ * workers, the search cache, digests, retention) and what each file
+ * holds: src/README.md.
  *
  *-------------------------------------------------------------------------
  */
@@ -34,6 +25,7 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
+/* Module load: the settings, and when preloaded the launcher and the hook. */
 void
 _PG_init(void)
 {

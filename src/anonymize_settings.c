@@ -20,10 +20,10 @@
 #include "access/xact.h"
 #include "miscadmin.h"
 #include "nodes/value.h"
-#include "utils/memutils.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
@@ -42,8 +42,9 @@ int			anonymize_batch_delay = 0;
 int			anonymize_max_rows_per_request = 100000;
 bool		anonymize_enabled = true;
 
+/* Is s all digits, at most maxlen of them? */
 static bool
-anonymize_all_digits(const char *s, int maxlen)
+settings_all_digits(const char *s, int maxlen)
 {
 	int			n = 0;
 
@@ -53,10 +54,11 @@ anonymize_all_digits(const char *s, int maxlen)
 	return n <= maxlen;
 }
 
+/* GUC check hook of anonymize.country_code */
 static bool
-check_country_code(char **newval, void **extra, GucSource source)
+settings_check_country_code(char **newval, void **extra, GucSource source)
 {
-	if (!anonymize_all_digits(*newval, 3) || (*newval)[0] == '0')
+	if (!settings_all_digits(*newval, 3) || (*newval)[0] == '0')
 	{
 		GUC_check_errdetail("A country code is 1 to 3 digits and does not start with 0.");
 		return false;
@@ -64,10 +66,11 @@ check_country_code(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+/* GUC check hook of anonymize.trunk_prefix */
 static bool
-check_trunk_prefix(char **newval, void **extra, GucSource source)
+settings_check_trunk_prefix(char **newval, void **extra, GucSource source)
 {
-	if (!anonymize_all_digits(*newval, 2))
+	if (!settings_all_digits(*newval, 2))
 	{
 		GUC_check_errdetail("A trunk prefix is empty or 1 to 2 digits.");
 		return false;
@@ -75,8 +78,9 @@ check_trunk_prefix(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+/* GUC check hook of anonymize.timezone */
 static bool
-check_timezone(char **newval, void **extra, GucSource source)
+settings_check_timezone(char **newval, void **extra, GucSource source)
 {
 	if ((*newval)[0] == '\0')
 		return true;
@@ -91,7 +95,7 @@ check_timezone(char **newval, void **extra, GucSource source)
 
 /* "HH:MM", 00:00 to 23:59; returns minutes after midnight or -1 */
 static int
-parse_run_at(const char *s)
+settings_parse_run_at(const char *s)
 {
 	int			h,
 				m;
@@ -104,10 +108,11 @@ parse_run_at(const char *s)
 	return h * 60 + m;
 }
 
+/* GUC check hook of anonymize.run_at */
 static bool
-check_run_at(char **newval, void **extra, GucSource source)
+settings_check_run_at(char **newval, void **extra, GucSource source)
 {
-	if (parse_run_at(*newval) < 0)
+	if (settings_parse_run_at(*newval) < 0)
 	{
 		GUC_check_errdetail("The daily run time is written HH:MM, from 00:00 to 23:59.");
 		return false;
@@ -115,8 +120,9 @@ check_run_at(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+/* GUC check hook of anonymize.replacement */
 static bool
-check_replacement(char **newval, void **extra, GucSource source)
+settings_check_replacement(char **newval, void **extra, GucSource source)
 {
 	if ((*newval)[0] == '\0')
 	{
@@ -128,7 +134,7 @@ check_replacement(char **newval, void **extra, GucSource source)
 
 /* anonymize.database: "*" alone, database names separated by commas, or empty */
 static bool
-check_database(char **newval, void **extra, GucSource source)
+settings_check_database(char **newval, void **extra, GucSource source)
 {
 	bool		all;
 	List	   *names = anonymize_database_parse(*newval, &all);
@@ -143,9 +149,9 @@ check_database(char **newval, void **extra, GucSource source)
 	return true;
 }
 
-/* the settings of the launcher: which databases, how often it looks */
+/* The settings of the launcher: which databases, how often it looks. */
 static void
-anonymize_settings_init_workers(void)
+settings_define_workers(void)
 {
 	DefineCustomStringVariable("anonymize.database",
 							   "Databases the anonymize background workers serve: a name, a comma-separated list, or * for every database with the extension.",
@@ -154,11 +160,11 @@ anonymize_settings_init_workers(void)
 							   "postgres",
 							   PGC_SIGHUP,
 							   0,
-							   check_database, NULL, NULL);
+							   settings_check_database, NULL, NULL);
 
 	DefineCustomIntVariable("anonymize.rescan_interval",
-							"Seconds between two looks of the launcher for databases that gained the extension.",
-							"For tests: CREATE EXTENSION and wake() tell the launcher at once.",
+							"Seconds between two looks of the launcher, with anonymize.database = '*', at databases without the extension.",
+							"CREATE EXTENSION and wake() tell the launcher at once; this is for what they miss, and for tests.",
 							&anonymize_rescan_interval,
 							60, 1, 3600,
 							PGC_SIGHUP,
@@ -166,10 +172,10 @@ anonymize_settings_init_workers(void)
 							NULL, NULL, NULL);
 }
 
-void
-anonymize_settings_init(void)
+/* The settings of identifiers: phone numbers, time. */
+static void
+settings_define_identity(void)
 {
-	anonymize_settings_init_workers();
 
 	DefineCustomStringVariable("anonymize.country_code",
 							   "Country code of national phone numbers, digits only (for example 47).",
@@ -178,7 +184,7 @@ anonymize_settings_init(void)
 							   "",
 							   PGC_SUSET,
 							   0,
-							   check_country_code, NULL, NULL);
+							   settings_check_country_code, NULL, NULL);
 
 	DefineCustomStringVariable("anonymize.trunk_prefix",
 							   "Trunk prefix dropped from national phone numbers (for example 0).",
@@ -187,7 +193,7 @@ anonymize_settings_init(void)
 							   "",
 							   PGC_SUSET,
 							   0,
-							   check_trunk_prefix, NULL, NULL);
+							   settings_check_trunk_prefix, NULL, NULL);
 
 	DefineCustomStringVariable("anonymize.timezone",
 							   "Time zone of to_date and run_at; empty means the server's TimeZone.",
@@ -196,8 +202,13 @@ anonymize_settings_init(void)
 							   "",
 							   PGC_SUSET,
 							   0,
-							   check_timezone, NULL, NULL);
+							   settings_check_timezone, NULL, NULL);
+}
 
+/* The settings of the run: schedule, replacement, batches, limits. */
+static void
+settings_define_run(void)
+{
 	DefineCustomStringVariable("anonymize.run_at",
 							   "Daily time of the scheduled run, HH:MM in anonymize.timezone.",
 							   NULL,
@@ -205,7 +216,7 @@ anonymize_settings_init(void)
 							   "02:00",
 							   PGC_SIGHUP,
 							   0,
-							   check_run_at, NULL, NULL);
+							   settings_check_run_at, NULL, NULL);
 
 	DefineCustomStringVariable("anonymize.replacement",
 							   "Text written in place of an anonymized identifier.",
@@ -214,7 +225,7 @@ anonymize_settings_init(void)
 							   "Anonymized",
 							   PGC_SUSET,
 							   0,
-							   check_replacement, NULL, NULL);
+							   settings_check_replacement, NULL, NULL);
 
 	DefineCustomIntVariable("anonymize.batch_size",
 							"Rows rewritten per transaction.",
@@ -251,8 +262,12 @@ anonymize_settings_init(void)
 							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
+}
 
-	/* retention (operations): intervals as text, checked as intervals */
+/* The retention settings: intervals as text, checked as intervals. */
+static void
+settings_define_retention(void)
+{
 	DefineCustomStringVariable("anonymize.request_retention",
 							   "Done requests older than this are purged from the page by the nightly run; empty means never.",
 							   "Their receipts are kept as per-day counts in anonymize.request_log_daily.",
@@ -270,7 +285,16 @@ anonymize_settings_init(void)
 							   PGC_SUSET,
 							   0,
 							   anonymize_check_retention, NULL, NULL);
+}
 
+/* Declare every anonymize.* setting and reserve the prefix. */
+void
+anonymize_settings_init(void)
+{
+	settings_define_workers();
+	settings_define_identity();
+	settings_define_run();
+	settings_define_retention();
 	MarkGUCPrefixReserved("anonymize");
 }
 
@@ -292,6 +316,7 @@ anonymize_tz(void)
 	return session_timezone;
 }
 
+/* Today's date in anonymize_tz(). */
 DateADT
 anonymize_today(void)
 {
@@ -305,14 +330,16 @@ anonymize_today(void)
 	return date2j(tm.tm_year, tm.tm_mon, tm.tm_mday) - POSTGRES_EPOCH_JDATE;
 }
 
+/* anonymize.run_at as minutes after midnight. */
 int
 anonymize_run_at_minutes(void)
 {
-	int			m = parse_run_at(anonymize_run_at ? anonymize_run_at : "02:00");
+	int			m = settings_parse_run_at(anonymize_run_at ? anonymize_run_at : "02:00");
 
 	return m < 0 ? 120 : m;
 }
 
+/* The first instant after date d ends in anonymize_tz(). */
 TimestampTz
 anonymize_date_end(DateADT d)
 {
@@ -378,7 +405,7 @@ anonymize_database_parse(const char *value, bool *all)
  * of its own, so that a worker's loop leaks nothing.
  */
 static bool
-anonymize_database_check(const char *dbname)
+settings_database_check(const char *dbname)
 {
 	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
 											  "anonymize.database",
@@ -399,12 +426,12 @@ anonymize_database_check(const char *dbname)
 bool
 anonymize_database_serves(const char *dbname)
 {
-	return dbname != NULL && anonymize_database_check(dbname);
+	return dbname != NULL && settings_database_check(dbname);
 }
 
 /* whether anonymize.database is "*" */
 bool
 anonymize_database_all(void)
 {
-	return anonymize_database_check(NULL);
+	return settings_database_check(NULL);
 }

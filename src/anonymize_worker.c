@@ -58,6 +58,7 @@
 #include "anonymize_settings.h"
 #include "anonymize_slots.h"
 #include "anonymize_worker.h"
+#include "anonymize_xact.h"
 
 #define ANONYMIZE_WORKER_POLL_MS 10000	/* standby, no extension */
 #define ANONYMIZE_WORKER_MAX_SLEEP_MS 60000
@@ -141,10 +142,7 @@ anonymize_worker_sql(const char *sql, int nargs, Oid *types, Datum *values,
 {
 	int			ret;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	anonymize_xact_begin();
 	ret = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
 	if (ret < 0)
 		elog(ERROR, "anonymize worker: SPI_execute_with_args failed: %d", ret);
@@ -171,9 +169,7 @@ anonymize_worker_sql(const char *sql, int nargs, Oid *types, Datum *values,
 			row->pending_attempts = isnull ? 0 : DatumGetInt32(d);
 		}
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	anonymize_xact_commit();
 	pgstat_report_stat(false);
 }
 
