@@ -35,7 +35,7 @@ use IPC::Run;
 
 # the source tree (PGXS of 15 sets TESTDIR to it, 17 and later do not)
 my $top = dirname(dirname(File::Spec->rel2abs(__FILE__)));
-my $cli = -x "$top/pg_anonymize" ? "$top/pg_anonymize" : 'pg_anonymize';
+my $cli = -x "$top/cli/pg_anonymize" ? "$top/cli/pg_anonymize" : 'pg_anonymize';
 my $example_archive = 'doc/example-archive.sql';
 
 # The files whose blocks run, in a reader's order: each file's blocks run
@@ -46,6 +46,7 @@ my @files = (
 	{ path => 'doc/request-page.md' },
 	{ path => 'doc/phone-numbers.md' },
 	{ path => 'doc/targets-and-run.md' },
+	{ path => 'doc/run-writes.md' },
 	{ path => 'doc/worker.md' },
 	{ path => 'doc/search-hooks.md' },
 	{ path => 'doc/settings.md' },

@@ -9,9 +9,9 @@
 #   tools/test.sh --pg 15,18   the suites on 15 and 18 only
 #
 # For each version: installs what is missing, builds with -Werror, installs
-# the extension into a private copy of that PostgreSQL (tools/lib.sh),
-# starts a throwaway cluster with shared_preload_libraries = 'anonymize',
-# and runs the pg_regress, isolation and TAP suites (make installcheck).
+# the extension into a private copy of that PostgreSQL (tools/lib.sh), and
+# runs the pg_regress, isolation and TAP suites (make installcheck, which
+# makes its own temporary instances with the settings of test.conf).
 # 17 and 18 run inside their root (chroot), on a copy of the tree staged
 # there, as the root's postgres user.  Once, on the machine itself and only
 # in a full run: the libFuzzer harnesses of the pure core for FUZZ_SECONDS
@@ -29,32 +29,22 @@ usage() {
 	exit 2
 }
 
-# installcheck [VARIABLE=VALUE...]: make installcheck against the private
-# copy and the throwaway cluster
+# installcheck [VARIABLE=VALUE...]: make installcheck with the private
+# copy (it makes its own temporary instances with the settings of test.conf)
 installcheck() {
-	as_pg make -C "$work/src" PG_CONFIG="$SYS_PG_CONFIG" bindir="$PG_BIN" installcheck \
-		PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres "$@"
+	as_pg make -C "$work/src" PG_CONFIG="$SYS_PG_CONFIG" bindir="$PG_BIN" installcheck "$@"
 }
 
 # suite_here VERSION: the whole suite on PostgreSQL VERSION installed where
 # this runs (the machine, or a Debian root entered with chroot).
 suite_here() {
 	use_pg "$1"
-	local port status=0 f
-	# global: the trap runs after this function has returned
+	local status=0 f
 	work=$(mktemp -d /tmp/anonymize-test.XXXXXX)
 	chmod 755 "$work"
-	trap 'stop_cluster "$work/cluster"' EXIT
 	stage_tree "$work/src"
 	private_pg "$work/pg"
 	build_install "$work/src"
-
-	port=$(free_port)
-	log "starting a throwaway PostgreSQL $PG_MAJOR cluster on port $port"
-	start_cluster "$work/cluster" "$port" \
-		"anonymize.country_code = '47'" \
-		"timezone = 'Europe/Oslo'" \
-		"anonymize.enabled = off"
 
 	# each suite on its own, so that a failure in one does not hide the others
 	log "running the pg_regress suite on PostgreSQL $PG_MAJOR"
@@ -73,7 +63,6 @@ suite_here() {
 			[ -f "$f" ] && { log "$f (tail)"; tail -60 "$f"; }
 		done
 	fi
-	stop_cluster "$work/cluster"
 	if [ $status -eq 0 ]; then
 		rm -rf "$work"
 		log "PostgreSQL $PG_MAJOR: all suites passed"

@@ -32,6 +32,7 @@ SNAPSHOT_QUERIES=(
 	'SELECT * FROM anonymize.targets ORDER BY 1, 2'
 	'SELECT * FROM anonymize.run_log ORDER BY id'
 	"SELECT last_value FROM anonymize.anonymize_request_id_seq"
+	"SELECT extversion FROM pg_extension WHERE extname = 'anonymize'"
 	'SELECT * FROM cc.calls ORDER BY id'
 	'SELECT * FROM cc.sms ORDER BY id'
 )
@@ -128,8 +129,6 @@ check_moved() {
 		check "$p intact: ${SNAPSHOT_QUERIES[$i]}" \
 			same "$(cat "$work/after/$i")" "$(cat "$before/$i")"
 	done
-	check "$p the extension is 1.0 there too" \
-		same "$(q archive "SELECT extversion FROM pg_extension WHERE extname = 'anonymize'")" 1.0
 
 	# the search hook answers from the moved digests and key
 	check "$p is_anonymized knows the Done request's number, in any format" \
