@@ -275,7 +275,7 @@ check "$p the cancellation, the confirmation and the rewrites have receipts" \
 check "$p is_anonymized knows the Done request's number" \
 	same "$(q archive "SELECT anonymize.is_anonymized('+4798765432')")" t
 snapshot archive "$work/before"
-as_pg pg_dump -Fc -f "$work/before/archive15.dump" archive
+as_pg pg_dump -Fc archive >"$work/before/archive15.dump"
 
 # carry_libs ROOT DEST: copy into DEST the libraries of Debian 12 that the
 # 15 binaries need and the root lacks (trixie and sid carry newer
