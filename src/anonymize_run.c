@@ -48,6 +48,7 @@
 #include "anonymize_request.h"
 #include "anonymize_retention.h"
 #include "anonymize_run.h"
+#include "anonymize_scrub.h"
 #include "anonymize_settings.h"
 
 /* a matching row found by a scan, to be rewritten */
@@ -661,6 +662,8 @@ run_rewrite_batch(RunState *st, int64 from, int64 to, int64 done, int64 total)
 				   " RETURNING m.req",
 				   leafname, quote_identifier(target->col),
 				   quote_identifier(target->col));
+	/* the pages of the versions this batch leaves behind, for the scrub */
+	anonymize_scrub_note_rows(first->leaf, target->col, tids, n);
 	values[0] = CStringGetTextDatum(anonymize_replacement);
 	values[1] = PointerGetDatum(construct_array(tids, n, TIDOID,
 												sizeof(ItemPointerData), false,
@@ -1007,6 +1010,8 @@ run_vacuum(RunState *st)
 	ParseState *pstate;
 	MemoryContext save;
 	MemoryContext old;
+	volatile bool whole = st->vacuum_owed;	/* scrub: noted pages unknown */
+	AnonymizeScrubStats scrub;
 
 	/* in the run's context: transactions come and go below */
 	old = MemoryContextSwitchTo(st->cxt);
@@ -1017,6 +1022,7 @@ run_vacuum(RunState *st)
 		if (st->resumed[i])
 		{
 			relids = list_concat_unique_oid(relids, st->scanned_leaves);
+			whole = true;
 			break;
 		}
 	MemoryContextSwitchTo(old);
@@ -1126,6 +1132,9 @@ run_vacuum(RunState *st)
 	MemoryContextDelete(PortalContext);
 	PortalContext = save;
 
+	/* old versions kept by an older snapshot: the next run does it again */
+	if (!anonymize_scrub_run(relids, whole, st->run_id, &scrub))
+		return;
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -1165,6 +1174,7 @@ anonymize_run_execute_ext(AnonymizeRunResult *result, const char *trigger,
 	st.trigger = trigger;
 	st.cxt = AllocSetContextCreate(TopMemoryContext, "anonymize run",
 								   ALLOCSET_DEFAULT_SIZES);
+	anonymize_scrub_begin(st.cxt);
 
 	pgstat_report_activity(STATE_RUNNING, "anonymize run: waiting for the run lock");
 	StartTransactionCommand();
