@@ -471,7 +471,8 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 		if (isnull)
 			continue;
 		v = (struct varlena *) DatumGetPointer(d);
-		if (VARATT_IS_EXTENDED(v) && !VARATT_IS_SHORT(v))
+		/* (an out-of-line pointer has a 1-byte header: not VARATT_IS_SHORT) */
+		if (VARATT_IS_EXTERNAL(v) || VARATT_IS_COMPRESSED(v))
 		{
 			/* toasted or compressed: long values are never identifiers */
 			if (toast_raw_datum_size(d) - VARHDRSZ > ANONYMIZE_MAX_VALUE_LEN)
