@@ -201,16 +201,16 @@ settle();
 is($primary->safe_psql('postgres', q{SELECT count(*) FROM mails WHERE sender = 'Anonymized'}),
 	'4', 'the out-of-line display names were rewritten');
 my $run_log = substr(slurp_file($primary->logfile), $log_start);
-like($run_log, qr/DEBUG:  /, 'the log of the run is at debug level');
-like($run_log, qr/anonymize run \d+: scrubbed [1-9]\d* of \d+ pages read/, 'the run scrubbed pages');
+ok($run_log =~ /DEBUG:  /, 'the log of the run is at debug level');
+ok($run_log =~ /anonymize run \d+: scrubbed [1-9]\d* of \d+ pages read/, 'the run scrubbed pages');
 
 is(page_hits($primary, @bob, @eve, @cancelled), '', 'after the run: no page holds Bob, Eve or the cancelled number on the primary');
 is(page_hits($standby, @bob, @eve, @cancelled), '', 'nor on the standby');
 isnt(page_hits($primary, @c, @d), '', 'the rows of C and D, not requested, are still there');
 
-unlike($run_log, qr/98765432|987 65 432|41234567|45555555|bob\.test|eve\.test/i,
+ok($run_log !~ /98765432|987 65 432|41234567|45555555|bob\.test|eve\.test/i,
 	'the server log at debug5 during the run names no identifier');
-unlike($run_log, qr/temporary file/, 'the run wrote no temporary file');
+ok($run_log !~ /temporary file/, 'the run wrote no temporary file');
 is( $primary->safe_psql('postgres', q{
 		SELECT count(*) FROM pg_stat_statements
 		WHERE query ~* '98765432|987 65 432|41234567|45555555|bob\.test|eve\.test'}),
