@@ -231,7 +231,8 @@ scrub_row() {
 	f() { awk -v k="$k" -v c="$1" 'NR == FNR {if ($1 == k && $7 ~ /^k/) {ms[$7] = $2; wal[$7] = $3}; next}
 		($1 in ms) {v[1] = $2; v[2] = $3; v[3] = $4; v[4] = $5; v[5] = $6;
 			v[6] = ms[$1] ? 100 * $2 / ms[$1] : 0; v[7] = wal[$1] ? 100 * $3 / wal[$1] : 0;
-			v[8] = $5 ? $3 / $5 : 0; print v[c]}' "$out/runs" "$out/scrub" | median; }
+			v[8] = $5 ? $3 / $5 : 0; print v[c]}' "$out/runs" "$out/scrub" | median |
+		awk -v c="$1" '{if (c >= 6) printf "%.1f\n", $1; else if (c == 1) print $1; else printf "%d\n", $1}'; }
 	echo "| page scrub in run(), K = $k | $(f 1) ms ($(f 6) % of the run); WAL $(f 2) bytes ($(f 7) % of the run's WAL), $(f 3) full-page images, $(f 8) bytes a scrubbed page; $(f 4) pages scrubbed of $(f 5) read |"
 }
 

@@ -49,6 +49,9 @@
 
 static const char scrub_zeros[BLCKSZ];
 
+/* how far right of a noted btree leaf changed siblings are followed */
+#define SCRUB_RIGHT_STEPS	4
+
 /* Whether blkno of rel is a page of a layout whose hole may be zeroed. */
 static bool
 scrub_page_kind_ok(Relation rel, Page page, BlockNumber blkno)
@@ -131,19 +134,22 @@ scrub_heap_kept(Page page, const ItemPointerData *tids, int n)
 /*
  * Scrub one block: look under a share lock, zero under an exclusive one.
  * For a heap page, tids[0..ntids) are the old versions noted on it.
+ * Returns whether the page changed since the run began.
  */
-static void
+static bool
 scrub_block(Relation rel, BlockNumber blkno, XLogRecPtr since,
 			BufferAccessStrategy bas, const ItemPointerData *tids, int ntids,
 			AnonymizeScrubStats *stats)
 {
 	Buffer		buf;
 	bool		dirty;
+	bool		changed;
 
 	CHECK_FOR_INTERRUPTS();
 	buf = ReadBufferExtended(rel, MAIN_FORKNUM, blkno, RBM_NORMAL, bas);
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
 	stats->pages_read++;
+	changed = PageGetLSN(BufferGetPage(buf)) >= scrub_state->since;
 	if (ntids > 0)
 		stats->kept += scrub_heap_kept(BufferGetPage(buf), tids, ntids);
 	dirty = scrub_page_dirty(rel, BufferGetPage(buf), blkno, since);
@@ -159,15 +165,7 @@ scrub_block(Relation rel, BlockNumber blkno, XLogRecPtr since,
 		LockBuffer(buf, BUFFER_LOCK_UNLOCK);
 	}
 	ReleaseBuffer(buf);
-}
-
-static int
-scrub_cmp_block(const void *a, const void *b)
-{
-	BlockNumber x = *(const BlockNumber *) a;
-	BlockNumber y = *(const BlockNumber *) b;
-
-	return (x > y) - (x < y);
+	return changed;
 }
 
 /* One relation done: what it cost, at DEBUG1 (names and counts only). */
@@ -197,7 +195,7 @@ anonymize_scrub_relation_blocks(Relation rel, const BlockNumber *blocks,
 		BufferAccessStrategy bas = GetAccessStrategy(BAS_VACUUM);
 
 		for (BlockNumber b = 0; b < nrel; b++)
-			scrub_block(rel, b, since, bas, NULL, 0, stats);
+			(void) scrub_block(rel, b, since, bas, NULL, 0, stats);
 		FreeAccessStrategy(bas);
 	}
 	for (int i = 0; blocks != NULL && i < nblocks; i++)
@@ -206,7 +204,7 @@ anonymize_scrub_relation_blocks(Relation rel, const BlockNumber *blocks,
 		if (i > 0 && blocks[i] == blocks[i - 1])
 			continue;
 		if (blocks[i] < nrel)
-			scrub_block(rel, blocks[i], since, NULL, NULL, 0, stats);
+			(void) scrub_block(rel, blocks[i], since, NULL, NULL, 0, stats);
 	}
 	scrub_report(rel, blocks ? "pages found by key"
 				 : XLogRecPtrIsInvalid(since) ? "every page"
@@ -238,31 +236,70 @@ scrub_heap_noted(Relation rel, ScrubRel *sr, AnonymizeScrubStats *stats)
 		while (j < sr->ntids && ItemPointerGetBlockNumber(&sr->tids[j]) == blkno)
 			j++;
 		if (blkno < nrel)
-			scrub_block(rel, blkno, InvalidXLogRecPtr, NULL, &sr->tids[i],
-						j - i, stats);
+			(void) scrub_block(rel, blkno, InvalidXLogRecPtr, NULL, &sr->tids[i],
+							   j - i, stats);
 		i = j;
 	}
 	scrub_report(rel, "pages of the old versions", read0, scrubbed0, stats);
 }
 
-/* A btree's noted pages, and those its old keys lead to now. */
-static void
-scrub_btree_noted(Relation irel, Relation heap, ScrubRel *sr,
-				  AnonymizeScrubStats *stats)
+/* The right sibling of a btree leaf, InvalidBlockNumber for another page. */
+static BlockNumber
+scrub_btree_next(Relation irel, BlockNumber blkno)
 {
-	ListCell   *lc;
+	Buffer		buf = ReadBuffer(irel, blkno);
+	Page		page;
+	BTPageOpaque op;
+	BlockNumber next = InvalidBlockNumber;
+
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	page = BufferGetPage(buf);
+	if (!PageIsNew(page) && PageGetSpecialSize(page) == MAXALIGN(sizeof(BTPageOpaqueData)))
+	{
+		op = BTPageGetOpaque(page);
+		if (P_ISLEAF(op) && !P_RIGHTMOST(op))
+			next = op->btpo_next;
+	}
+	UnlockReleaseBuffer(buf);
+	return next;
+}
+
+/*
+ * A btree's noted leaves and parents; right of a leaf, the siblings that
+ * changed since the run began, which a split after the noting may have
+ * given some of its entries (a few at most).
+ */
+static void
+scrub_btree_noted(Relation irel, ScrubRel *sr, AnonymizeScrubStats *stats)
+{
+	BlockNumber nrel = RelationGetNumberOfBlocks(irel);
+	int64		read0 = stats->pages_read;
+	int64		scrubbed0 = stats->pages_scrubbed;
 
 	if (sr->whole)
 	{
 		anonymize_scrub_relation_blocks(irel, NULL, 0, scrub_state->since, stats);
 		return;
 	}
-	/* a split since the noting moved entries right: descend again */
-	foreach(lc, sr->keys)
-		(void) scrub_btree_descend(irel, heap, (IndexTuple) lfirst(lc));
-	qsort(sr->blocks, sr->nblocks, sizeof(BlockNumber), scrub_cmp_block);
-	anonymize_scrub_relation_blocks(irel, sr->blocks, sr->nblocks,
-									InvalidXLogRecPtr, stats);
+	stats->relations++;
+	scrub_sort_blocks(sr);
+	for (int i = 0; i < sr->nblocks; i++)
+	{
+		BlockNumber blkno = sr->blocks[i];
+
+		if (blkno >= nrel)
+			continue;			/* truncated */
+		(void) scrub_block(irel, blkno, InvalidXLogRecPtr, NULL, NULL, 0, stats);
+		for (int step = 0; step < SCRUB_RIGHT_STEPS; step++)
+		{
+			blkno = scrub_btree_next(irel, blkno);
+			if (!BlockNumberIsValid(blkno) || blkno >= nrel ||
+				!scrub_block(irel, blkno, scrub_state->since, NULL, NULL, 0,
+							 stats))
+				break;
+		}
+	}
+	scrub_report(irel, "pages found by key", read0, scrubbed0, stats);
 }
 
 /*
@@ -293,7 +330,7 @@ scrub_indexes(Relation heap, ScrubRel *hsr, bool whole,
 		else if (am == BTREE_AM_OID)
 		{
 			if (sr != NULL)
-				scrub_btree_noted(irel, heap, sr, stats);
+				scrub_btree_noted(irel, sr, stats);
 		}
 		else
 			anonymize_scrub_relation_blocks(irel, NULL, 0, scrub_state->since,
@@ -330,15 +367,18 @@ scrub_table(Oid relid, bool whole, AnonymizeScrubStats *stats)
 
 		if (whole)
 			anonymize_scrub_relation_blocks(rel, NULL, 0, InvalidXLogRecPtr, stats);
+		else if (sr->whole)
+			anonymize_scrub_relation_blocks(rel, NULL, 0, scrub_state->since, stats);
 		else
 			scrub_heap_noted(rel, sr, stats);
 		if (OidIsValid(toastid) && (whole || tsr != NULL))
 		{
 			Relation	toast = table_open(toastid, AccessShareLock);
 
-			if (whole)
+			if (whole || tsr->whole)
 				anonymize_scrub_relation_blocks(toast, NULL, 0,
-												InvalidXLogRecPtr, stats);
+												whole ? InvalidXLogRecPtr
+												: scrub_state->since, stats);
 			else
 				scrub_heap_noted(toast, tsr, stats);
 			table_close(toast, AccessShareLock);

@@ -27,8 +27,9 @@ typedef struct ScrubRel
 	BlockNumber *blocks;		/* btree: leaves and parents found */
 	int			nblocks;
 	int			maxblocks;
-	List	   *keys;			/* btree: IndexTuples (key, heap TID) */
-	bool		whole;			/* btree without heap TID keys: read whole */
+	bool		whole;			/* read whole, pages changed since the run
+								 * began: too many notes, or a btree without
+								 * heap TID keys */
 } ScrubRel;
 
 /* the noting of the current run */
@@ -37,13 +38,21 @@ typedef struct ScrubState
 	MemoryContext cxt;
 	XLogRecPtr	since;			/* insert LSN when the run began */
 	List	   *rels;			/* ScrubRel * */
+	Size		bytes;			/* of the notes' arrays, at most
+								 * SCRUB_NOTE_BUDGET */
 } ScrubState;
+
+/*
+ * Past this many bytes of notes (about 500,000 rows rewritten), the
+ * relation whose notes grow is read whole after the vacuum instead (its
+ * pages changed since the run began): the run's memory stays bounded.
+ */
+#define SCRUB_NOTE_BUDGET	(4 * 1024 * 1024)
 
 extern ScrubState *scrub_state;
 
 extern ScrubRel *scrub_rel(Oid relid, bool create);
-extern void scrub_add_block(ScrubRel *sr, BlockNumber blkno);
 extern bool scrub_index_uses(Relation irel, AttrNumber attnum);
-extern bool scrub_btree_descend(Relation irel, Relation heap, IndexTuple itup);
+extern void scrub_sort_blocks(ScrubRel *sr);
 
 #endif							/* ANONYMIZE_SCRUB_INT_H */

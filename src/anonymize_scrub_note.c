@@ -7,9 +7,11 @@
  *	  its out-of-line values from the TOAST index (value id); a btree
  *	  entry's leaf page and its parents from a descent with the old key and
  *	  the TID (the heap TID is part of the key of a version 4 btree, so the
- *	  descent ends on the one leaf that holds the entry).  The old keys are
- *	  kept: the scrub descends again after the vacuum, in case a page split
- *	  moved an entry meanwhile.
+ *	  descent ends on the one leaf that holds the entry).  A split after the
+ *	  noting moves entries to a new right sibling: the scrub follows right
+ *	  links from a noted leaf over pages changed since the run began.
+ *	  The notes are bounded (SCRUB_NOTE_BUDGET): past it, a relation is
+ *	  read whole instead.
  *
  *	  Other index methods cannot be searched by key for a page: the scrub
  *	  reads them whole and keeps to the pages the run changed (LSN), see
@@ -81,13 +83,44 @@ scrub_rel(Oid relid, bool create)
 	return sr;
 }
 
+/*
+ * Room for n more bytes of notes of sr: false, its notes dropped and sr
+ * read whole instead, when the budget is spent.
+ */
+static bool
+scrub_budget(ScrubRel *sr, Size n)
+{
+	if (sr->whole)
+		return false;
+	if (scrub_state->bytes + n <= SCRUB_NOTE_BUDGET)
+	{
+		scrub_state->bytes += n;
+		return true;
+	}
+	scrub_state->bytes -= sizeof(ItemPointerData) * sr->maxtids +
+		sizeof(BlockNumber) * sr->maxblocks;
+	if (sr->tids)
+		pfree(sr->tids);
+	if (sr->blocks)
+		pfree(sr->blocks);
+	sr->tids = NULL;
+	sr->blocks = NULL;
+	sr->ntids = sr->maxtids = sr->nblocks = sr->maxblocks = 0;
+	sr->whole = true;
+	return false;
+}
+
 /* Add a TID (heap: the old version; TOAST: a chunk). */
 static void
 scrub_add_tid(ScrubRel *sr, ItemPointer tid)
 {
 	if (sr->ntids == sr->maxtids)
 	{
-		sr->maxtids = Max(64, sr->maxtids * 2);
+		int			more = Max(64, sr->maxtids);
+
+		if (!scrub_budget(sr, sizeof(ItemPointerData) * more))
+			return;
+		sr->maxtids += more;
 		sr->tids = sr->tids
 			? repalloc(sr->tids, sizeof(ItemPointerData) * sr->maxtids)
 			: MemoryContextAlloc(scrub_state->cxt,
@@ -96,15 +129,47 @@ scrub_add_tid(ScrubRel *sr, ItemPointer tid)
 	sr->tids[sr->ntids++] = *tid;
 }
 
-/* Add a block (btree: a leaf or a parent on the way to it). */
+static int
+scrub_cmp_block(const void *a, const void *b)
+{
+	BlockNumber x = *(const BlockNumber *) a;
+	BlockNumber y = *(const BlockNumber *) b;
+
+	return (x > y) - (x < y);
+}
+
+/* Sort sr's blocks and drop the duplicates. */
 void
+scrub_sort_blocks(ScrubRel *sr)
+{
+	int			n = 0;
+
+	qsort(sr->blocks, sr->nblocks, sizeof(BlockNumber), scrub_cmp_block);
+	for (int i = 0; i < sr->nblocks; i++)
+		if (n == 0 || sr->blocks[i] != sr->blocks[n - 1])
+			sr->blocks[n++] = sr->blocks[i];
+	sr->nblocks = n;
+}
+
+/*
+ * Add a block (btree: a leaf or a parent on the way to it).  Parents
+ * repeat for every key: a full array is first rid of its duplicates.
+ */
+static void
 scrub_add_block(ScrubRel *sr, BlockNumber blkno)
 {
 	if (sr->nblocks > 0 && sr->blocks[sr->nblocks - 1] == blkno)
 		return;
-	if (sr->nblocks == sr->maxblocks)
+	if (sr->nblocks == sr->maxblocks && sr->nblocks > 0)
+		scrub_sort_blocks(sr);
+	if (sr->nblocks == sr->maxblocks ||
+		sr->nblocks >= sr->maxblocks / 2 + sr->maxblocks / 4)
 	{
-		sr->maxblocks = Max(64, sr->maxblocks * 2);
+		int			more = Max(64, sr->maxblocks);
+
+		if (!scrub_budget(sr, sizeof(BlockNumber) * more))
+			return;
+		sr->maxblocks += more;
 		sr->blocks = sr->blocks
 			? repalloc(sr->blocks, sizeof(BlockNumber) * sr->maxblocks)
 			: MemoryContextAlloc(scrub_state->cxt,
@@ -173,10 +238,10 @@ scrub_index_uses(Relation irel, AttrNumber attnum)
 
 /*
  * Descend irel with itup (key and heap TID) and note the leaf and its
- * parents.  Returns false when the btree has no heap TID in its keys (a
- * version 2 or 3 index, from pg_upgrade): the scrub then reads it whole.
+ * parents.  A btree without the heap TID in its keys (version 2 or 3, from
+ * pg_upgrade) is read whole instead.
  */
-bool
+static void
 scrub_btree_descend(Relation irel, Relation heap, IndexTuple itup)
 {
 	BTScanInsert key = _bt_mkscankey(irel, itup);
@@ -184,11 +249,11 @@ scrub_btree_descend(Relation irel, Relation heap, IndexTuple itup)
 	BTStack		stack;
 	Buffer		buf;
 
-	if (!key->heapkeyspace)
+	if (!key->heapkeyspace || sr->whole)
 	{
 		sr->whole = true;
 		pfree(key);
-		return false;
+		return;
 	}
 	stack = anonymize_bt_search(irel, heap, key, &buf);
 	if (BufferIsValid(buf))
@@ -200,10 +265,9 @@ scrub_btree_descend(Relation irel, Relation heap, IndexTuple itup)
 		scrub_add_block(sr, s->bts_blkno);
 	_bt_freestack(stack);
 	pfree(key);
-	return true;
 }
 
-/* The btree entry of the row in slot: its pages, and its key for later. */
+/* The btree entry of the row in slot: its leaf and parents. */
 static void
 scrub_note_btree(Relation irel, IndexInfo *ii, Relation heap,
 				 TupleTableSlot *slot, EState *estate, ItemPointer tid)
@@ -211,18 +275,12 @@ scrub_note_btree(Relation irel, IndexInfo *ii, Relation heap,
 	Datum		values[INDEX_MAX_KEYS];
 	bool		isnull[INDEX_MAX_KEYS];
 	IndexTuple	itup;
-	ScrubRel   *sr;
-	MemoryContext old;
 
 	FormIndexDatum(ii, slot, estate, values, isnull);
 	itup = index_form_tuple(RelationGetDescr(irel), values, isnull);
 	itup->t_tid = *tid;
-	if (!scrub_btree_descend(irel, heap, itup))
-		return;
-	sr = scrub_rel(RelationGetRelid(irel), true);
-	old = MemoryContextSwitchTo(scrub_state->cxt);
-	sr->keys = lappend(sr->keys, CopyIndexTuple(itup));
-	MemoryContextSwitchTo(old);
+	scrub_btree_descend(irel, heap, itup);
+	pfree(itup);
 }
 
 /* Open the btree indexes of heap, with what FormIndexDatum needs. */
@@ -290,7 +348,8 @@ anonymize_scrub_note_rows(Oid relid, const char *col, const Datum *tids,
 	{
 		ItemPointer tid = (ItemPointer) DatumGetPointer(tids[i]);
 
-		scrub_add_tid(sr, tid);
+		if (!sr->whole)
+			scrub_add_tid(sr, tid);
 		if (!table_tuple_fetch_row_version(heap, tid, SnapshotAny, slot))
 			continue;
 		if (sr->attnum != InvalidAttrNumber)
