@@ -4,7 +4,8 @@
 # Installs what is missing, builds and installs the extension and its
 # command line, pg_anonymize, into a private copy of PostgreSQL 15, starts
 # a throwaway cluster with a database "archive", builds a synthetic archive
-# of about 220,000 contacts (tools/demo.sql: the README's example tables),
+# of about 220,000 contacts (tools/demo.sql, on the README's example
+# tables of doc/example-archive.sql),
 # then does what a DBA does: files requests with pg_anonymize, previews
 # them, runs the erasure with its progress, reads the receipts and the
 # worker's status, and shows the archive before and after in SQL.  The

@@ -1,20 +1,17 @@
 -- tools/demo.sql: the example archive of the demo, run by tools/demo.sh in
 -- database "archive" of a throwaway cluster: the README's quick-start
--- tables (archive.calls, archive.chats, archive.emails, sms.answers,
--- raw.events) with about 220,000 synthetic contacts (120,000 of them a
--- company's shared line), the people the demo's
--- requests name before and after their dates, the extension and its five
--- targets.  The story itself (requests, preview, run, receipts) is told
--- by tools/demo.sh with pg_anonymize.
+-- tables (doc/example-archive.sql, shared with the quick start's test)
+-- with about 220,000 synthetic contacts (120,000 of them a company's
+-- shared line), the people the demo's requests name before and after
+-- their dates, the extension and its five targets.  The story itself
+-- (requests, preview, run, receipts) is told by tools/demo.sh with
+-- pg_anonymize.
 \pset footer off
 \pset null '-'
 \set QUIET on
 CREATE EXTENSION anonymize;
 \set QUIET on
 SET client_min_messages = warning;
-CREATE SCHEMA archive;
-CREATE SCHEMA sms;
-CREATE SCHEMA raw;
 -- 8-digit Norwegian numbers and a few Swedish ones, stored the way
 -- different systems write them
 CREATE FUNCTION pg_temp.fmt(n bigint, style int) RETURNS text LANGUAGE sql IMMUTABLE AS $$
@@ -26,19 +23,10 @@ CREATE FUNCTION pg_temp.fmt(n bigint, style int) RETURNS text LANGUAGE sql IMMUT
 		WHEN 4 THEN 'tel:+47' || n
 		ELSE '+46' || n END
 $$;
-CREATE TABLE archive.calls (id bigserial PRIMARY KEY, caller text, queue text, agent text,
-                            started_at timestamptz NOT NULL, recording text);
-CREATE INDEX ON archive.calls (caller);
-CREATE TABLE archive.chats (id bigserial PRIMARY KEY, chatter_id text, queue text,
-                            started_at timestamp NOT NULL, log text);
-CREATE TABLE archive.emails (id bigserial PRIMARY KEY, from_address text, subject text,
-                             received_on date NOT NULL);
-CREATE TABLE sms.answers (id bigserial PRIMARY KEY, number text, score int,
-                          answered_at timestamptz NOT NULL);
-CREATE TABLE raw.events (id bigserial, number text, event text, at timestamptz NOT NULL)
-	PARTITION BY RANGE (at);
-CREATE TABLE raw.events_2023 PARTITION OF raw.events FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');
-CREATE TABLE raw.events_2024 PARTITION OF raw.events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+-- the quick start's tables, as the README shows them, and the demo's one
+-- extra column: the agent who took the call
+\ir ../doc/example-archive.sql
+ALTER TABLE archive.calls ADD COLUMN agent text;
 
 INSERT INTO archive.calls (caller, queue, agent, started_at, recording)
 SELECT pg_temp.fmt(90000000 + (g * 7919) % 900000, g), 'queue ' || g % 12, 'agent ' || g % 40,
