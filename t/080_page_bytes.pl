@@ -5,7 +5,9 @@
 # for each identifier in each format it was stored in: no hit, in a tuple,
 # a dead line pointer's old storage or free space.  The same after a run
 # killed while it waited in its vacuum, and after one killed between
-# rewrite batches: the next run scrubs what the killed one left.
+# rewrite batches, and after one killed while finishing: the next run
+# scrubs what the killed one left; and after a run whose vacuum a
+# transaction older than it held back, once that transaction has ended.
 #
 # Also the other places the bytes could go: pg_stat_statements (the portal's
 # documented calls with bind parameters, and pg_anonymize add), the server
@@ -52,6 +54,7 @@ SELECT g, CASE WHEN g % 3120 = 156 THEN '+4798765432'
                WHEN g % 2999 = 1500 THEN '+47 987 65 432'
                WHEN g % 2999 = 300 THEN '41234567'
                WHEN g % 2999 = 2100 THEN '47111111'
+               WHEN g % 2999 = 2500 THEN '46666666'
                WHEN g % 1499 = 200 THEN '+47 47 22 22 22'
                ELSE '+47' || (10000000 + (g * 7919) % 89999999)::text END,
        '2024-01-01'::timestamptz + g * interval '1 min'
@@ -64,6 +67,7 @@ SELECT g, CASE WHEN g % 499 = 3 THEN (ARRAY['bob.test\@mytest.no', 'Bob.Test\@My
                                             '"Bob Test, Customer Services" <Bob.Test\@MyTest.no>'])[g % 3 + 1]
                WHEN g % 499 = 250 THEN 'Eve.Test\@MyTest.no'
                WHEN g % 499 = 400 THEN 'dora\@mytest.no'
+               WHEN g % 499 = 100 THEN 'Erin <erin\@mytest.no>'
                ELSE 'visitor' || (g * 7919) % 100000 || '\@example.org' END,
        '2024-01-01'::timestamptz + g * interval '1 min'
 FROM generate_series(1, 5000) g;
@@ -94,6 +98,8 @@ my @eve = ('41234567', 'eve.test@mytest.no', 'Eve.Test@MyTest.no');
 my @cancelled = ('45555555');
 my @c = ('47111111');
 my @d = ('47 22 22 22', '47222222', 'dora@mytest.no');
+my @e = ('erin@mytest.no');
+my @f = ('46666666');
 
 # The pages of every relation of the anonymize schema and of the targets,
 # their indexes, TOAST tables and TOAST indexes that hold one of @strings:
@@ -220,6 +226,30 @@ ok( $primary->safe_psql('postgres', q{
 		WHERE query ~ 'INSERT INTO anonymize.anonymize_request'}) >= 3,
 	'pg_stat_statements has the portal\'s and pg_anonymize\'s INSERTs');
 
+# --- a transaction older than the run still sees the old versions: they
+# are not reported as scrubbed, and the next run does it again
+my $old = $primary->background_psql('postgres');
+$old->query_safe('BEGIN ISOLATION LEVEL REPEATABLE READ');
+$old->query_safe('SELECT count(*) FROM calls');
+$primary->safe_psql('postgres', q{
+	INSERT INTO anonymize.anonymize_request (phone, to_date, comment) VALUES ('46666666', '2024-06-30', 'F')});
+$log_start = -s $primary->logfile;
+is(run_and_wait($primary), '1', 'snapshot: the run finishes F');
+settle();
+ok(substr(slurp_file($primary->logfile), $log_start) =~
+	  /anonymize run \d+: \d+ old row versions are still in their pages: a transaction older than the run can still see them/,
+	'snapshot: the run says that old versions are still there');
+is($primary->safe_psql('postgres', 'SELECT count(*) FROM anonymize.run_log WHERE vacuumed_at IS NULL'),
+	'1', 'snapshot: and does not record its vacuum');
+isnt(page_hits($primary, @f), '', 'snapshot: F\'s old versions are indeed still in their pages');
+$old->quit;
+is(run_and_wait($primary), '0', 'snapshot: the next run has no request to finish');
+settle();
+is($primary->safe_psql('postgres', 'SELECT count(*) FROM anonymize.run_log WHERE vacuumed_at IS NULL'),
+	'0', 'snapshot: it vacuums and records it');
+is(page_hits($primary, @f), '', 'snapshot: then no page holds F on the primary');
+is(page_hits($standby, @f), '', 'snapshot: nor on the standby');
+
 # --- a run killed while it waits in its vacuum: the next one scrubs
 sub kill_run
 {
@@ -278,6 +308,30 @@ settle();
 is(page_hits($primary, @d), '', 'batches: after the next run no page holds D on the primary');
 is(page_hits($standby, @d), '', 'batches: nor on the standby');
 is(page_hits($primary, @bob, @eve, @cancelled, @c), '', 'and still none holds the others');
+
+# --- a run killed while finishing: E's last chat locked until the rewrite
+# waits on it, then E's page row locked and the chat released
+$primary->safe_psql('postgres', q{
+	INSERT INTO anonymize.anonymize_request (email, to_date, comment) VALUES ('erin@mytest.no', '2024-06-30', 'E')});
+my $lock1 = $primary->background_psql('postgres');
+$lock1->query_safe('BEGIN');
+$lock1->query_safe(q{SELECT 1 FROM chats WHERE id = (SELECT max(id) FROM chats WHERE visitor ~ 'erin') FOR UPDATE});
+$runner = $primary->background_psql('postgres');
+$runner->query_until(qr/started/, "\\echo started\nSELECT anonymize.run();\n");
+wait_run_at('rewriting public\.chats');
+my $lock2 = $primary->background_psql('postgres');
+$lock2->query_safe('BEGIN');
+$lock2->query_safe(q{SELECT 1 FROM anonymize.anonymize_request WHERE comment = 'E' FOR UPDATE});
+$lock1->query_safe('COMMIT');
+wait_run_at('finishing requests');
+kill_run();
+eval { $_->quit; } for ($runner, $lock1, $lock2);
+is( $primary->safe_psql('postgres', q{SELECT status FROM anonymize.anonymize_request WHERE comment = 'E'}),
+	'Running', 'finish: killed with E Running, its rows rewritten');
+is(run_and_wait($primary), '1', 'finish: the next run finishes E');
+settle();
+is(page_hits($primary, @e), '', 'finish: after the next run no page holds E on the primary');
+is(page_hits($standby, @e), '', 'finish: nor on the standby');
 
 $standby->stop;
 $primary->stop;
