@@ -211,6 +211,7 @@ anonymize_scrub_relation_blocks(Relation rel, const BlockNumber *blocks,
 				 : "every page the run changed", read0, scrubbed0, stats);
 }
 
+/* qsort order of TIDs: by block, then offset. */
 static int
 scrub_cmp_tid(const void *a, const void *b)
 {

@@ -129,6 +129,7 @@ scrub_add_tid(ScrubRel *sr, ItemPointer tid)
 	sr->tids[sr->ntids++] = *tid;
 }
 
+/* qsort order of block numbers. */
 static int
 scrub_cmp_block(const void *a, const void *b)
 {
