@@ -39,8 +39,9 @@ enum
 	OPT_HELP
 };
 
+/* --help */
 static void
-usage(void)
+pga_usage(void)
 {
 	printf("%s manages the erasure requests of the anonymize extension.\n\n", progname);
 	printf("Usage:\n");
@@ -98,8 +99,9 @@ usage(void)
 	printf("  %s -d archive run\n", progname);
 }
 
+/* A usage error: the message, a hint to --help, exit status 2. */
 static void
-usage_error(const char *fmt, const char *arg)
+pga_usage_error(const char *fmt, const char *arg)
 {
 	fprintf(stderr, "%s: error: ", progname);
 	fprintf(stderr, fmt, arg);
@@ -110,7 +112,7 @@ usage_error(const char *fmt, const char *arg)
 
 /* one line of standard input, without its newline */
 static const char *
-read_stdin_line(const char *option)
+pga_read_stdin_line(const char *option)
 {
 	static char buf[2][1024];
 	static int	n = 0;
@@ -118,7 +120,7 @@ read_stdin_line(const char *option)
 	size_t		len;
 
 	if (fgets(line, sizeof(buf[0]), stdin) == NULL)
-		usage_error("%s=- but nothing to read on standard input", option);
+		pga_usage_error("%s=- but nothing to read on standard input", option);
 	len = strlen(line);
 	if (len > 0 && line[len - 1] == '\n')
 		line[--len] = '\0';
@@ -129,7 +131,7 @@ read_stdin_line(const char *option)
 
 /* the command an option belongs to, or NULL for general options */
 static const char *
-option_command(int c)
+pga_option_command(int c)
 {
 	switch (c)
 	{
@@ -152,8 +154,163 @@ option_command(int c)
 	}
 }
 
-int
-main(int argc, char **argv)
+/* one subcommand: its name and its handler */
+typedef struct PgaCommand
+{
+	const char *name;
+	int			(*handler) (PGconn *conn);	/* a command without an id */
+	int			(*id_handler) (PGconn *conn, const char *id);	/* on one request */
+} PgaCommand;
+
+/* the subcommands, as --help lists them */
+static const PgaCommand pga_commands[] = {
+	{"add", pga_cmd_add, NULL},
+	{"list", pga_cmd_list, NULL},
+	{"show", NULL, pga_cmd_show},
+	{"preview", NULL, pga_cmd_preview},
+	{"cancel", NULL, pga_cmd_cancel},
+	{"confirm", NULL, pga_cmd_confirm},
+	{"run", pga_cmd_run, NULL},
+	{"status", pga_cmd_status, NULL},
+};
+
+/* The command of that name, or NULL. */
+static const PgaCommand *
+pga_find_command(const char *name)
+{
+	for (size_t i = 0; i < sizeof(pga_commands) / sizeof(pga_commands[0]); i++)
+		if (strcmp(pga_commands[i].name, name) == 0)
+			return &pga_commands[i];
+	return NULL;
+}
+
+/* --version */
+static void
+pga_version(void)
+{
+	printf("%s (anonymize) %s\n", progname, PGA_VERSION);
+}
+
+/* --help or --version as the first argument: answer and exit. */
+static void
+pga_early_options(int argc, char **argv)
+{
+	if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-?") == 0))
+	{
+		pga_usage();
+		exit(PGA_EXIT_OK);
+	}
+	if (argc > 1 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0))
+	{
+		pga_version();
+		exit(PGA_EXIT_OK);
+	}
+}
+
+/* Set an option of a subcommand (add, list, run) from optarg. */
+static void
+pga_set_command_option(int c)
+{
+	switch (c)
+	{
+		case OPT_PHONE:
+			pga_opts.phone = optarg;
+			break;
+		case OPT_EMAIL:
+			pga_opts.email = optarg;
+			break;
+		case OPT_TO_DATE:
+			pga_opts.to_date = optarg;
+			break;
+		case OPT_COMMENT:
+			pga_opts.comment = optarg;
+			break;
+		case OPT_ARCHIVE:
+			pga_opts.archive = true;
+			break;
+		case OPT_SMS_SURVEY:
+			pga_opts.sms_survey = true;
+			break;
+		case OPT_RAW_DATA:
+			pga_opts.raw_data = true;
+			break;
+		case OPT_USER:
+			pga_opts.user_name = optarg;
+			break;
+		case OPT_STATUS:
+			pga_opts.status = optarg;
+			break;
+		case OPT_NO_PROGRESS:
+			pga_opts.no_progress = true;
+			break;
+		case OPT_INTERVAL:
+			{
+				char	   *end;
+
+				pga_opts.interval = strtod(optarg, &end);
+				if (*end != '\0' || end == optarg ||
+					!(pga_opts.interval >= 0.05 && pga_opts.interval <= 3600))
+					pga_usage_error("invalid interval \"%s\": give seconds between 0.05 and 3600", optarg);
+			}
+			break;
+	}
+}
+
+/* Set a general or connection option, or answer --help and --version. */
+static void
+pga_set_general_option(int c, char **argv)
+{
+	switch (c)
+	{
+		case 'h':
+			pga_opts.host = optarg;
+			break;
+		case 'p':
+			pga_opts.port = optarg;
+			break;
+		case 'U':
+			pga_opts.user = optarg;
+			break;
+		case 'd':
+			pga_opts.dbname = optarg;
+			break;
+		case 'w':
+			pga_opts.prompt_password = -1;
+			break;
+		case 'W':
+			pga_opts.prompt_password = 1;
+			break;
+		case 'v':
+			pga_opts.verbose = true;
+			break;
+		case 'V':
+			pga_version();
+			exit(PGA_EXIT_OK);
+		case OPT_HELP:
+			pga_usage();
+			exit(PGA_EXIT_OK);
+		case '?':
+			if (optopt == '?')
+			{
+				pga_usage();
+				exit(PGA_EXIT_OK);
+			}
+			pga_usage_error("invalid option \"%s\"", argv[optind - 1]);
+			break;
+		case ':':
+			pga_usage_error("option \"%s\" requires an argument", argv[optind - 1]);
+			break;
+		default:
+			pga_usage_error("invalid option \"%s\"", argv[optind - 1]);
+	}
+}
+
+/*
+ * Read the options; used[] gets the argument that gave each subcommand
+ * option, to refuse it with another command.
+ */
+static void
+pga_parse_options(int argc, char **argv, const char **used)
 {
 	static const struct option long_options[] = {
 		{"host", required_argument, NULL, 'h'},
@@ -178,167 +335,85 @@ main(int argc, char **argv)
 		{"interval", required_argument, NULL, OPT_INTERVAL},
 		{NULL, 0, NULL, 0}
 	};
-	const char *used[OPT_INTERVAL - OPT_PHONE + 1] = {0};
-	const char *command;
-	const char *id = NULL;
-	bool		wants_id;
-	PGconn	   *conn;
 	int			c;
-	int			rc;
-
-	if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-?") == 0))
-	{
-		usage();
-		return PGA_EXIT_OK;
-	}
-	if (argc > 1 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0))
-	{
-		printf("%s (anonymize) %s\n", progname, PGA_VERSION);
-		return PGA_EXIT_OK;
-	}
 
 	pga_opts.interval = 0.5;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":h:p:U:d:wWvV", long_options, NULL)) != -1)
 	{
 		if (c >= OPT_PHONE && c <= OPT_INTERVAL)
-			used[c - OPT_PHONE] = argv[optind - 1];
-		switch (c)
 		{
-			case 'h':
-				pga_opts.host = optarg;
-				break;
-			case 'p':
-				pga_opts.port = optarg;
-				break;
-			case 'U':
-				pga_opts.user = optarg;
-				break;
-			case 'd':
-				pga_opts.dbname = optarg;
-				break;
-			case 'w':
-				pga_opts.prompt_password = -1;
-				break;
-			case 'W':
-				pga_opts.prompt_password = 1;
-				break;
-			case 'v':
-				pga_opts.verbose = true;
-				break;
-			case 'V':
-				printf("%s (anonymize) %s\n", progname, PGA_VERSION);
-				return PGA_EXIT_OK;
-			case OPT_HELP:
-				usage();
-				return PGA_EXIT_OK;
-			case '?':
-				if (optopt == '?')
-				{
-					usage();
-					return PGA_EXIT_OK;
-				}
-				usage_error("invalid option \"%s\"", argv[optind - 1]);
-				break;
-			case ':':
-				usage_error("option \"%s\" requires an argument", argv[optind - 1]);
-				break;
-			case OPT_PHONE:
-				pga_opts.phone = optarg;
-				break;
-			case OPT_EMAIL:
-				pga_opts.email = optarg;
-				break;
-			case OPT_TO_DATE:
-				pga_opts.to_date = optarg;
-				break;
-			case OPT_COMMENT:
-				pga_opts.comment = optarg;
-				break;
-			case OPT_ARCHIVE:
-				pga_opts.archive = true;
-				break;
-			case OPT_SMS_SURVEY:
-				pga_opts.sms_survey = true;
-				break;
-			case OPT_RAW_DATA:
-				pga_opts.raw_data = true;
-				break;
-			case OPT_USER:
-				pga_opts.user_name = optarg;
-				break;
-			case OPT_STATUS:
-				pga_opts.status = optarg;
-				break;
-			case OPT_NO_PROGRESS:
-				pga_opts.no_progress = true;
-				break;
-			case OPT_INTERVAL:
-				{
-					char	   *end;
-
-					pga_opts.interval = strtod(optarg, &end);
-					if (*end != '\0' || end == optarg ||
-						!(pga_opts.interval >= 0.05 && pga_opts.interval <= 3600))
-						usage_error("invalid interval \"%s\": give seconds between 0.05 and 3600", optarg);
-				}
-				break;
-			default:
-				usage_error("invalid option \"%s\"", argv[optind - 1]);
+			used[c - OPT_PHONE] = argv[optind - 1];
+			pga_set_command_option(c);
 		}
+		else
+			pga_set_general_option(c, argv);
 	}
+}
+
+/* The command after the options, and its request id when it takes one. */
+static const PgaCommand *
+pga_parse_command(int argc, char **argv, const char **id)
+{
+	const PgaCommand *cmd;
 
 	if (optind >= argc)
-		usage_error("no command given%s", "");
-	command = argv[optind++];
-	wants_id = strcmp(command, "show") == 0 || strcmp(command, "preview") == 0 ||
-		strcmp(command, "cancel") == 0 || strcmp(command, "confirm") == 0;
-	if (!wants_id && strcmp(command, "add") != 0 && strcmp(command, "list") != 0 &&
-		strcmp(command, "run") != 0 && strcmp(command, "status") != 0)
-		usage_error("unknown command \"%s\"", command);
-	if (wants_id)
+		pga_usage_error("no command given%s", "");
+	cmd = pga_find_command(argv[optind]);
+	if (cmd == NULL)
+		pga_usage_error("unknown command \"%s\"", argv[optind]);
+	optind++;
+	if (cmd->id_handler != NULL)
 	{
 		if (optind >= argc)
-			usage_error("command \"%s\" needs a request id", command);
-		if (!pga_parse_id(argv[optind++], &id))
+			pga_usage_error("command \"%s\" needs a request id", cmd->name);
+		if (!pga_parse_id(argv[optind++], id))
 			exit(PGA_EXIT_USAGE);
 	}
 	if (optind < argc)
-		usage_error("too many arguments, starting with \"%s\"", argv[optind]);
-	for (c = OPT_PHONE; c <= OPT_INTERVAL; c++)
-		if (used[c - OPT_PHONE] && strcmp(option_command(c), command) != 0)
+		pga_usage_error("too many arguments, starting with \"%s\"", argv[optind]);
+	return cmd;
+}
+
+/* Refuse an option of another command; add needs --phone or --email. */
+static void
+pga_check_options(const PgaCommand *cmd, const char **used)
+{
+	for (int c = OPT_PHONE; c <= OPT_INTERVAL; c++)
+		if (used[c - OPT_PHONE] && strcmp(pga_option_command(c), cmd->name) != 0)
 		{
 			fprintf(stderr, "%s: error: option \"%s\" is for command \"%s\", not \"%s\"\n",
-					progname, used[c - OPT_PHONE], option_command(c), command);
+					progname, used[c - OPT_PHONE], pga_option_command(c), cmd->name);
 			fprintf(stderr, "%s: hint: Try \"%s --help\" for more information.\n",
 					progname, progname);
 			exit(PGA_EXIT_USAGE);
 		}
-	if (strcmp(command, "add") == 0 && pga_opts.phone == NULL && pga_opts.email == NULL)
-		usage_error("command \"add\" needs --phone or --email, or both%s", "");
+	if (strcmp(cmd->name, "add") == 0 && pga_opts.phone == NULL && pga_opts.email == NULL)
+		pga_usage_error("command \"add\" needs --phone or --email, or both%s", "");
 	/* "-": read it from standard input, out of ps and the shell's history */
 	if (pga_opts.phone && strcmp(pga_opts.phone, "-") == 0)
-		pga_opts.phone = read_stdin_line("--phone");
+		pga_opts.phone = pga_read_stdin_line("--phone");
 	if (pga_opts.email && strcmp(pga_opts.email, "-") == 0)
-		pga_opts.email = read_stdin_line("--email");
+		pga_opts.email = pga_read_stdin_line("--email");
+}
+
+/* pg_anonymize [OPTION]... COMMAND [ID] */
+int
+main(int argc, char **argv)
+{
+	const char *used[OPT_INTERVAL - OPT_PHONE + 1] = {0};
+	const PgaCommand *cmd;
+	const char *id = NULL;
+	PGconn	   *conn;
+	int			rc;
+
+	pga_early_options(argc, argv);
+	pga_parse_options(argc, argv, used);
+	cmd = pga_parse_command(argc, argv, &id);
+	pga_check_options(cmd, used);
 
 	conn = pga_connect();
-	if (strcmp(command, "add") == 0)
-		rc = pga_cmd_add(conn);
-	else if (strcmp(command, "list") == 0)
-		rc = pga_cmd_list(conn);
-	else if (strcmp(command, "show") == 0)
-		rc = pga_cmd_show(conn, id);
-	else if (strcmp(command, "preview") == 0)
-		rc = pga_cmd_preview(conn, id);
-	else if (strcmp(command, "cancel") == 0)
-		rc = pga_cmd_cancel(conn, id);
-	else if (strcmp(command, "confirm") == 0)
-		rc = pga_cmd_confirm(conn, id);
-	else if (strcmp(command, "run") == 0)
-		rc = pga_cmd_run(conn);
-	else
-		rc = pga_cmd_status(conn);
+	rc = cmd->id_handler ? cmd->id_handler(conn, id) : cmd->handler(conn);
 	fflush(stdout);
 	PQfinish(conn);
 	return rc;

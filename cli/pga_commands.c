@@ -14,6 +14,7 @@
 
 #include "pg_anonymize.h"
 
+/* pg_anonymize add: file a request on the page. */
 int
 pga_cmd_add(PGconn *conn)
 {
@@ -47,6 +48,7 @@ pga_cmd_add(PGconn *conn)
 	return PGA_EXIT_OK;
 }
 
+/* pg_anonymize list: the page as a table, maybe of one status. */
 int
 pga_cmd_list(PGconn *conn)
 {
@@ -88,6 +90,7 @@ pga_receipts(PGconn *conn, const char *id)
 					1, params);
 }
 
+/* pg_anonymize show ID: a request and its receipts. */
 int
 pga_cmd_show(PGconn *conn, const char *id)
 {
@@ -139,6 +142,7 @@ pga_cmd_show(PGconn *conn, const char *id)
 	return PGA_EXIT_OK;
 }
 
+/* pg_anonymize preview ID: what the request would rewrite. */
 int
 pga_cmd_preview(PGconn *conn, const char *id)
 {
@@ -160,6 +164,7 @@ pga_cmd_preview(PGconn *conn, const char *id)
 	return PGA_EXIT_OK;
 }
 
+/* pg_anonymize cancel ID: delete a Waiting request. */
 int
 pga_cmd_cancel(PGconn *conn, const char *id)
 {
@@ -183,6 +188,7 @@ pga_cmd_cancel(PGconn *conn, const char *id)
 	return PGA_EXIT_OK;
 }
 
+/* pg_anonymize confirm ID: release a Held request. */
 int
 pga_cmd_confirm(PGconn *conn, const char *id)
 {
@@ -197,6 +203,7 @@ pga_cmd_confirm(PGconn *conn, const char *id)
 	return PGA_EXIT_OK;
 }
 
+/* pg_anonymize status: the worker, the schedule and the last run. */
 int
 pga_cmd_status(PGconn *conn)
 {

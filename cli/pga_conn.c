@@ -19,6 +19,7 @@
 
 #include "pg_anonymize.h"
 
+/* "pg_anonymize: level: message" on stderr, one newline at the end. */
 static void
 pga_vmessage(const char *level, const char *fmt, va_list ap)
 {
@@ -33,6 +34,7 @@ pga_vmessage(const char *level, const char *fmt, va_list ap)
 	fprintf(stderr, "%s: %s: %s\n", progname, level, buf);
 }
 
+/* "pg_anonymize: error: ..." */
 void
 pga_error(const char *fmt,...)
 {
@@ -43,6 +45,7 @@ pga_error(const char *fmt,...)
 	va_end(ap);
 }
 
+/* "pg_anonymize: detail: ..." */
 void
 pga_detail(const char *fmt,...)
 {
@@ -53,6 +56,7 @@ pga_detail(const char *fmt,...)
 	va_end(ap);
 }
 
+/* "pg_anonymize: hint: ..." */
 void
 pga_hint(const char *fmt,...)
 {

@@ -21,6 +21,7 @@
 #define PGA_FLOAT8OID	701
 #define PGA_NUMERICOID	1700
 
+/* Is the column type numeric (right-aligned)? */
 static bool
 pga_numeric_type(Oid type)
 {
@@ -57,6 +58,7 @@ pga_cell(const PGresult *res, int row, int col)
 	return v;
 }
 
+/* n spaces. */
 static void
 pga_pad(int n)
 {
@@ -64,6 +66,7 @@ pga_pad(int n)
 		putchar(' ');
 }
 
+/* A result as an aligned table, psql-like, with an optional title. */
 void
 pga_print_table(const PGresult *res, const char *title)
 {
@@ -136,6 +139,7 @@ pga_print_table(const PGresult *res, const char *title)
 	free(width);
 }
 
+/* One row of a result as "column: value" lines. */
 void
 pga_print_record(const PGresult *res, int row, const char *title)
 {

@@ -21,6 +21,7 @@
 
 static volatile sig_atomic_t pga_interrupted = 0;
 
+/* SIGINT and SIGTERM: cancel the run at the next poll */
 static void
 pga_sigint(int signo)
 {
@@ -87,6 +88,7 @@ pga_fraction(const char *text)
 	return result;
 }
 
+/* The terminal's width in columns, 80 when unknown. */
 static int
 pga_term_width(void)
 {
@@ -181,114 +183,112 @@ pga_summary(PGconn *conn, const char *finished, long long run_id, bool *unfinish
 	return PGA_EXIT_OK;
 }
 
-int
-pga_cmd_run(PGconn *conn)
+/* what the progress display knows while run() works */
+typedef struct PgaRunWatch
 {
-	bool		tty = isatty(STDOUT_FILENO) && !pga_opts.no_progress;
-	bool		show = !pga_opts.no_progress;
-	PGconn	   *watch = NULL;
-	PGresult   *res;
-	PGresult   *last = NULL;
-	char		run_pid[16];
-	char	   *shown = NULL;
-	char	   *finished = NULL;
-	bool		drawn = false;
-	bool		unfinished = false;
-	bool		cancel_sent = false;
-	long long	run_id = 0;
-	int			tick = 0;
-	int			rc;
-	struct sigaction sa;
+	bool		tty;			/* redraw a bar in place */
+	bool		show;			/* show progress at all */
+	PGconn	   *watch;			/* the second connection, or NULL */
+	char		run_pid[16];	/* the backend PID of the run connection */
+	char	   *shown;			/* the activity shown last */
+	bool		drawn;			/* a bar is on the line */
+	bool		cancel_sent;
+	long long	run_id;			/* the run seen in the activity, or 0 */
+	int			tick;
+} PgaRunWatch;
 
-	snprintf(run_pid, sizeof(run_pid), "%d", PQbackendPID(conn));
-	if (show)
-		watch = pga_connect();
+/* Catch SIGINT and SIGTERM: the run is cancelled, not the client killed. */
+static void
+pga_run_catch_signals(void)
+{
+	struct sigaction sa;
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = pga_sigint;
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+}
 
-	if (!PQsendQuery(conn, "SELECT anonymize.run()"))
+/* After ^C: ask the server to cancel run(), once. */
+static void
+pga_run_cancel(PGconn *conn, PgaRunWatch *w)
+{
+	PGcancel   *cancel = PQgetCancel(conn);
+	char		errbuf[256];
+
+	if (cancel)
 	{
-		pga_error("%s", PQerrorMessage(conn));
-		return PGA_EXIT_ERROR;
+		PQcancel(cancel, errbuf, sizeof(errbuf));
+		PQfreeCancel(cancel);
 	}
-	if (!tty && show)
-		printf("run started\n");
-	fflush(stdout);
-
-	for (;;)
-	{
-		int			sock = PQsocket(conn);
-		fd_set		fds;
-		struct timeval tv;
-
-		if (pga_interrupted && !cancel_sent)
-		{
-			PGcancel   *cancel = PQgetCancel(conn);
-			char		errbuf[256];
-
-			if (cancel)
-			{
-				PQcancel(cancel, errbuf, sizeof(errbuf));
-				PQfreeCancel(cancel);
-			}
-			cancel_sent = true;
-			if (drawn)
-				printf("\n");
-			drawn = false;
-			fprintf(stderr, "%s: cancel requested\n", progname);
-		}
-
-		if (sock < 0)
-			break;
-		FD_ZERO(&fds);
-		FD_SET(sock, &fds);
-		tv.tv_sec = (long) pga_opts.interval;
-		tv.tv_usec = (long) ((pga_opts.interval - (double) tv.tv_sec) * 1e6);
-		if (select(sock + 1, &fds, NULL, NULL, &tv) > 0 && !PQconsumeInput(conn))
-			break;
-		if (!PQisBusy(conn))
-			break;
-
-		if (show && !pga_interrupted)
-		{
-			bool		ours;
-			char	   *activity = pga_activity(watch, run_pid, &ours);
-
-			tick++;
-			if (tty)
-			{
-				if (activity || shown)
-					pga_draw_bar(activity ? activity : shown,
-								 pga_fraction(activity ? activity : shown), tick);
-				drawn = drawn || activity || shown;
-			}
-			else if (activity && (shown == NULL || strcmp(activity, shown) != 0))
-			{
-				printf("progress: %s\n", activity);
-				fflush(stdout);
-			}
-			if (activity && ours && run_id == 0)
-				run_id = pga_run_id(activity);
-			if (activity)
-			{
-				free(shown);
-				shown = activity;
-			}
-		}
-	}
-	if (drawn)
-	{
-		pga_draw_bar(NULL, 1.0, tick);
+	w->cancel_sent = true;
+	if (w->drawn)
 		printf("\n");
-	}
-	free(shown);
-	if (watch)
-		PQfinish(watch);
+	w->drawn = false;
+	fprintf(stderr, "%s: cancel requested\n", progname);
+}
 
-	/* the result of run(); the last error one wins */
+/*
+ * Wait for run()'s answer at most one interval; false once it is there
+ * (or the connection is gone).
+ */
+static bool
+pga_run_busy(PGconn *conn)
+{
+	int			sock = PQsocket(conn);
+	fd_set		fds;
+	struct timeval tv;
+
+	if (sock < 0)
+		return false;
+	FD_ZERO(&fds);
+	FD_SET(sock, &fds);
+	tv.tv_sec = (long) pga_opts.interval;
+	tv.tv_usec = (long) ((pga_opts.interval - (double) tv.tv_sec) * 1e6);
+	if (select(sock + 1, &fds, NULL, NULL, &tv) > 0 && !PQconsumeInput(conn))
+		return false;
+	return PQisBusy(conn) != 0;
+}
+
+/* Show the run's current activity: redraw the bar, or print a new line. */
+static void
+pga_run_show_progress(PgaRunWatch *w)
+{
+	bool		ours;
+	char	   *activity = pga_activity(w->watch, w->run_pid, &ours);
+
+	w->tick++;
+	if (w->tty)
+	{
+		if (activity || w->shown)
+			pga_draw_bar(activity ? activity : w->shown,
+						 pga_fraction(activity ? activity : w->shown), w->tick);
+		w->drawn = w->drawn || activity || w->shown;
+	}
+	else if (activity && (w->shown == NULL || strcmp(activity, w->shown) != 0))
+	{
+		printf("progress: %s\n", activity);
+		fflush(stdout);
+	}
+	if (activity && ours && w->run_id == 0)
+		w->run_id = pga_run_id(activity);
+	if (activity)
+	{
+		free(w->shown);
+		w->shown = activity;
+	}
+}
+
+/*
+ * The result of run(), the last error one winning: *finished gets the
+ * number of requests it finished; false after printing the error.
+ */
+static bool
+pga_run_result(PGconn *conn, bool cancel_sent, char **finished)
+{
+	PGresult   *res;
+	PGresult   *last = NULL;
+
 	while ((res = PQgetResult(conn)) != NULL)
 	{
 		if (last)
@@ -298,7 +298,7 @@ pga_cmd_run(PGconn *conn)
 	if (last == NULL)
 	{
 		pga_error("%s", PQerrorMessage(conn));
-		return PGA_EXIT_ERROR;
+		return false;
 	}
 	if (PQresultStatus(last) != PGRES_TUPLES_OK)
 	{
@@ -309,12 +309,60 @@ pga_cmd_run(PGconn *conn)
 			pga_hint("A run that had started goes on in the background; \"%s status\" shows it.",
 					 progname);
 		PQclear(last);
+		return false;
+	}
+	*finished = strdup(PQgetvalue(last, 0, 0));
+	PQclear(last);
+	return true;
+}
+
+/* pg_anonymize run: run() with its progress, then the run's summary. */
+int
+pga_cmd_run(PGconn *conn)
+{
+	PgaRunWatch w;
+	char	   *finished;
+	bool		unfinished = false;
+	int			rc;
+
+	memset(&w, 0, sizeof(w));
+	w.tty = isatty(STDOUT_FILENO) && !pga_opts.no_progress;
+	w.show = !pga_opts.no_progress;
+	snprintf(w.run_pid, sizeof(w.run_pid), "%d", PQbackendPID(conn));
+	if (w.show)
+		w.watch = pga_connect();
+	pga_run_catch_signals();
+
+	if (!PQsendQuery(conn, "SELECT anonymize.run()"))
+	{
+		pga_error("%s", PQerrorMessage(conn));
 		return PGA_EXIT_ERROR;
 	}
-	finished = strdup(PQgetvalue(last, 0, 0));
-	PQclear(last);
+	if (!w.tty && w.show)
+		printf("run started\n");
+	fflush(stdout);
 
-	rc = pga_summary(conn, finished ? finished : "?", run_id, &unfinished);
+	for (;;)
+	{
+		if (pga_interrupted && !w.cancel_sent)
+			pga_run_cancel(conn, &w);
+		if (!pga_run_busy(conn))
+			break;
+		if (w.show && !pga_interrupted)
+			pga_run_show_progress(&w);
+	}
+	if (w.drawn)
+	{
+		pga_draw_bar(NULL, 1.0, w.tick);
+		printf("\n");
+	}
+	free(w.shown);
+	if (w.watch)
+		PQfinish(w.watch);
+
+	if (!pga_run_result(conn, w.cancel_sent, &finished))
+		return PGA_EXIT_ERROR;
+	rc = pga_summary(conn, finished ? finished : "?", w.run_id, &unfinished);
 	free(finished);
 	if (rc == PGA_EXIT_OK && unfinished)
 		rc = PGA_EXIT_HELD;

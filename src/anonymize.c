@@ -5,15 +5,9 @@
  *	  and, when loaded through shared_preload_libraries, the background
  *	  worker.
  *
- * What each part does lives in a file of its own:
- *	  anonymize_settings.c		anonymize.* settings
- *	  anonymize_normalize*.c	canonical phone numbers and emails
- *	  anonymize_mask*.c			masks
- *	  anonymize_request.c		the rules of the Anonymize page
- *	  anonymize_digest.c		keyed digests of identifiers
- *	  anonymize_schedule.c		instants of the daily run
- *	  anonymize_worker.c		the background worker and its shared memory
- *	  anonymize_worker_sql.c	wake() and status()
+ * How the parts fit together (the engine, the run and its phases, the
+ * workers, the search cache, digests, retention) and what each file
+ * holds: src/README.md.
  *
  *-------------------------------------------------------------------------
  */
@@ -29,6 +23,7 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
+/* Module load: the settings, and the worker when preloaded. */
 void
 _PG_init(void)
 {

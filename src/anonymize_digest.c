@@ -23,7 +23,7 @@
 
 /* Read the key row, bypassing privileges; false when there is none. */
 static bool
-read_key(uint8 *key)
+digest_read_key(uint8 *key)
 {
 	Oid			nsp = get_namespace_oid("anonymize", false);
 	Oid			relid = get_relname_relid("secret", nsp);
@@ -60,6 +60,7 @@ read_key(uint8 *key)
 	return found;
 }
 
+/* The key of the digests (see anonymize_digest.h). */
 bool
 anonymize_digest_key(uint8 *key, bool create)
 {
@@ -69,7 +70,7 @@ anonymize_digest_key(uint8 *key, bool create)
 	Datum		values[1];
 	int			ret;
 
-	if (read_key(key))
+	if (digest_read_key(key))
 		return true;
 	if (!create)
 		return false;
@@ -93,11 +94,12 @@ anonymize_digest_key(uint8 *key, bool create)
 	SPI_finish();
 	CommandCounterIncrement();
 
-	if (!read_key(key))
+	if (!digest_read_key(key))
 		elog(ERROR, "the anonymize key was not stored");
 	return true;
 }
 
+/* The keyed digest of a canonical identifier (see anonymize_digest.h). */
 void
 anonymize_digest(const uint8 *key, char kind, const char *canon, size_t len,
 				 uint8 *out)

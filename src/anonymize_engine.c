@@ -36,6 +36,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "anonymize_bloom.h"
 #include "anonymize_engine.h"
 #include "anonymize_normalize.h"
 #include "anonymize_settings.h"
@@ -43,20 +44,20 @@
 PG_FUNCTION_INFO_V1(anonymize_rewrite_recheck);
 
 /* a key is the kind ('p' or 'e') followed by the canonical form */
-typedef struct MatchEntry
+typedef struct EngineMatchEntry
 {
 	uint32		hash;
 	int			keylen;			/* 0: empty slot */
 	char	   *key;
 	int			head;			/* first posting */
 	int			tail;			/* last posting */
-} MatchEntry;
+} EngineMatchEntry;
 
-typedef struct Posting
+typedef struct EnginePosting
 {
 	int			req;
 	int			next;			/* -1 ends the list */
-} Posting;
+} EnginePosting;
 
 struct AnonymizeMatchSet
 {
@@ -64,49 +65,27 @@ struct AnonymizeMatchSet
 	int			nreqs;
 	int			nkeys;
 	uint32		mask;			/* nbuckets - 1 */
-	MatchEntry *buckets;
-	Posting    *postings;
+	EngineMatchEntry *buckets;
+	EnginePosting *postings;
 	int			npostings;
 	int			maxpostings;
 	int		   *matched;		/* scratch: requests a row matches */
 
 	/*
-	 * A Bloom filter of the keys' hashes (two bits a key, 16 bits a key at
-	 * least): small enough to stay in the CPU cache whatever the number of
-	 * requests, so that a row that matches nothing (almost every row)
-	 * costs no cache miss in the buckets.
+	 * A Bloom filter of the keys' hashes (two bits a key): a row that
+	 * matches nothing (almost every row) costs no cache miss in the buckets.
 	 */
-	uint64	   *bloom;
-	uint32		bloom_mask;		/* bits - 1 */
+	AnonymizeBloom bloom;
 };
 
+/* The second hash of a key for the Bloom filter, from its first. */
 static inline uint32
-bloom_second(uint32 hash)
+engine_bloom_second(uint32 hash)
 {
 	return pg_rotate_right32(hash * 0x9E3779B1, 15);
 }
 
-static inline void
-bloom_add(AnonymizeMatchSet *ms, uint32 hash)
-{
-	uint32		a = hash & ms->bloom_mask;
-	uint32		b = bloom_second(hash) & ms->bloom_mask;
-
-	ms->bloom[a >> 6] |= UINT64CONST(1) << (a & 63);
-	ms->bloom[b >> 6] |= UINT64CONST(1) << (b & 63);
-}
-
-/* false: the key is certainly not in the set */
-static inline bool
-bloom_may_contain(AnonymizeMatchSet *ms, uint32 hash)
-{
-	uint32		a = hash & ms->bloom_mask;
-	uint32		b = bloom_second(hash) & ms->bloom_mask;
-
-	return (ms->bloom[a >> 6] & (UINT64CONST(1) << (a & 63))) != 0 &&
-		(ms->bloom[b >> 6] & (UINT64CONST(1) << (b & 63))) != 0;
-}
-
+/* Fill the request's canonical forms and cut-offs; false if invalid. */
 bool
 anonymize_request_prepare(AnonymizeRequest *req, const char *phone,
 						  const char *email, DateADT to_date)
@@ -137,15 +116,16 @@ anonymize_request_prepare(AnonymizeRequest *req, const char *phone,
 	return req->has_phone || req->email != NULL;
 }
 
-static MatchEntry *
-matchset_lookup(AnonymizeMatchSet *ms, const char *key, int keylen,
-				uint32 hash, bool insert)
+/* The entry of key in the match set, inserted when insert; NULL if absent. */
+static EngineMatchEntry *
+engine_matchset_lookup(AnonymizeMatchSet *ms, const char *key, int keylen,
+					   uint32 hash, bool insert)
 {
 	uint32		i = hash & ms->mask;
 
 	for (;;)
 	{
-		MatchEntry *e = &ms->buckets[i];
+		EngineMatchEntry *e = &ms->buckets[i];
 
 		if (e->keylen == 0)
 		{
@@ -165,13 +145,14 @@ matchset_lookup(AnonymizeMatchSet *ms, const char *key, int keylen,
 	}
 }
 
+/* Add request req under the key kind + canon. */
 static void
-matchset_add(AnonymizeMatchSet *ms, char kind, const char *canon, int req)
+engine_matchset_add(AnonymizeMatchSet *ms, char kind, const char *canon, int req)
 {
 	char		key[ANON_EMAIL_MAX_LEN + 2];
 	int			len = strlen(canon);
-	MatchEntry *e;
-	Posting    *p;
+	EngineMatchEntry *e;
+	EnginePosting *p;
 	uint32		hash;
 
 	if (len > ANON_EMAIL_MAX_LEN)
@@ -179,8 +160,8 @@ matchset_add(AnonymizeMatchSet *ms, char kind, const char *canon, int req)
 	key[0] = kind;
 	memcpy(key + 1, canon, len);
 	hash = hash_bytes((const unsigned char *) key, len + 1);
-	bloom_add(ms, hash);
-	e = matchset_lookup(ms, key, len + 1, hash, true);
+	anonymize_bloom_add(&ms->bloom, hash, engine_bloom_second(hash));
+	e = engine_matchset_lookup(ms, key, len + 1, hash, true);
 	/* the same request twice under one key (phone and email): once */
 	if (e->tail >= 0 && ms->postings[e->tail].req == req)
 		return;
@@ -195,16 +176,16 @@ matchset_add(AnonymizeMatchSet *ms, char kind, const char *canon, int req)
 	ms->npostings++;
 }
 
+/* The match set of the active requests of a scope, for a target's kind. */
 AnonymizeMatchSet *
 anonymize_matchset_build(AnonymizeRequest *reqs, int nreqs, int kind,
 						 int scope)
 {
 	AnonymizeMatchSet *ms = palloc0(sizeof(AnonymizeMatchSet));
 	uint32		nbuckets = 16;
-	uint32		nbits = 1024;
 	uint32		maxkeys = 0;
 
-	/* keys at most: the table at most half full, 16 filter bits a key */
+	/* keys at most: the table at most half full */
 	for (int i = 0; i < nreqs; i++)
 	{
 		AnonymizeRequest *r = &reqs[i];
@@ -218,17 +199,14 @@ anonymize_matchset_build(AnonymizeRequest *reqs, int nreqs, int kind,
 	}
 	while (nbuckets < maxkeys * 2)
 		nbuckets <<= 1;
-	/* with two bits a key: about 1.5% false positives */
-	while (nbits < maxkeys * 16)
-		nbits <<= 1;
-	ms->bloom_mask = nbits - 1;
-	ms->bloom = palloc0(nbits / 8);
+	/* two bits a key: about 1.5% false positives */
+	anonymize_bloom_init(&ms->bloom, maxkeys, 2);
 	ms->reqs = reqs;
 	ms->nreqs = nreqs;
 	ms->mask = nbuckets - 1;
-	ms->buckets = palloc0(sizeof(MatchEntry) * nbuckets);
+	ms->buckets = palloc0(sizeof(EngineMatchEntry) * nbuckets);
 	ms->maxpostings = maxkeys + 1;
-	ms->postings = palloc(sizeof(Posting) * ms->maxpostings);
+	ms->postings = palloc(sizeof(EnginePosting) * ms->maxpostings);
 	ms->matched = palloc(sizeof(int) * (nreqs + 1));
 
 	/* in order of the request array (by id): lowest id first per key */
@@ -239,19 +217,21 @@ anonymize_matchset_build(AnonymizeRequest *reqs, int nreqs, int kind,
 		if (!r->active || (scope >= 0 && !r->scope[scope]))
 			continue;
 		if ((kind & ANONYMIZE_KIND_PHONE_BIT) && r->has_phone)
-			matchset_add(ms, ANONYMIZE_KIND_PHONE_CHAR, r->phone, i);
+			engine_matchset_add(ms, ANONYMIZE_KIND_PHONE_CHAR, r->phone, i);
 		if ((kind & ANONYMIZE_KIND_EMAIL_BIT) && r->email != NULL)
-			matchset_add(ms, ANONYMIZE_KIND_EMAIL_CHAR, r->email, i);
+			engine_matchset_add(ms, ANONYMIZE_KIND_EMAIL_CHAR, r->email, i);
 	}
 	return ms;
 }
 
+/* Number of distinct keys in the match set. */
 int
 anonymize_matchset_size(AnonymizeMatchSet *ms)
 {
 	return ms->nkeys;
 }
 
+/* Free the match set. */
 void
 anonymize_matchset_free(AnonymizeMatchSet *ms)
 {
@@ -261,10 +241,11 @@ anonymize_matchset_free(AnonymizeMatchSet *ms)
 	pfree(ms->buckets);
 	pfree(ms->postings);
 	pfree(ms->matched);
-	pfree(ms->bloom);
+	anonymize_bloom_free(&ms->bloom);
 	pfree(ms);
 }
 
+/* A scope's name as ANONYMIZE_SCOPE_*. */
 int
 anonymize_scope_number(const char *s)
 {
@@ -275,6 +256,7 @@ anonymize_scope_number(const char *s)
 	return ANONYMIZE_SCOPE_ARCHIVE;
 }
 
+/* A target kind's name as ANONYMIZE_KIND_*_BIT flags. */
 int
 anonymize_kind_bits(const char *s)
 {
@@ -285,6 +267,7 @@ anonymize_kind_bits(const char *s)
 	return ANONYMIZE_KIND_PHONE_BIT | ANONYMIZE_KIND_EMAIL_BIT;
 }
 
+/* Column col of row row of SPI_tuptable as a C string, or NULL. */
 char *
 anonymize_spi_text(int row, int col)
 {
@@ -295,6 +278,7 @@ anonymize_spi_text(int row, int col)
 	return isnull ? NULL : TextDatumGetCString(d);
 }
 
+/* The leaf tables of a target: itself unless partitioned. */
 List *
 anonymize_target_leaves(Oid relid)
 {
@@ -319,7 +303,7 @@ anonymize_target_leaves(Oid relid)
  * Returns the key length, 0 when the value is neither.
  */
 static int
-value_key(const char *s, int len, int kind, char *key)
+engine_value_key(const char *s, int len, int kind, char *key)
 {
 	if (kind & ANONYMIZE_KIND_PHONE_BIT)
 	{
@@ -416,7 +400,7 @@ anonymize_leaf_may_match(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 
 /* Does a row with this time fall on or before the request's to_date? */
 static inline bool
-time_matches(AnonymizeRequest *r, Oid time_type, Datum t)
+engine_time_matches(AnonymizeRequest *r, Oid time_type, Datum t)
 {
 	switch (time_type)
 	{
@@ -430,6 +414,7 @@ time_matches(AnonymizeRequest *r, Oid time_type, Datum t)
 	return false;
 }
 
+/* Scan one leaf of a target and report each matching row. */
 int64
 anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 					  Relation leaf, anonymize_match_callback callback,
@@ -461,7 +446,7 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 		struct varlena *v;
 		struct varlena *detoasted = NULL;
 		int			keylen;
-		MatchEntry *e;
+		EngineMatchEntry *e;
 		uint32		hash;
 		int			nmatched = 0;
 
@@ -481,16 +466,17 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 		}
 		if (VARSIZE_ANY_EXHDR(v) > ANONYMIZE_MAX_VALUE_LEN)
 			continue;
-		keylen = value_key(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), target->kind,
-						   key);
+		keylen = engine_value_key(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), target->kind,
+								  key);
 		if (detoasted)
 			pfree(detoasted);
 		if (keylen == 0)
 			continue;
 		hash = hash_bytes((const unsigned char *) key, keylen);
-		if (!bloom_may_contain(ms, hash))
+		if (!anonymize_bloom_may_contain(&ms->bloom, hash,
+										 engine_bloom_second(hash)))
 			continue;
-		e = matchset_lookup(ms, key, keylen, hash, false);
+		e = engine_matchset_lookup(ms, key, keylen, hash, false);
 		if (e == NULL)
 			continue;
 
@@ -501,7 +487,7 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 		{
 			AnonymizeRequest *r = &ms->reqs[ms->postings[p].req];
 
-			if (r->active && time_matches(r, target->time_type, d))
+			if (r->active && engine_time_matches(r, target->time_type, d))
 				ms->matched[nmatched++] = ms->postings[p].req;
 		}
 		if (nmatched > 0)
@@ -516,6 +502,7 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 static AnonymizeRequest *recheck_reqs = NULL;
 static int	recheck_nreqs = 0;
 
+/* The requests of the run in progress, for _rewrite_recheck(). */
 void
 anonymize_engine_set_recheck(AnonymizeRequest *reqs, int nreqs)
 {
@@ -550,8 +537,8 @@ anonymize_rewrite_recheck(PG_FUNCTION_ARGS)
 	len = VARSIZE_ANY_EXHDR(t);
 	if (len > ANONYMIZE_MAX_VALUE_LEN)
 		PG_RETURN_BOOL(false);
-	keylen = value_key(VARDATA_ANY(t), len,
-					   ANONYMIZE_KIND_PHONE_BIT | ANONYMIZE_KIND_EMAIL_BIT, key);
+	keylen = engine_value_key(VARDATA_ANY(t), len,
+							  ANONYMIZE_KIND_PHONE_BIT | ANONYMIZE_KIND_EMAIL_BIT, key);
 	if (keylen == 0)
 		PG_RETURN_BOOL(false);
 	if (key[0] == ANONYMIZE_KIND_PHONE_CHAR)

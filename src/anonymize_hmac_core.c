@@ -155,6 +155,7 @@ anon_sha256_block_shani(uint32_t *state, const uint8_t *block)
 	_mm_storeu_si128((__m128i *) &state[4], st1);
 }
 
+/* Does this CPU have the SHA extensions (and SSE4.1, SSSE3)? */
 static int
 anon_cpu_has_shani(void)
 {
@@ -176,6 +177,7 @@ anon_cpu_has_shani(void)
 /* -1 not yet known, 0 portable C, 1 SHA-NI */
 static int	anon_use_shani = -1;
 
+/* One SHA-256 block, with SHA-NI where the CPU has it. */
 static inline void
 anon_sha256_block(uint32_t *state, const uint8_t *block)
 {
@@ -191,6 +193,7 @@ anon_sha256_block(uint32_t *state, const uint8_t *block)
 	anon_sha256_block_c(state, block);
 }
 
+/* Use the portable C code (tests), or the fastest again. */
 void
 anon_hmac_force_portable(int portable)
 {
@@ -229,6 +232,7 @@ anon_sha256_finish(uint32_t *state, uint64_t done, const uint8_t *msg,
 	}
 }
 
+/* The HMAC key's inner and outer states, computed once. */
 void
 anon_hmac_prepare(const uint8_t *key, size_t keylen, anon_hmac_key *pre)
 {
@@ -247,6 +251,7 @@ anon_hmac_prepare(const uint8_t *key, size_t keylen, anon_hmac_key *pre)
 	memset(pad, 0, sizeof(pad));
 }
 
+/* HMAC-SHA256 of kind ':' msg with a prepared key. */
 int
 anon_hmac(const anon_hmac_key *pre, char kind, const char *msg, size_t len,
 		  uint8_t *out)

@@ -19,7 +19,7 @@ PG_FUNCTION_INFO_V1(anonymize_partial);
 
 /* character length in the database encoding, for the core's callback */
 static int
-anonymize_db_mblen(const unsigned char *s)
+mask_db_mblen(const unsigned char *s)
 {
 	return pg_mblen((const char *) s);
 }
@@ -52,7 +52,7 @@ anonymize_mask_email(PG_FUNCTION_ARGS)
 	size_t		len = VARSIZE_ANY_EXHDR(in);
 	char	   *out = palloc(len + 1);
 
-	len = anon_mask_email(VARDATA_ANY(in), len, anonymize_db_mblen, out);
+	len = anon_mask_email(VARDATA_ANY(in), len, mask_db_mblen, out);
 	PG_RETURN_TEXT_P(cstring_to_text_with_len(out, len));
 }
 
@@ -76,6 +76,6 @@ anonymize_partial(PG_FUNCTION_ARGS)
 				 errhint("Pass 0 to show no characters at that end.")));
 	out = palloc(len + padlen + 1);
 	len = anon_partial(VARDATA_ANY(in), len, prefix, VARDATA_ANY(padding),
-					   padlen, suffix, anonymize_db_mblen, out);
+					   padlen, suffix, mask_db_mblen, out);
 	PG_RETURN_TEXT_P(cstring_to_text_with_len(out, len));
 }

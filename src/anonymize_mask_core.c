@@ -14,6 +14,7 @@
 
 #include <string.h>
 
+/* Length of the UTF-8 character at s. */
 int
 anon_utf8_mblen(const unsigned char *s)
 {
@@ -44,6 +45,7 @@ anon_char_len(const char *in, size_t i, size_t len, anon_mblen_fn mblen)
 	return n;
 }
 
+/* Every digit but the last visible becomes '*'. */
 size_t
 anon_mask_phone(const char *in, size_t len, int visible, char *out)
 {
@@ -98,6 +100,7 @@ anon_mask_run(const char *in, size_t from, size_t to, anon_mblen_fn mblen,
 	return o;
 }
 
+/* b*******@m*****.no: first character of each part, and the top-level domain. */
 size_t
 anon_mask_email(const char *in, size_t len, anon_mblen_fn mblen, char *out)
 {
@@ -131,6 +134,7 @@ anon_mask_email(const char *in, size_t len, anon_mblen_fn mblen, char *out)
 	return o;
 }
 
+/* PostgreSQL Anonymizer's partial(): prefix, padding, suffix. */
 size_t
 anon_partial(const char *in, size_t len, int prefix, const char *padding,
 			 size_t padlen, int suffix, anon_mblen_fn mblen, char *out)

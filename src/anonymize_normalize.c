@@ -22,8 +22,9 @@
 PG_FUNCTION_INFO_V1(anonymize_normalize_phone);
 PG_FUNCTION_INFO_V1(anonymize_normalize_email);
 
+/* The errdetail of an invalid phone number. */
 static const char *
-phone_status_detail(anon_phone_status st)
+normalize_phone_detail(anon_phone_status st)
 {
 	switch (st)
 	{
@@ -48,6 +49,7 @@ phone_status_detail(anon_phone_status st)
 	return NULL;
 }
 
+/* A phone number's canonical form (see anonymize_normalize.h). */
 bool
 anonymize_phone_canonical(const char *s, size_t len, bool lenient,
 						  bool raise_error, char *out)
@@ -74,13 +76,14 @@ anonymize_phone_canonical(const char *s, size_t len, bool lenient,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errhidestmt(true), errhidecontext(true),
 			 errmsg("invalid phone number"),
-			 errdetail_internal("%s", phone_status_detail(st)),
+			 errdetail_internal("%s", normalize_phone_detail(st)),
 			 errhint(ANONYMIZE_PHONE_HINT)));
 	return false;				/* keep compiler quiet */
 }
 
+/* The errdetail of an invalid email address. */
 static const char *
-email_status_detail(anon_email_status st)
+normalize_email_detail(anon_email_status st)
 {
 	switch (st)
 	{
@@ -104,6 +107,7 @@ email_status_detail(anon_email_status st)
 	return NULL;
 }
 
+/* An email address's canonical form (see anonymize_normalize.h). */
 char *
 anonymize_email_canonical(const char *s, size_t len, bool lenient,
 						  bool raise_error)
@@ -122,7 +126,7 @@ anonymize_email_canonical(const char *s, size_t len, bool lenient,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errhidestmt(true), errhidecontext(true),
 			 errmsg("invalid email address"),
-			 errdetail_internal("%s", email_status_detail(st)),
+			 errdetail_internal("%s", normalize_email_detail(st)),
 			 errhint(ANONYMIZE_EMAIL_HINT)));
 	return NULL;				/* keep compiler quiet */
 }

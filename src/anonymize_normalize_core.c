@@ -13,6 +13,7 @@
 
 #include <string.h>
 
+/* ASCII white space? */
 static inline bool
 anon_is_space(unsigned char c)
 {
@@ -20,12 +21,14 @@ anon_is_space(unsigned char c)
 		c == '\v';
 }
 
+/* ASCII digit? */
 static inline bool
 anon_is_digit(unsigned char c)
 {
 	return c >= '0' && c <= '9';
 }
 
+/* ASCII lower case of c. */
 static inline unsigned char
 anon_ascii_lower(unsigned char c)
 {
@@ -59,6 +62,7 @@ anon_trim(const char **in, size_t *len)
 		(*len)--;
 }
 
+/* The canonical form of a phone number (see anonymize_core.h). */
 anon_phone_status
 anon_phone_canonical(const char *in, size_t len, bool lenient,
 					 const char *country_code, const char *trunk_prefix,
@@ -192,6 +196,7 @@ anon_is_local_char(unsigned char c)
 	return strchr("!#$%&'*+/=?^_`{|}~-.", c) != NULL && c != '\0';
 }
 
+/* A character allowed in a domain name? */
 static bool
 anon_is_domain_char(unsigned char c)
 {
@@ -201,6 +206,7 @@ anon_is_domain_char(unsigned char c)
 		anon_is_digit(c) || c == '-' || c == '.';
 }
 
+/* The canonical form of an email address (see anonymize_core.h). */
 anon_email_status
 anon_email_canonical(const char *in, size_t len, bool lenient,
 					 char *out, size_t *outlen)

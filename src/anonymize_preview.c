@@ -22,6 +22,7 @@
 
 PG_FUNCTION_INFO_V1(anonymize_preview);
 
+/* The engine's callback: count a matching row. */
 static void
 preview_count(void *arg, Oid leaf, ItemPointer tid, const int *reqs, int nreqs)
 {

@@ -22,6 +22,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -30,6 +31,7 @@
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/inval.h"
+#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 
@@ -44,25 +46,28 @@ PG_FUNCTION_INFO_V1(anonymize_today_sql);
 static int	internal_write_depth = 0;
 static bool xact_callback_registered = false;
 
+/* The end of a transaction ends its internal writes. */
 static void
-anonymize_request_xact_callback(XactEvent event, void *arg)
+request_xact_callback(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_COMMIT)
 		internal_write_depth = 0;
 }
 
+/* The extension's own writes to the page begin. */
 void
 anonymize_internal_write_begin(void)
 {
 	if (!xact_callback_registered)
 	{
-		RegisterXactCallback(anonymize_request_xact_callback, NULL);
+		RegisterXactCallback(request_xact_callback, NULL);
 		xact_callback_registered = true;
 	}
 	internal_write_depth++;
 }
 
+/* The extension's own writes to the page end. */
 void
 anonymize_internal_write_end(void)
 {
@@ -70,31 +75,42 @@ anonymize_internal_write_end(void)
 		internal_write_depth--;
 }
 
+/* Is the extension writing to the page itself? */
 bool
 anonymize_internal_write_active(void)
 {
 	return internal_write_depth > 0;
 }
 
+/* The OIDs of the schema, the page and request_private. */
+void
+anonymize_request_relids(Oid *nsp, Oid *page, Oid *private)
+{
+	*nsp = get_namespace_oid("anonymize", false);
+	*page = get_relname_relid("anonymize_request", *nsp);
+	*private = get_relname_relid("request_private", *nsp);
+}
+
 /* The text label of a request_status datum. */
 static char *
-status_label(Datum d)
+request_status_label(Datum d)
 {
 	return DatumGetCString(DirectFunctionCall1(enum_out, d));
 }
 
+/* Has the row this status? */
 static bool
-status_is(HeapTuple tup, TupleDesc desc, const char *label)
+request_status_is(HeapTuple tup, TupleDesc desc, const char *label)
 {
 	bool		isnull;
 	Datum		d = heap_getattr(tup, Anum_request_status, desc, &isnull);
 
-	return !isnull && strcmp(status_label(d), label) == 0;
+	return !isnull && strcmp(request_status_label(d), label) == 0;
 }
 
 /* A text column that is NULL or only white space counts as not given. */
 static bool
-text_is_blank(HeapTuple tup, TupleDesc desc, int attnum)
+request_text_is_blank(HeapTuple tup, TupleDesc desc, int attnum)
 {
 	bool		isnull;
 	Datum		d = heap_getattr(tup, attnum, desc, &isnull);
@@ -115,13 +131,13 @@ text_is_blank(HeapTuple tup, TupleDesc desc, int attnum)
 
 /* The run's own columns must stay as they are (NULL on insert). */
 static void
-check_run_columns(HeapTuple newtup, HeapTuple oldtup, TupleDesc desc)
+request_check_run_columns(HeapTuple newtup, HeapTuple oldtup, TupleDesc desc)
 {
 	static const int cols[] = {Anum_request_done_at,
 		Anum_request_rows_anonymized,
 	Anum_request_error};
 
-	if (!status_is(newtup, desc, "Waiting"))
+	if (!request_status_is(newtup, desc, "Waiting"))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errhidestmt(true),
@@ -161,18 +177,18 @@ check_run_columns(HeapTuple newtup, HeapTuple oldtup, TupleDesc desc)
 
 /* The row must still be Waiting for the portal to change or delete it. */
 static void
-check_still_waiting(HeapTuple oldtup, TupleDesc desc, const char *action)
+request_check_still_waiting(HeapTuple oldtup, TupleDesc desc, const char *action)
 {
 	bool		isnull;
 	Datum		id = heap_getattr(oldtup, Anum_request_id, desc, &isnull);
 	Datum		st = heap_getattr(oldtup, Anum_request_status, desc, &isnull);
 
-	if (!status_is(oldtup, desc, "Waiting"))
+	if (!request_status_is(oldtup, desc, "Waiting"))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errhidestmt(true),
 				 errmsg("anonymize request %lld is %s and cannot be %s",
-						(long long) DatumGetInt64(id), status_label(st), action),
+						(long long) DatumGetInt64(id), request_status_label(st), action),
 				 errdetail("Only a Waiting request can be changed or cancelled."),
 				 errhint("A Held request is released with anonymize.confirm(); a Running, Done or Failed one is kept as the record of the erasure.")));
 }
@@ -183,15 +199,15 @@ check_still_waiting(HeapTuple oldtup, TupleDesc desc, const char *action)
  * log.  Ours name the rule only.  (The constraints stay as a backstop.)
  */
 static void
-check_row_shape(HeapTuple tup, TupleDesc desc, bool to_date_may_be_null)
+request_check_row_shape(HeapTuple tup, TupleDesc desc, bool to_date_may_be_null)
 {
 	bool		isnull;
 	bool		any_scope = false;
 	static const int scopes[] = {Anum_request_archive, Anum_request_sms_survey,
 	Anum_request_raw_data};
 
-	if (text_is_blank(tup, desc, Anum_request_phone) &&
-		text_is_blank(tup, desc, Anum_request_email))
+	if (request_text_is_blank(tup, desc, Anum_request_phone) &&
+		request_text_is_blank(tup, desc, Anum_request_email))
 		ereport(ERROR,
 				(errcode(ERRCODE_CHECK_VIOLATION),
 				 errhidestmt(true), errhidecontext(true),
@@ -238,7 +254,7 @@ check_row_shape(HeapTuple tup, TupleDesc desc, bool to_date_may_be_null)
  * the (possibly new) tuple.
  */
 static HeapTuple
-validate_row(HeapTuple tup, Relation rel, bool fill_to_date)
+request_validate_row(HeapTuple tup, Relation rel, bool fill_to_date)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 	static const int cols[] = {Anum_request_phone, Anum_request_email};
@@ -255,7 +271,7 @@ validate_row(HeapTuple tup, Relation rel, bool fill_to_date)
 		text	   *t;
 
 		d = heap_getattr(tup, cols[i], desc, &isnull);
-		if (text_is_blank(tup, desc, cols[i]))
+		if (request_text_is_blank(tup, desc, cols[i]))
 		{
 			/* '' or blanks from an empty form field: store NULL */
 			if (!isnull)
@@ -276,7 +292,7 @@ validate_row(HeapTuple tup, Relation rel, bool fill_to_date)
 											false, true));
 	}
 
-	check_row_shape(tup, desc, fill_to_date);
+	request_check_row_shape(tup, desc, fill_to_date);
 
 	d = heap_getattr(tup, Anum_request_to_date, desc, &isnull);
 	if (isnull && fill_to_date)
@@ -308,7 +324,7 @@ validate_row(HeapTuple tup, Relation rel, bool fill_to_date)
  * every receipt (t/060_dump_restore.pl).
  */
 static bool
-created_in_this_transaction(HeapTuple tup, TupleDesc desc)
+request_created_in_this_xact(HeapTuple tup, TupleDesc desc)
 {
 	bool		isnull;
 	Datum		d = heap_getattr(tup, Anum_request_created_at, desc, &isnull);
@@ -319,7 +335,7 @@ created_in_this_transaction(HeapTuple tup, TupleDesc desc)
 
 /* Write a status change to anonymize.request_log. */
 static void
-log_status(int64 request_id, const char *event, const char *status)
+request_log_status(int64 request_id, const char *event, const char *status)
 {
 	Oid			argtypes[3] = {INT8OID, TEXTOID, TEXTOID};
 	Datum		values[3];
@@ -377,18 +393,18 @@ anonymize_request_guard(PG_FUNCTION_ARGS)
 		if (!internal)
 		{
 			bool		restoring = superuser_arg(GetOuterUserId()) &&
-				(!status_is(newtup, desc, "Waiting") ||
-				 !created_in_this_transaction(newtup, desc));
+				(!request_status_is(newtup, desc, "Waiting") ||
+				 !request_created_in_this_xact(newtup, desc));
 
 			if (restoring)
-				check_row_shape(newtup, desc, false);
+				request_check_row_shape(newtup, desc, false);
 			else
 			{
-				check_run_columns(newtup, NULL, desc);
-				newtup = validate_row(newtup, rel, true);
-				log_status(DatumGetInt64(heap_getattr(newtup, Anum_request_id,
-													  desc, &isnull)),
-						   "status", "Waiting");
+				request_check_run_columns(newtup, NULL, desc);
+				newtup = request_validate_row(newtup, rel, true);
+				request_log_status(DatumGetInt64(heap_getattr(newtup, Anum_request_id,
+															  desc, &isnull)),
+								   "status", "Waiting");
 			}
 		}
 		return PointerGetDatum(newtup);
@@ -400,9 +416,9 @@ anonymize_request_guard(PG_FUNCTION_ARGS)
 		newtup = trigdata->tg_newtuple;
 		if (!internal)
 		{
-			check_still_waiting(oldtup, desc, "changed");
-			check_run_columns(newtup, oldtup, desc);
-			newtup = validate_row(newtup, rel, false);
+			request_check_still_waiting(oldtup, desc, "changed");
+			request_check_run_columns(newtup, oldtup, desc);
+			newtup = request_validate_row(newtup, rel, false);
 		}
 		return PointerGetDatum(newtup);
 	}
@@ -411,10 +427,10 @@ anonymize_request_guard(PG_FUNCTION_ARGS)
 	oldtup = trigdata->tg_trigtuple;
 	if (!internal)
 	{
-		check_still_waiting(oldtup, desc, "deleted");
-		log_status(DatumGetInt64(heap_getattr(oldtup, Anum_request_id, desc,
-											  &isnull)),
-				   "cancelled", NULL);
+		request_check_still_waiting(oldtup, desc, "deleted");
+		request_log_status(DatumGetInt64(heap_getattr(oldtup, Anum_request_id, desc,
+													  &isnull)),
+						   "cancelled", NULL);
 	}
 	return PointerGetDatum(oldtup);
 }

@@ -35,4 +35,11 @@ extern void anonymize_internal_write_begin(void);
 extern void anonymize_internal_write_end(void);
 extern bool anonymize_internal_write_active(void);
 
+/*
+ * The OIDs of the schema anonymize (error when missing), of the page and of
+ * anonymize.request_private (InvalidOid when missing).  Call in a
+ * transaction.
+ */
+extern void anonymize_request_relids(Oid *nsp, Oid *page, Oid *private);
+
 #endif							/* ANONYMIZE_REQUEST_H */

@@ -43,6 +43,7 @@
 #include "anonymize_request.h"
 #include "anonymize_retention.h"
 #include "anonymize_settings.h"
+#include "anonymize_xact.h"
 
 PG_FUNCTION_INFO_V1(anonymize_purge_requests_sql);
 PG_FUNCTION_INFO_V1(anonymize_sms_survey_retention_sql);
@@ -55,7 +56,7 @@ char	   *anonymize_sms_survey_retention = NULL;
  * hooks must report through GUC_check_errdetail.
  */
 static bool
-parse_interval(const char *str, Interval *result)
+retention_parse_interval(const char *str, Interval *result)
 {
 	char		workbuf[256];
 	char	   *field[MAXDATEFIELDS];
@@ -84,6 +85,7 @@ parse_interval(const char *str, Interval *result)
 	return itmin2interval(&itm_in, result) == 0;
 }
 
+/* GUC check hook of both retention settings: empty or a positive interval. */
 bool
 anonymize_check_retention(char **newval, void **extra, GucSource source)
 {
@@ -91,7 +93,7 @@ anonymize_check_retention(char **newval, void **extra, GucSource source)
 
 	if ((*newval)[0] == '\0')
 		return true;
-	if (!parse_interval(*newval, &iv))
+	if (!retention_parse_interval(*newval, &iv))
 	{
 		GUC_check_errdetail("A retention is an interval such as '12 months' or '120 days', or empty for never.");
 		return false;
@@ -114,8 +116,9 @@ retention_tz_name(void)
 	return pg_get_timezone_name(session_timezone);
 }
 
+/* A row of anonymize.retention_log. */
 static void
-log_retention(const char *kind, const char *target, const char *col,
+retention_log(const char *kind, const char *target, const char *col,
 			  Datum cutoff, int64 rows, const char *detail)
 {
 	Oid			argtypes[6] = {TEXTOID, TEXTOID, NAMEOID, TIMESTAMPTZOID, INT8OID, TEXTOID};
@@ -157,7 +160,7 @@ retention_cutoff(const char *retention)
  * Data-modifying CTEs all see the snapshot from before the statement, so a
  * Done request deleted here is never mistaken for a cancelled one.
  */
-static const char *const purge_sql =
+static const char *const retention_purge_sql =
 "WITH done AS ("
 "  DELETE FROM anonymize.anonymize_request r"
 "  WHERE r.status = 'Done' AND r.done_at < $1"
@@ -206,6 +209,7 @@ static const char *const purge_sql =
 "SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM cancelled),"
 "       (SELECT count(*) FROM saved)";
 
+/* Purge requests done (or cancelled) longer than anonymize.request_retention ago. */
 int64
 anonymize_purge_requests(void)
 {
@@ -226,7 +230,7 @@ anonymize_purge_requests(void)
 	anonymize_internal_write_begin();
 	PG_TRY();
 	{
-		if (SPI_execute_with_args(purge_sql, 2, argtypes, values, NULL,
+		if (SPI_execute_with_args(retention_purge_sql, 2, argtypes, values, NULL,
 								  false, 0) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "could not purge anonymize requests");
 	}
@@ -245,7 +249,7 @@ anonymize_purge_requests(void)
 
 		snprintf(detail, sizeof(detail), "%lld done, %lld cancelled",
 				 (long long) done, (long long) cancelled);
-		log_retention("requests", NULL, NULL, values[0], done + cancelled, detail);
+		retention_log("requests", NULL, NULL, values[0], done + cancelled, detail);
 		ereport(LOG,
 				(errhidestmt(true),
 				 errmsg("anonymize: purged %lld done and %lld cancelled requests older than %s",
@@ -266,6 +270,117 @@ typedef struct RetentionLeaf
 	char	   *time_col;
 } RetentionLeaf;
 
+/*
+ * Every leaf partition of every sms_survey target, in cxt, ordered by
+ * target and column; pg_partition_tree() returns nothing for a table that
+ * is not partitioned, hence the UNION.
+ */
+static RetentionLeaf *
+retention_sms_leaves(MemoryContext cxt, int *nleaves)
+{
+	RetentionLeaf *leaves;
+
+	if (SPI_execute("SELECT l.relid::oid, t.tbl::text, quote_ident(n.nspname) || '.' || quote_ident(c.relname),"
+					" t.col::text, t.time_col::text"
+					" FROM anonymize.target t,"
+					" LATERAL (SELECT p.relid FROM pg_catalog.pg_partition_tree(t.tbl) p"
+					"          WHERE p.isleaf UNION SELECT t.tbl) l"
+					" JOIN pg_catalog.pg_class c ON c.oid = l.relid"
+					" JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+					" WHERE t.scope = 'sms_survey' AND c.relkind = 'r'"
+					" ORDER BY t.tbl::text, t.col, 3",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the sms_survey targets");
+	*nleaves = (int) SPI_processed;
+	leaves = MemoryContextAlloc(cxt, sizeof(RetentionLeaf) * Max(*nleaves, 1));
+	for (int i = 0; i < *nleaves; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		leaves[i].relid = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+		leaves[i].target = MemoryContextStrdup(cxt, SPI_getvalue(tup, desc, 2));
+		leaves[i].leaf = MemoryContextStrdup(cxt, SPI_getvalue(tup, desc, 3));
+		leaves[i].col = MemoryContextStrdup(cxt, SPI_getvalue(tup, desc, 4));
+		leaves[i].time_col = MemoryContextStrdup(cxt, SPI_getvalue(tup, desc, 5));
+	}
+	SPI_freetuptable(SPI_tuptable);
+	return leaves;
+}
+
+/*
+ * Anonymize the old answers of one leaf, batch_size rows a statement;
+ * returns how many.
+ */
+static int64
+retention_sms_leaf(const RetentionLeaf *leaf, Datum cutoff)
+{
+	const char *col = quote_identifier(leaf->col);
+	char	   *sql;
+	SPIPlanPtr	plan;
+	Oid			argtypes[3] = {TEXTOID, TIMESTAMPTZOID, INT4OID};
+	Datum		values[3];
+	int64		rows = 0;
+
+	/*
+	 * One batch: the first batch_size rows still to do, found by ctid in
+	 * this leaf only (a ctid is unique within one table).
+	 */
+	sql = psprintf("UPDATE %s SET %s = $1 WHERE ctid = ANY (ARRAY("
+				   "SELECT ctid FROM ONLY %s WHERE %s < $2 AND %s IS NOT NULL"
+				   " AND %s::text <> $1 AND %s::text <> '' LIMIT $3))",
+				   leaf->leaf, col, leaf->leaf,
+				   quote_identifier(leaf->time_col), col, col, col);
+	plan = SPI_prepare(sql, 3, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare the sms survey retention of %s: %s",
+			 leaf->leaf, SPI_result_code_string(SPI_result));
+	values[0] = CStringGetTextDatum(anonymize_replacement);
+	values[1] = cutoff;
+	values[2] = Int32GetDatum(anonymize_batch_size);
+
+	for (;;)
+	{
+		uint64		n;
+
+		CHECK_FOR_INTERRUPTS();
+		if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not anonymize old answers in %s", leaf->leaf);
+		n = SPI_processed;
+		rows += n;
+		if (n < (uint64) anonymize_batch_size)
+			break;
+	}
+	SPI_freeplan(plan);
+	pfree(sql);
+	return rows;
+}
+
+/* Record what the retention did in a target column: retention_log, server log. */
+static void
+retention_sms_record(const RetentionLeaf *leaf, Datum cutoff, int64 rows)
+{
+	if (rows == 0)
+		return;
+	retention_log("sms_survey", leaf->target, leaf->col, cutoff, rows, NULL);
+	ereport(LOG,
+			(errhidestmt(true),
+			 errmsg("anonymize: anonymized %lld SMS survey answers older than %s in %s",
+					(long long) rows, anonymize_sms_survey_retention,
+					leaf->target)));
+}
+
+/* Is leaves[i] the last leaf of its target column? */
+static bool
+retention_sms_last_of_target(const RetentionLeaf *leaves, int nleaves, int i)
+{
+	return i + 1 == nleaves ||
+		strcmp(leaves[i + 1].target, leaves[i].target) != 0 ||
+		strcmp(leaves[i + 1].col, leaves[i].col) != 0;
+}
+
+/* Anonymize SMS-survey answers older than anonymize.sms_survey_retention. */
 int64
 anonymize_sms_survey_retention_execute(List **touched)
 {
@@ -281,79 +396,11 @@ anonymize_sms_survey_retention_execute(List **touched)
 
 	SPI_connect();
 	cutoff = retention_cutoff(anonymize_sms_survey_retention);
-
-	/*
-	 * every leaf partition of every sms_survey target; pg_partition_tree()
-	 * returns nothing for a table that is not partitioned, hence the UNION
-	 */
-	if (SPI_execute("SELECT l.relid::oid, t.tbl::text, quote_ident(n.nspname) || '.' || quote_ident(c.relname),"
-					" t.col::text, t.time_col::text"
-					" FROM anonymize.target t,"
-					" LATERAL (SELECT p.relid FROM pg_catalog.pg_partition_tree(t.tbl) p"
-					"          WHERE p.isleaf UNION SELECT t.tbl) l"
-					" JOIN pg_catalog.pg_class c ON c.oid = l.relid"
-					" JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-					" WHERE t.scope = 'sms_survey' AND c.relkind = 'r'"
-					" ORDER BY t.tbl::text, t.col, 3",
-					true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the sms_survey targets");
-	nleaves = (int) SPI_processed;
-	leaves = MemoryContextAlloc(callercxt, sizeof(RetentionLeaf) * Max(nleaves, 1));
+	leaves = retention_sms_leaves(callercxt, &nleaves);
 	for (int i = 0; i < nleaves; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
+		int64		leaf_rows = retention_sms_leaf(&leaves[i], cutoff);
 
-		bool		isnull;
-
-		leaves[i].relid = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
-		leaves[i].target = MemoryContextStrdup(callercxt, SPI_getvalue(tup, desc, 2));
-		leaves[i].leaf = MemoryContextStrdup(callercxt, SPI_getvalue(tup, desc, 3));
-		leaves[i].col = MemoryContextStrdup(callercxt, SPI_getvalue(tup, desc, 4));
-		leaves[i].time_col = MemoryContextStrdup(callercxt, SPI_getvalue(tup, desc, 5));
-	}
-	SPI_freetuptable(SPI_tuptable);
-
-	for (int i = 0; i < nleaves; i++)
-	{
-		const char *col = quote_identifier(leaves[i].col);
-		char	   *sql;
-		SPIPlanPtr	plan;
-		Oid			argtypes[3] = {TEXTOID, TIMESTAMPTZOID, INT4OID};
-		Datum		values[3];
-		int64		leaf_rows = 0;
-
-		/*
-		 * One batch: the first batch_size rows still to do, found by ctid in
-		 * this leaf only (a ctid is unique within one table).
-		 */
-		sql = psprintf("UPDATE %s SET %s = $1 WHERE ctid = ANY (ARRAY("
-					   "SELECT ctid FROM ONLY %s WHERE %s < $2 AND %s IS NOT NULL"
-					   " AND %s::text <> $1 AND %s::text <> '' LIMIT $3))",
-					   leaves[i].leaf, col, leaves[i].leaf,
-					   quote_identifier(leaves[i].time_col), col, col, col);
-		plan = SPI_prepare(sql, 3, argtypes);
-		if (plan == NULL)
-			elog(ERROR, "could not prepare the sms survey retention of %s: %s",
-				 leaves[i].leaf, SPI_result_code_string(SPI_result));
-		values[0] = CStringGetTextDatum(anonymize_replacement);
-		values[1] = cutoff;
-		values[2] = Int32GetDatum(anonymize_batch_size);
-
-		for (;;)
-		{
-			uint64		n;
-
-			CHECK_FOR_INTERRUPTS();
-			if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_UPDATE)
-				elog(ERROR, "could not anonymize old answers in %s", leaves[i].leaf);
-			n = SPI_processed;
-			leaf_rows += n;
-			if (n < (uint64) anonymize_batch_size)
-				break;
-		}
-		SPI_freeplan(plan);
-		pfree(sql);
 		target_rows += leaf_rows;
 		if (leaf_rows > 0 && touched != NULL)
 		{
@@ -364,20 +411,9 @@ anonymize_sms_survey_retention_execute(List **touched)
 		}
 
 		/* the last leaf of a target column: record the target's count */
-		if (i + 1 == nleaves ||
-			strcmp(leaves[i + 1].target, leaves[i].target) != 0 ||
-			strcmp(leaves[i + 1].col, leaves[i].col) != 0)
+		if (retention_sms_last_of_target(leaves, nleaves, i))
 		{
-			if (target_rows > 0)
-			{
-				log_retention("sms_survey", leaves[i].target, leaves[i].col,
-							  cutoff, target_rows, NULL);
-				ereport(LOG,
-						(errhidestmt(true),
-						 errmsg("anonymize: anonymized %lld SMS survey answers older than %s in %s",
-								(long long) target_rows,
-								anonymize_sms_survey_retention, leaves[i].target)));
-			}
+			retention_sms_record(&leaves[i], cutoff, target_rows);
 			total += target_rows;
 			target_rows = 0;
 		}
@@ -419,9 +455,7 @@ retention_step(bool purge, const char *what, const char *retention,
 
 	PG_TRY();
 	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
+		anonymize_xact_begin();
 		if (purge)
 			(void) anonymize_purge_requests();
 		else
@@ -431,8 +465,7 @@ retention_step(bool purge, const char *what, const char *retention,
 			(void) anonymize_sms_survey_retention_execute(touched);
 			MemoryContextSwitchTo(old);
 		}
-		PopActiveSnapshot();
-		CommitTransactionCommand();
+		anonymize_xact_commit();
 	}
 	PG_CATCH();
 	{
@@ -450,6 +483,7 @@ retention_step(bool purge, const char *what, const char *retention,
 	PG_END_TRY();
 }
 
+/* Both parts of retention, each in a transaction of its own. */
 void
 anonymize_retention_run(List **touched, MemoryContext cxt)
 {

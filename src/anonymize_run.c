@@ -23,12 +23,9 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
-#include "commands/vacuum.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
-#include "nodes/makefuncs.h"
-#include "parser/parse_node.h"
 #include "pgstat.h"
 #include "storage/bufmgr.h"
 #include "storage/latch.h"
@@ -43,80 +40,23 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
-#include "anonymize_digest.h"
 #include "anonymize_engine.h"
 #include "anonymize_request.h"
 #include "anonymize_retention.h"
-#include "anonymize_run.h"
+#include "anonymize_run_private.h"
 #include "anonymize_scrub.h"
 #include "anonymize_settings.h"
-
-/* a matching row found by a scan, to be rewritten */
-typedef struct RunMatch
-{
-	int32		target;			/* index into RunState.targets */
-	int32		req;			/* index into RunState.reqs */
-	Oid			leaf;
-	ItemPointerData tid;
-} RunMatch;
-
-typedef struct RunState
-{
-	MemoryContext cxt;
-	int64		run_id;
-	const char *trigger;
-	AnonymizeRunResult *result;
-
-	AnonymizeRequest *reqs;
-	int			nreqs;
-	bool	   *resumed;		/* Running already when this run began */
-	bool	   *prior;			/* had 'rewrite' receipts when this run began */
-
-	AnonymizeTarget *targets;	/* every target processed so far */
-	int			ntargets;
-	int			maxtargets;
-	/* what this run's committed batches rewrote, for the receipts */
-	int64	   *rewritten;		/* [request]: rows, all targets */
-	uint8	  **trows;			/* [target]: bit per request, some rows */
-
-	/* matches of the current pass */
-	RunMatch   *matches;
-	int64		nmatches;
-	int64		maxmatches;
-	bool		overflow;
-	bool		counting;
-
-	List	   *touched;		/* leaf OIDs rewritten, to vacuum */
-	List	   *scanned_leaves; /* leaf OIDs scanned */
-	bool		vacuum_owed;	/* an earlier run never finished its vacuum */
-} RunState;
+#include "anonymize_xact.h"
 
 /* ---------------------------------------------------------------------
  * Small helpers
  * ---------------------------------------------------------------------
  */
 
-static void
-run_begin_xact(void)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-}
-
-static void
-run_commit_xact(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-}
-
-static void
-run_exec(const char *sql, int nargs, Oid *types, Datum *values,
-		 const char *nulls, int expected)
+/* SPI_execute_with_args(), read-write, expecting the result code expected */
+void
+anonymize_run_exec(const char *sql, int nargs, Oid *types, Datum *values,
+				   const char *nulls, int expected)
 {
 	int			ret = SPI_execute_with_args(sql, nargs, types, values, nulls,
 											false, 0);
@@ -125,11 +65,9 @@ run_exec(const char *sql, int nargs, Oid *types, Datum *values,
 		elog(ERROR, "anonymize run: unexpected SPI result %d", ret);
 }
 
-static void
-run_activity(RunState *st, const char *fmt,...) pg_attribute_printf(2, 3);
-
-static void
-run_activity(RunState *st, const char *fmt,...)
+/* Report "anonymize run N: " and the message in pg_stat_activity. */
+void
+anonymize_run_activity(RunState *st, const char *fmt,...)
 {
 	StringInfoData buf;
 	va_list		args;
@@ -152,8 +90,8 @@ run_activity(RunState *st, const char *fmt,...)
 }
 
 /* "3, 4, 7" for at most 10 request ids, then "..." */
-static char *
-request_ids(RunState *st, const int *idx, int n)
+char *
+anonymize_run_request_ids(RunState *st, const int *idx, int n)
 {
 	StringInfoData buf;
 
@@ -171,8 +109,9 @@ request_ids(RunState *st, const int *idx, int n)
 	return buf.data;
 }
 
-static ArrayType *
-int8_array(const int64 *v, int n)
+/* A bigint[] of v[0..n). */
+ArrayType *
+anonymize_run_int8_array(const int64 *v, int n)
 {
 	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
 
@@ -181,6 +120,7 @@ int8_array(const int64 *v, int n)
 	return construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 }
 
+/* Take or release the run lock (an advisory lock, session level). */
 static void
 run_lock(bool acquire)
 {
@@ -201,22 +141,25 @@ run_lock(bool acquire)
  * for thousands of requests, so the run skips it (session_replication_role
  * = replica, for this transaction) and invalidates once itself.
  */
-static void
-run_page_write_begin(void)
+void
+anonymize_run_page_write_begin(void)
 {
 	anonymize_internal_write_begin();
-	run_exec("SET LOCAL session_replication_role = replica", 0, NULL, NULL,
-			 NULL, SPI_OK_UTILITY);
+	anonymize_run_exec("SET LOCAL session_replication_role = replica", 0, NULL,
+					   NULL, NULL, SPI_OK_UTILITY);
 }
 
-static void
-run_page_write_end(void)
+/* The end of the run's writes to the page: one relcache invalidation. */
+void
+anonymize_run_page_write_end(void)
 {
-	Oid			page = get_relname_relid("anonymize_request",
-										 get_namespace_oid("anonymize", false));
+	Oid			nsp;
+	Oid			page;
+	Oid			private;
 
-	run_exec("SET LOCAL session_replication_role = origin", 0, NULL, NULL,
-			 NULL, SPI_OK_UTILITY);
+	anonymize_run_exec("SET LOCAL session_replication_role = origin", 0, NULL,
+					   NULL, NULL, SPI_OK_UTILITY);
+	anonymize_request_relids(&nsp, &page, &private);
 	if (OidIsValid(page))
 		CacheInvalidateRelcacheByRelid(page);
 	anonymize_internal_write_end();
@@ -227,6 +170,7 @@ run_page_write_end(void)
  * ---------------------------------------------------------------------
  */
 
+/* Close what a dead run left in run_log and record this run there. */
 static void
 run_start(RunState *st)
 {
@@ -235,27 +179,27 @@ run_start(RunState *st)
 	bool		isnull;
 
 	values[0] = CStringGetTextDatum(st->trigger);
-	run_begin_xact();
+	anonymize_xact_begin();
 	/* we hold the run lock: a run still 'running' died */
-	run_exec("UPDATE anonymize.run_log SET outcome = 'interrupted' "
-			 "WHERE outcome = 'running'", 0, NULL, NULL, NULL, SPI_OK_UPDATE);
+	anonymize_run_exec("UPDATE anonymize.run_log SET outcome = 'interrupted' "
+					   "WHERE outcome = 'running'", 0, NULL, NULL, NULL, SPI_OK_UPDATE);
 
 	/*
 	 * A run killed or failed before its vacuum ended may have left dead
 	 * versions of rewritten rows, even with all its requests Done (killed
 	 * in the vacuum itself): this run vacuums every target then.
 	 */
-	run_exec("SELECT EXISTS (SELECT FROM anonymize.run_log WHERE vacuumed_at IS NULL)",
-			 0, NULL, NULL, NULL, SPI_OK_SELECT);
+	anonymize_run_exec("SELECT EXISTS (SELECT FROM anonymize.run_log WHERE vacuumed_at IS NULL)",
+					   0, NULL, NULL, NULL, SPI_OK_SELECT);
 	st->vacuum_owed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
 												 SPI_tuptable->tupdesc, 1,
 												 &isnull));
-	run_exec("INSERT INTO anonymize.run_log (trigger) VALUES ($1) RETURNING id",
-			 1, types, values, NULL, SPI_OK_INSERT_RETURNING);
+	anonymize_run_exec("INSERT INTO anonymize.run_log (trigger) VALUES ($1) RETURNING id",
+					   1, types, values, NULL, SPI_OK_INSERT_RETURNING);
 	st->run_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 											 SPI_tuptable->tupdesc, 1,
 											 &isnull));
-	run_commit_xact();
+	anonymize_xact_commit();
 }
 
 /*
@@ -274,36 +218,36 @@ run_load_requests(RunState *st)
 	Datum		resumed;
 	bool		isnull;
 
-	run_begin_xact();
-	run_page_write_begin();
+	anonymize_xact_begin();
+	anonymize_run_page_write_begin();
 	/* what a killed or failed run left Running */
-	run_exec("SELECT coalesce(array_agg(id), '{}') FROM anonymize.anonymize_request"
-			 " WHERE status = 'Running'",
-			 0, NULL, NULL, NULL, SPI_OK_SELECT);
+	anonymize_run_exec("SELECT coalesce(array_agg(id), '{}') FROM anonymize.anonymize_request"
+					   " WHERE status = 'Running'",
+					   0, NULL, NULL, NULL, SPI_OK_SELECT);
 	resumed = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
 							&isnull);
-	run_exec("WITH due AS ("
-			 " UPDATE anonymize.anonymize_request r SET status = 'Running'"
-			 " WHERE r.status = 'Waiting'"
-			 "  OR (r.status = 'Held' AND EXISTS (SELECT FROM anonymize.request_private p"
-			 "      WHERE p.request_id = r.id AND p.confirmed_at IS NOT NULL))"
-			 " RETURNING r.id)"
-			 " INSERT INTO anonymize.request_log (request_id, event, status)"
-			 " SELECT id, 'status', 'Running' FROM due",
-			 0, NULL, NULL, NULL, SPI_OK_INSERT);
+	anonymize_run_exec("WITH due AS ("
+					   " UPDATE anonymize.anonymize_request r SET status = 'Running'"
+					   " WHERE r.status = 'Waiting'"
+					   "  OR (r.status = 'Held' AND EXISTS (SELECT FROM anonymize.request_private p"
+					   "      WHERE p.request_id = r.id AND p.confirmed_at IS NOT NULL))"
+					   " RETURNING r.id)"
+					   " INSERT INTO anonymize.request_log (request_id, event, status)"
+					   " SELECT id, 'status', 'Running' FROM due",
+					   0, NULL, NULL, NULL, SPI_OK_INSERT);
 	/*
 	 * Column 10: receipts from before this run (a probe of request_log's
 	 * index per request, never a hash of the whole log).
 	 */
-	run_exec("SELECT r.id, r.phone, r.email, r.to_date, r.archive, r.sms_survey,"
-			 " r.raw_data, coalesce(p.confirmed_at IS NOT NULL, false),"
-			 " r.id = ANY ($1),"
-			 " (SELECT 1 FROM anonymize.request_log l"
-			 "  WHERE l.request_id = r.id AND l.event = 'rewrite' LIMIT 1) IS NOT NULL"
-			 " FROM anonymize.anonymize_request r"
-			 " LEFT JOIN anonymize.request_private p ON p.request_id = r.id"
-			 " WHERE r.status = 'Running' ORDER BY r.id",
-			 1, (Oid[]) {INT8ARRAYOID}, &resumed, NULL, SPI_OK_SELECT);
+	anonymize_run_exec("SELECT r.id, r.phone, r.email, r.to_date, r.archive, r.sms_survey,"
+					   " r.raw_data, coalesce(p.confirmed_at IS NOT NULL, false),"
+					   " r.id = ANY ($1),"
+					   " (SELECT 1 FROM anonymize.request_log l"
+					   "  WHERE l.request_id = r.id AND l.event = 'rewrite' LIMIT 1) IS NOT NULL"
+					   " FROM anonymize.anonymize_request r"
+					   " LEFT JOIN anonymize.request_private p ON p.request_id = r.id"
+					   " WHERE r.status = 'Running' ORDER BY r.id",
+					   1, (Oid[]) {INT8ARRAYOID}, &resumed, NULL, SPI_OK_SELECT);
 
 	old = MemoryContextSwitchTo(st->cxt);
 	st->nreqs = SPI_processed;
@@ -341,19 +285,19 @@ run_load_requests(RunState *st)
 
 	if (nfailed > 0)
 	{
-		Datum		values[1] = {PointerGetDatum(int8_array(failed, nfailed))};
+		Datum		values[1] = {PointerGetDatum(anonymize_run_int8_array(failed, nfailed))};
 
-		run_exec("WITH f AS ("
-				 " UPDATE anonymize.anonymize_request SET status = 'Failed',"
-				 "  error = 'the phone number or email is not valid under the current settings'"
-				 " WHERE id = ANY ($1) RETURNING id)"
-				 " INSERT INTO anonymize.request_log (request_id, event, status)"
-				 " SELECT id, 'status', 'Failed' FROM f",
-				 1, (Oid[]) {INT8ARRAYOID}, values, NULL, SPI_OK_INSERT);
+		anonymize_run_exec("WITH f AS ("
+						   " UPDATE anonymize.anonymize_request SET status = 'Failed',"
+						   "  error = 'the phone number or email is not valid under the current settings'"
+						   " WHERE id = ANY ($1) RETURNING id)"
+						   " INSERT INTO anonymize.request_log (request_id, event, status)"
+						   " SELECT id, 'status', 'Failed' FROM f",
+						   1, (Oid[]) {INT8ARRAYOID}, values, NULL, SPI_OK_INSERT);
 		st->result->requests_failed += nfailed;
 	}
-	run_page_write_end();
-	run_commit_xact();
+	anonymize_run_page_write_end();
+	anonymize_xact_commit();
 	pfree(failed);
 	anonymize_engine_set_recheck(st->reqs, st->nreqs);
 }
@@ -363,8 +307,9 @@ run_load_requests(RunState *st)
  * ---------------------------------------------------------------------
  */
 
+/* Is (relid, col) among the run's targets already? */
 static bool
-target_known(RunState *st, Oid relid, const char *col)
+run_target_known(RunState *st, Oid relid, const char *col)
 {
 	for (int i = 0; i < st->ntargets; i++)
 		if (st->targets[i].relid == relid && strcmp(st->targets[i].col, col) == 0)
@@ -372,8 +317,9 @@ target_known(RunState *st, Oid relid, const char *col)
 	return false;
 }
 
+/* Does an active request tick the scope? */
 static bool
-scope_wanted(RunState *st, int scope)
+run_scope_wanted(RunState *st, int scope)
 {
 	for (int i = 0; i < st->nreqs; i++)
 		if (st->reqs[i].active && st->reqs[i].scope[scope])
@@ -386,13 +332,13 @@ scope_wanted(RunState *st, int scope)
  * to st->targets; returns the index of the first new one.  Call inside a
  * transaction with SPI connected.
  */
-static int
-run_new_targets(RunState *st)
+int
+anonymize_run_new_targets(RunState *st)
 {
 	int			first = st->ntargets;
 	MemoryContext old;
 
-	run_exec(ANONYMIZE_TARGETS_SQL, 0, NULL, NULL, NULL, SPI_OK_SELECT);
+	anonymize_run_exec(ANONYMIZE_TARGETS_SQL, 0, NULL, NULL, NULL, SPI_OK_SELECT);
 	old = MemoryContextSwitchTo(st->cxt);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -404,7 +350,7 @@ run_new_targets(RunState *st)
 		int			scope = anonymize_scope_number(anonymize_spi_text(i, 5));
 		AnonymizeTarget *t;
 
-		if (target_known(st, relid, col) || !scope_wanted(st, scope))
+		if (run_target_known(st, relid, col) || !run_scope_wanted(st, scope))
 			continue;
 		if (st->ntargets == st->maxtargets)
 		{
@@ -437,16 +383,18 @@ run_new_targets(RunState *st)
  * ---------------------------------------------------------------------
  */
 
-typedef struct ScanArg
+/* what run_match() is called with: the run and the target scanned */
+typedef struct RunScanArg
 {
 	RunState   *st;
 	int			target;
-} ScanArg;
+} RunScanArg;
 
+/* The engine's callback: remember a matching row (and count it per request). */
 static void
 run_match(void *arg, Oid leaf, ItemPointer tid, const int *reqs, int nreqs)
 {
-	ScanArg    *sa = (ScanArg *) arg;
+	RunScanArg *sa = (RunScanArg *) arg;
 	RunState   *st = sa->st;
 	RunMatch   *m;
 
@@ -474,6 +422,7 @@ run_match(void *arg, Oid leaf, ItemPointer tid, const int *reqs, int nreqs)
 	m->tid = *tid;
 }
 
+/* Scan the targets from index first on, collecting their matching rows. */
 static void
 run_scan_targets(RunState *st, int first)
 {
@@ -485,7 +434,7 @@ run_scan_targets(RunState *st, int first)
 		AnonymizeMatchSet *ms;
 		List	   *leaves;
 		ListCell   *lc;
-		ScanArg		sa = {st, t};
+		RunScanArg	sa = {st, t};
 
 		ms = anonymize_matchset_build(st->reqs, st->nreqs, target->kind,
 									  target->scope);
@@ -494,21 +443,21 @@ run_scan_targets(RunState *st, int first)
 			anonymize_matchset_free(ms);
 			continue;
 		}
-		run_begin_xact();
+		anonymize_xact_begin();
 		{
 			MemoryContext old = MemoryContextSwitchTo(st->cxt);
 
 			leaves = anonymize_target_leaves(target->relid);
 			MemoryContextSwitchTo(old);
 		}
-		run_commit_xact();
+		anonymize_xact_commit();
 
 		foreach(lc, leaves)
 		{
 			Oid			leafid = lfirst_oid(lc);
 			Relation	rel;
 
-			run_begin_xact();
+			anonymize_xact_begin();
 			rel = try_table_open(leafid, AccessShareLock);
 			if (rel != NULL && !anonymize_leaf_may_match(ms, target, rel))
 			{
@@ -518,10 +467,10 @@ run_scan_targets(RunState *st, int first)
 			}
 			if (rel != NULL)
 			{
-				run_activity(st, "scanning %s (%s, %ld pages) for %d identifiers",
-							 target->name, RelationGetRelationName(rel),
-							 (long) RelationGetNumberOfBlocks(rel),
-							 anonymize_matchset_size(ms));
+				anonymize_run_activity(st, "scanning %s (%s, %ld pages) for %d identifiers",
+									   target->name, RelationGetRelationName(rel),
+									   (long) RelationGetNumberOfBlocks(rel),
+									   anonymize_matchset_size(ms));
 				anonymize_engine_scan(ms, target, rel, run_match, &sa);
 				table_close(rel, AccessShareLock);
 				if (!list_member_oid(st->scanned_leaves, leafid))
@@ -532,7 +481,7 @@ run_scan_targets(RunState *st, int first)
 					MemoryContextSwitchTo(old);
 				}
 			}
-			run_commit_xact();
+			anonymize_xact_commit();
 		}
 		anonymize_matchset_free(ms);
 	}
@@ -564,16 +513,16 @@ run_hold(RunState *st)
 		values[0] = Int64GetDatum(r->id);
 		values[1] = CStringGetTextDatum(psprintf("would rewrite %lld rows, more than anonymize.max_rows_per_request (%d)",
 												 (long long) r->matched, limit));
-		run_begin_xact();
-		run_page_write_begin();
-		run_exec("WITH h AS ("
-				 " UPDATE anonymize.anonymize_request SET status = 'Held', error = $2"
-				 " WHERE id = $1 AND status = 'Running' RETURNING id)"
-				 " INSERT INTO anonymize.request_log (request_id, event, status, detail)"
-				 " SELECT id, 'status', 'Held', $2 FROM h",
-				 2, types, values, NULL, SPI_OK_INSERT);
-		run_page_write_end();
-		run_commit_xact();
+		anonymize_xact_begin();
+		anonymize_run_page_write_begin();
+		anonymize_run_exec("WITH h AS ("
+						   " UPDATE anonymize.anonymize_request SET status = 'Held', error = $2"
+						   " WHERE id = $1 AND status = 'Running' RETURNING id)"
+						   " INSERT INTO anonymize.request_log (request_id, event, status, detail)"
+						   " SELECT id, 'status', 'Held', $2 FROM h",
+						   2, types, values, NULL, SPI_OK_INSERT);
+		anonymize_run_page_write_end();
+		anonymize_xact_commit();
 		st->result->requests_held++;
 		ereport(LOG,
 				(errmsg("anonymize run %lld: request %lld held: it would rewrite %lld rows, more than anonymize.max_rows_per_request (%d)",
@@ -588,8 +537,9 @@ run_hold(RunState *st)
  * ---------------------------------------------------------------------
  */
 
+/* qsort() and bsearch() comparator of ints */
 static int
-cmp_int(const void *a, const void *b)
+run_cmp_int(const void *a, const void *b)
 {
 	int			x = *(const int *) a;
 	int			y = *(const int *) b;
@@ -597,64 +547,49 @@ cmp_int(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* The distinct request indexes of matches[from..from+n), sorted. */
+static int *
+run_batch_requests(RunState *st, int64 from, int n, int *nids)
+{
+	int		   *ids = palloc(sizeof(int) * n);
+
+	for (int i = 0; i < n; i++)
+		ids[i] = st->matches[from + i].req;
+	qsort(ids, n, sizeof(int), run_cmp_int);
+	*nids = 0;
+	for (int i = 0; i < n; i++)
+		if (i == 0 || ids[i] != ids[i - 1])
+			ids[(*nids)++] = ids[i];
+	return ids;
+}
+
 /*
- * Rewrite matches[from..to) (one target, one leaf) in one transaction,
- * with their receipts.
+ * The UPDATE of matches[from..from+n) in leaf, by TID, each row rechecked:
+ * it returns the request index of every row it rewrote.
  */
 static void
-run_rewrite_batch(RunState *st, int64 from, int64 to, int64 done, int64 total)
+run_batch_update(RunState *st, AnonymizeTarget *target, Oid leaf,
+				 int64 from, int n)
 {
-	RunMatch   *first = &st->matches[from];
-	AnonymizeTarget *target = &st->targets[first->target];
-	int			n = to - from;
 	Datum	   *tids = palloc(sizeof(Datum) * n);
 	Datum	   *reqs = palloc(sizeof(Datum) * n);
-	int		   *ids = palloc(sizeof(int) * n);
-	int			nids = 0;
 	char	   *leafname;
 	char	   *sql;
 	Oid			types[3] = {TEXTOID, TIDARRAYOID, INT4ARRAYOID};
 	Datum		values[3];
-	int64	   *rid;
-	int64	   *rcount;
-	int			nr = 0;
 
 	for (int i = 0; i < n; i++)
 	{
 		tids[i] = PointerGetDatum(&st->matches[from + i].tid);
 		reqs[i] = Int32GetDatum(st->matches[from + i].req);
-		ids[i] = st->matches[from + i].req;
 	}
-	qsort(ids, n, sizeof(int), cmp_int);
-	for (int i = 0; i < n; i++)
-		if (i == 0 || ids[i] != ids[i - 1])
-			ids[nids++] = ids[i];
-
-	/* allocated outside the transaction, whose memory goes with it */
-	rid = palloc(sizeof(int64) * nids);
-	rcount = palloc0(sizeof(int64) * nids);
-
-	run_begin_xact();
-	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(first->leaf)))
-	{
-		run_commit_xact();		/* dropped meanwhile: nothing to rewrite */
-		pfree(tids);
-		pfree(reqs);
-		pfree(ids);
-		pfree(rid);
-		pfree(rcount);
-		return;
-	}
-	leafname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(first->leaf)),
-										  get_rel_name(first->leaf));
-	run_activity(st, "rewriting %s, rows %lld to %lld of %lld (requests %s)",
-				 target->name, (long long) done + 1, (long long) done + n,
-				 (long long) total, request_ids(st, ids, nids));
+	leafname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(leaf)),
+										  get_rel_name(leaf));
 
 	/* a TID scan per row, never a whole-table plan */
-	run_exec("SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off;"
-			 " SET LOCAL enable_mergejoin = off",
-			 0, NULL, NULL, NULL, SPI_OK_UTILITY);
+	anonymize_run_exec("SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off;"
+					   " SET LOCAL enable_mergejoin = off",
+					   0, NULL, NULL, NULL, SPI_OK_UTILITY);
 	sql = psprintf("UPDATE ONLY %s AS t SET %s = $1"
 				   " FROM unnest($2, $3) AS m(tid, req)"
 				   " WHERE t.ctid = m.tid"
@@ -663,50 +598,64 @@ run_rewrite_batch(RunState *st, int64 from, int64 to, int64 done, int64 total)
 				   leafname, quote_identifier(target->col),
 				   quote_identifier(target->col));
 	/* the pages of the versions this batch leaves behind, for the scrub */
-	anonymize_scrub_note_rows(first->leaf, target->col, tids, n);
+	anonymize_scrub_note_rows(leaf, target->col, tids, n);
 	values[0] = CStringGetTextDatum(anonymize_replacement);
 	values[1] = PointerGetDatum(construct_array(tids, n, TIDOID,
 												sizeof(ItemPointerData), false,
 												TYPALIGN_SHORT));
 	values[2] = PointerGetDatum(construct_array(reqs, n, INT4OID, 4, true,
 												TYPALIGN_INT));
-	run_exec(sql, 3, types, values, NULL, SPI_OK_UPDATE_RETURNING);
+	anonymize_run_exec(sql, 3, types, values, NULL, SPI_OK_UPDATE_RETURNING);
+}
 
-	/* rows per request, for the receipts */
-	for (int i = 0; i < nids; i++)
-		rid[i] = st->reqs[ids[i]].id;
-	nr = nids;
+/* Count the rows the UPDATE returned per request (ids[i] -> rcount[i]). */
+static void
+run_batch_count(const int *ids, int nids, int64 *rcount)
+{
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
 		int			req = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
 													  SPI_tuptable->tupdesc, 1,
 													  &isnull));
-		int		   *pos = bsearch(&req, ids, nids, sizeof(int), cmp_int);
+		int		   *pos = bsearch(&req, ids, nids, sizeof(int), run_cmp_int);
 
 		if (pos)
 			rcount[pos - ids]++;
 	}
-	st->result->rows_rewritten += SPI_processed;
-	if (SPI_processed > 0)
-	{
-		Oid			rtypes[4] = {INT8ARRAYOID, INT8ARRAYOID, TEXTOID, TEXTOID};
-		Datum		rvalues[4];
+}
 
-		rvalues[0] = PointerGetDatum(int8_array(rid, nr));
-		rvalues[1] = PointerGetDatum(int8_array(rcount, nr));
-		rvalues[2] = CStringGetTextDatum(target->name);
-		rvalues[3] = CStringGetTextDatum(target->col);
-		run_exec("INSERT INTO anonymize.request_log (request_id, event, target, col, rows)"
-				 " SELECT r, 'rewrite', $3, $4, n FROM unnest($1, $2) AS u(r, n) WHERE n > 0"
-				 " ON CONFLICT (request_id, target, col) WHERE event = 'rewrite'"
-				 " DO UPDATE SET rows = anonymize.request_log.rows + EXCLUDED.rows,"
-				 "  updated_at = pg_catalog.clock_timestamp()",
-				 4, rtypes, rvalues, NULL, SPI_OK_INSERT);
-	}
-	run_commit_xact();
+/* Add the batch's rows to the requests' receipts for the target. */
+static void
+run_batch_receipts(RunState *st, AnonymizeTarget *target, const int *ids,
+				   int nids, const int64 *rcount)
+{
+	int64	   *rid = palloc(sizeof(int64) * nids);
+	Oid			types[4] = {INT8ARRAYOID, INT8ARRAYOID, TEXTOID, TEXTOID};
+	Datum		values[4];
 
-	/* committed with their receipts: the run's own count of them */
+	for (int i = 0; i < nids; i++)
+		rid[i] = st->reqs[ids[i]].id;
+	values[0] = PointerGetDatum(anonymize_run_int8_array(rid, nids));
+	values[1] = PointerGetDatum(anonymize_run_int8_array(rcount, nids));
+	values[2] = CStringGetTextDatum(target->name);
+	values[3] = CStringGetTextDatum(target->col);
+	anonymize_run_exec("INSERT INTO anonymize.request_log (request_id, event, target, col, rows)"
+					   " SELECT r, 'rewrite', $3, $4, n FROM unnest($1, $2) AS u(r, n) WHERE n > 0"
+					   " ON CONFLICT (request_id, target, col) WHERE event = 'rewrite'"
+					   " DO UPDATE SET rows = anonymize.request_log.rows + EXCLUDED.rows,"
+					   "  updated_at = pg_catalog.clock_timestamp()",
+					   4, types, values, NULL, SPI_OK_INSERT);
+}
+
+/*
+ * After the commit: the run's own count of what its batches rewrote (for
+ * the finishing receipts) and the leaf to vacuum.
+ */
+static void
+run_batch_account(RunState *st, const RunMatch *first, const int *ids,
+				  int nids, const int64 *rcount)
+{
 	for (int i = 0; i < nids; i++)
 		if (rcount[i] > 0)
 		{
@@ -721,10 +670,47 @@ run_rewrite_batch(RunState *st, int64 from, int64 to, int64 done, int64 total)
 		st->touched = lappend_oid(st->touched, first->leaf);
 		MemoryContextSwitchTo(old);
 	}
-	pfree(tids);
-	pfree(reqs);
+}
+
+/*
+ * Rewrite matches[from..to) (one target, one leaf) in one transaction,
+ * with their receipts.
+ */
+static void
+run_rewrite_batch(RunState *st, int64 from, int64 to, int64 done, int64 total)
+{
+	RunMatch   *first = &st->matches[from];
+	AnonymizeTarget *target = &st->targets[first->target];
+	int			n = to - from;
+	int			nids;
+	int		   *ids;
+	int64	   *rcount;
+
+	/* allocated outside the transaction, whose memory goes with it */
+	ids = run_batch_requests(st, from, n, &nids);
+	rcount = palloc0(sizeof(int64) * nids);
+
+	anonymize_xact_begin();
+	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(first->leaf)))
+	{
+		anonymize_xact_commit();	/* dropped meanwhile: nothing to rewrite */
+		pfree(ids);
+		pfree(rcount);
+		return;
+	}
+	anonymize_run_activity(st, "rewriting %s, rows %lld to %lld of %lld (requests %s)",
+						   target->name, (long long) done + 1, (long long) done + n,
+						   (long long) total, anonymize_run_request_ids(st, ids, nids));
+	run_batch_update(st, target, first->leaf, from, n);
+	run_batch_count(ids, nids, rcount);
+	st->result->rows_rewritten += SPI_processed;
+	if (SPI_processed > 0)
+		run_batch_receipts(st, target, ids, nids, rcount);
+	anonymize_xact_commit();
+
+	/* committed with their receipts: the run's own count of them */
+	run_batch_account(st, first, ids, nids, rcount);
 	pfree(ids);
-	pfree(rid);
 	pfree(rcount);
 }
 
@@ -744,6 +730,7 @@ run_batch_pause(void)
 	CHECK_FOR_INTERRUPTS();
 }
 
+/* Rewrite the matches in batches, (target, leaf) group by group. */
 static void
 run_rewrite(RunState *st)
 {
@@ -799,180 +786,11 @@ run_targets(RunState *st, int first)
 }
 
 /* ---------------------------------------------------------------------
- * Finishing requests
- * ---------------------------------------------------------------------
- */
-
-#define FINISH_CHUNK 1000
-
-/*
- * Finish active requests: digests, zero receipts for the targets scanned
- * for them, the masked page row, Done.  Returns false, finishing nothing
- * more, when a target was added meanwhile: the caller scans it first.
- */
-static bool
-run_finish(RunState *st)
-{
-	int			i = 0;
-	MemoryContext chunk = AllocSetContextCreate(st->cxt, "anonymize finish",
-												ALLOCSET_DEFAULT_SIZES);
-
-	while (i < st->nreqs)
-	{
-		int64	   *ids = MemoryContextAlloc(chunk, sizeof(int64) * FINISH_CHUNK);
-		Datum	   *pd = MemoryContextAlloc(chunk, sizeof(Datum) * FINISH_CHUNK);
-		Datum	   *ed = MemoryContextAlloc(chunk, sizeof(Datum) * FINISH_CHUNK);
-		bool	   *pn = MemoryContextAlloc(chunk, sizeof(bool) * FINISH_CHUNK);
-		bool	   *en = MemoryContextAlloc(chunk, sizeof(bool) * FINISH_CHUNK);
-		int		   *idx = MemoryContextAlloc(chunk, sizeof(int) * FINISH_CHUNK);
-		Datum	   *rows = MemoryContextAlloc(chunk, sizeof(Datum) * FINISH_CHUNK);
-		bool	   *rn = MemoryContextAlloc(chunk, sizeof(bool) * FINISH_CHUNK);
-		int			n = 0;
-		uint8		key[ANONYMIZE_KEY_LEN];
-		int			dims[1];
-		int			lbs[1] = {1};
-		Datum		values[3];
-		Oid			types[3] = {INT8ARRAYOID, BYTEAARRAYOID, BYTEAARRAYOID};
-
-		for (; i < st->nreqs && n < FINISH_CHUNK; i++)
-			if (st->reqs[i].active)
-				idx[n++] = i;
-		if (n == 0)
-			break;
-
-		run_begin_xact();
-		run_activity(st, "finishing requests %s", request_ids(st, idx, n));
-
-		/* a target added during the run is scanned before any request ends */
-		run_exec("LOCK TABLE anonymize.target IN SHARE MODE", 0, NULL, NULL,
-				 NULL, SPI_OK_UTILITY);
-		if (run_new_targets(st) < st->ntargets)
-		{
-			run_commit_xact();
-			MemoryContextDelete(chunk);
-			return false;
-		}
-
-		anonymize_digest_key(key, true);
-		for (int j = 0; j < n; j++)
-		{
-			AnonymizeRequest *r = &st->reqs[idx[j]];
-
-			ids[j] = r->id;
-			pn[j] = !r->has_phone;
-			en[j] = r->email == NULL;
-			if (r->has_phone)
-			{
-				bytea	   *b = palloc(VARHDRSZ + ANONYMIZE_DIGEST_LEN);
-
-				SET_VARSIZE(b, VARHDRSZ + ANONYMIZE_DIGEST_LEN);
-				anonymize_digest(key, ANONYMIZE_KIND_PHONE, r->phone,
-								 strlen(r->phone), (uint8 *) VARDATA(b));
-				pd[j] = PointerGetDatum(b);
-			}
-			if (r->email)
-			{
-				bytea	   *b = palloc(VARHDRSZ + ANONYMIZE_DIGEST_LEN);
-
-				SET_VARSIZE(b, VARHDRSZ + ANONYMIZE_DIGEST_LEN);
-				anonymize_digest(key, ANONYMIZE_KIND_EMAIL, r->email,
-								 strlen(r->email), (uint8 *) VARDATA(b));
-				ed[j] = PointerGetDatum(b);
-			}
-		}
-		memset(key, 0, sizeof(key));
-		dims[0] = n;
-		values[0] = PointerGetDatum(int8_array(ids, n));
-		values[1] = PointerGetDatum(construct_md_array(pd, pn, 1, dims, lbs,
-													   BYTEAOID, -1, false,
-													   TYPALIGN_INT));
-		values[2] = PointerGetDatum(construct_md_array(ed, en, 1, dims, lbs,
-													   BYTEAOID, -1, false,
-													   TYPALIGN_INT));
-		run_exec("INSERT INTO anonymize.request_private (request_id, phone_digest, email_digest)"
-				 " SELECT * FROM unnest($1, $2, $3)"
-				 " ON CONFLICT (request_id) DO UPDATE"
-				 " SET phone_digest = EXCLUDED.phone_digest, email_digest = EXCLUDED.email_digest",
-				 3, types, values, NULL, SPI_OK_INSERT);
-
-		/*
-		 * A receipt of 0 rows for every target checked for the request.  The
-		 * run knows which receipts its batches committed: only requests that
-		 * had receipts before it (a killed run's) need the conflict check.
-		 */
-		for (int t = 0; t < st->ntargets; t++)
-		{
-			AnonymizeTarget *target = &st->targets[t];
-			int64	   *tids = palloc(sizeof(int64) * n);
-			int			nt = 0;
-			Datum		rv[3];
-			Oid			rt[3] = {INT8ARRAYOID, TEXTOID, TEXTOID};
-
-			for (int j = 0; j < n; j++)
-				if (st->reqs[idx[j]].scope[target->scope] &&
-					(st->prior[idx[j]] ||
-					 !(st->trows[t][idx[j] / 8] & (1 << (idx[j] % 8)))))
-					tids[nt++] = st->reqs[idx[j]].id;
-			if (nt == 0)
-				continue;
-			rv[0] = PointerGetDatum(int8_array(tids, nt));
-			rv[1] = CStringGetTextDatum(target->name);
-			rv[2] = CStringGetTextDatum(target->col);
-			run_exec("INSERT INTO anonymize.request_log (request_id, event, target, col, rows)"
-					 " SELECT r, 'rewrite', $2, $3, 0 FROM unnest($1) AS u(r)"
-					 " ON CONFLICT (request_id, target, col) WHERE event = 'rewrite' DO NOTHING",
-					 3, rt, rv, NULL, SPI_OK_INSERT);
-			pfree(tids);
-		}
-
-		/*
-		 * rows_anonymized: the sum of the request's receipts, which is the
-		 * run's own count unless receipts existed before it (NULL: summed).
-		 */
-		for (int j = 0; j < n; j++)
-		{
-			rn[j] = st->prior[idx[j]];
-			rows[j] = Int64GetDatum(st->rewritten[idx[j]]);
-		}
-		values[1] = PointerGetDatum(construct_md_array(rows, rn, 1, dims, lbs,
-													   INT8OID, 8, FLOAT8PASSBYVAL,
-													   TYPALIGN_DOUBLE));
-		types[1] = INT8ARRAYOID;
-		run_page_write_begin();
-		/* an index probe per request, never a scan of the page */
-		run_exec("SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off;"
-				 " SET LOCAL enable_mergejoin = off",
-				 0, NULL, NULL, NULL, SPI_OK_UTILITY);
-		run_exec("WITH d AS ("
-				 " UPDATE anonymize.anonymize_request r SET"
-				 "  phone = anonymize.mask_phone(r.phone),"
-				 "  email = anonymize.mask_email(anonymize.normalize_email(r.email)),"
-				 "  status = 'Done', done_at = pg_catalog.now(), error = NULL,"
-				 "  rows_anonymized = coalesce(u.n, (SELECT sum(l.rows) FROM anonymize.request_log l"
-				 "   WHERE l.request_id = r.id AND l.event = 'rewrite'), 0)"
-				 " FROM unnest($1, $2) AS u(id, n)"
-				 " WHERE r.id = u.id AND r.status = 'Running'"
-				 " RETURNING r.id, r.rows_anonymized)"
-				 " INSERT INTO anonymize.request_log (request_id, event, status, detail)"
-				 " SELECT id, 'status', 'Done', 'rows rewritten: ' || rows_anonymized FROM d",
-				 2, types, values, NULL, SPI_OK_INSERT);
-		st->result->requests_done += SPI_processed;
-		run_page_write_end();
-		run_commit_xact();
-
-		for (int j = 0; j < n; j++)
-			st->reqs[idx[j]].active = false;
-		MemoryContextReset(chunk);
-	}
-	MemoryContextDelete(chunk);
-	return true;
-}
-
-/* ---------------------------------------------------------------------
  * End: run_log, vacuum
  * ---------------------------------------------------------------------
  */
 
+/* Record the run's outcome and counts in anonymize.run_log. */
 static void
 run_record(RunState *st, const char *outcome, const char *error)
 {
@@ -987,164 +805,12 @@ run_record(RunState *st, const char *outcome, const char *error)
 	values[4] = Int64GetDatum(st->result->requests_held);
 	values[5] = Int64GetDatum(st->result->requests_failed);
 	values[6] = Int64GetDatum(st->result->rows_rewritten);
-	run_begin_xact();
-	run_exec("UPDATE anonymize.run_log SET finished_at = pg_catalog.clock_timestamp(),"
-			 " outcome = $2, error = $3, requests_done = $4, requests_held = $5,"
-			 " requests_failed = $6, rows_rewritten = $7 WHERE id = $1",
-			 7, types, values, nulls, SPI_OK_UPDATE);
-	run_commit_xact();
-}
-
-/*
- * VACUUM (INDEX_CLEANUP ON) what the run touched, so that no dead row
- * version keeps an identifier: as a top-level command, which it is in this
- * background process, each relation in a transaction of its own.
- */
-static void
-run_vacuum(RunState *st)
-{
-	List	   *relids;
-	List	   *rels = NIL;
-	ListCell   *lc;
-	VacuumStmt *stmt;
-	ParseState *pstate;
-	MemoryContext save;
-	MemoryContext old;
-	volatile bool whole = st->vacuum_owed;	/* scrub: noted pages unknown */
-	AnonymizeScrubStats scrub;
-
-	/* in the run's context: transactions come and go below */
-	old = MemoryContextSwitchTo(st->cxt);
-	relids = list_copy(st->touched);
-
-	/* a resumed request's earlier batches may have left dead versions */
-	for (int i = 0; i < st->nreqs; i++)
-		if (st->resumed[i])
-		{
-			relids = list_concat_unique_oid(relids, st->scanned_leaves);
-			whole = true;
-			break;
-		}
-	MemoryContextSwitchTo(old);
-
-	/* an earlier run's vacuum did not end: every target's leaves */
-	if (st->vacuum_owed)
-	{
-		run_begin_xact();
-		run_exec(ANONYMIZE_TARGETS_SQL, 0, NULL, NULL, NULL, SPI_OK_SELECT);
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			bool		isnull;
-			Oid			relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
-															   SPI_tuptable->tupdesc,
-															   1, &isnull));
-
-			old = MemoryContextSwitchTo(st->cxt);
-			relids = list_concat_unique_oid(relids, anonymize_target_leaves(relid));
-			MemoryContextSwitchTo(old);
-		}
-		run_commit_xact();
-	}
-	old = MemoryContextSwitchTo(st->cxt);
-
-	/*
-	 * The page always: besides the run's own writes, the portal's edits and
-	 * cancellations leave old versions with identifiers in it.
-	 */
-	{
-		Oid			nsp;
-
-		Oid			page;
-		Oid			private;
-
-		StartTransactionCommand();
-		nsp = get_namespace_oid("anonymize", false);
-		page = get_relname_relid("anonymize_request", nsp);
-		private = get_relname_relid("request_private", nsp);
-		CommitTransactionCommand();
-		relids = list_append_unique_oid(relids, page);
-		relids = list_append_unique_oid(relids, private);
-	}
-	MemoryContextSwitchTo(old);
-	if (relids == NIL)
-		return;
-
-	/*
-	 * vacuum() keeps its state under PortalContext and commits the
-	 * transaction it was called in: the statement must outlive it.
-	 */
-	save = PortalContext;
-	PortalContext = AllocSetContextCreate(TopMemoryContext, "anonymize vacuum",
-										  ALLOCSET_DEFAULT_SIZES);
-	StartTransactionCommand();
-	old = MemoryContextSwitchTo(PortalContext);
-	foreach(lc, relids)
-	{
-		Oid			relid = lfirst_oid(lc);
-		char	   *nsp;
-		char	   *name;
-
-		name = get_rel_name(relid);
-		if (name == NULL)
-			continue;			/* dropped meanwhile */
-		nsp = get_namespace_name(get_rel_namespace(relid));
-		rels = lappend(rels, makeVacuumRelation(makeRangeVar(nsp, name, -1),
-												relid, NIL));
-	}
-	stmt = makeNode(VacuumStmt);
-	stmt->options = list_make1(makeDefElem("index_cleanup",
-										   (Node *) makeString("on"), -1));
-
-	/*
-	 * A member of another process's lock group (the worker of run()) cannot
-	 * lead parallel workers: they would wait for its locks forever.
-	 */
-	if (MyProc->lockGroupLeader != NULL && MyProc->lockGroupLeader != MyProc)
-		stmt->options = lappend(stmt->options,
-								makeDefElem("parallel", (Node *) makeInteger(0), -1));
-	stmt->rels = rels;
-	stmt->is_vacuumcmd = true;
-	pstate = make_parsestate(NULL);
-	MemoryContextSwitchTo(old);
-	run_activity(st, "vacuuming %d tables", list_length(rels));
-	if (rels != NIL)
-	{
-		/*
-		 * With anonymize.batch_delay, the vacuum is cost-delayed too, as
-		 * autovacuum is by default (2 ms a pause, vacuum_cost_limit): a
-		 * longer pause a vacuum_cost_limit makes it many times slower.
-		 */
-		double		save_delay = VacuumCostDelay;
-
-		if (anonymize_batch_delay > 0)
-			VacuumCostDelay = Min(anonymize_batch_delay, 2);
-		PG_TRY();
-		{
-			ExecVacuum(pstate, stmt, true);
-		}
-		PG_FINALLY();
-		{
-			VacuumCostDelay = save_delay;
-		}
-		PG_END_TRY();
-	}
-	CommitTransactionCommand();
-	MemoryContextDelete(PortalContext);
-	PortalContext = save;
-
-	/* old versions kept by an older snapshot: the next run does it again */
-	if (!anonymize_scrub_run(relids, whole, st->run_id, &scrub))
-		return;
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	/* with the vacuum owed, what the earlier runs left is vacuumed too */
-	run_exec("UPDATE anonymize.run_log SET vacuumed_at = pg_catalog.clock_timestamp()"
-			 " WHERE id = $1 OR ($2 AND id < $1 AND vacuumed_at IS NULL)",
-			 2, (Oid[]) {INT8OID, BOOLOID},
-			 (Datum[]) {Int64GetDatum(st->run_id), BoolGetDatum(st->vacuum_owed)},
-			 NULL, SPI_OK_UPDATE);
-	run_commit_xact();
+	anonymize_xact_begin();
+	anonymize_run_exec("UPDATE anonymize.run_log SET finished_at = pg_catalog.clock_timestamp(),"
+					   " outcome = $2, error = $3, requests_done = $4, requests_held = $5,"
+					   " requests_failed = $6, rows_rewritten = $7 WHERE id = $1",
+					   7, types, values, nulls, SPI_OK_UPDATE);
+	anonymize_xact_commit();
 }
 
 /* ---------------------------------------------------------------------
@@ -1152,12 +818,117 @@ run_vacuum(RunState *st)
  * ---------------------------------------------------------------------
  */
 
+/* The run without a committed hook. */
 void
 anonymize_run_execute(AnonymizeRunResult *result, const char *trigger)
 {
 	anonymize_run_execute_ext(result, trigger, NULL, NULL);
 }
 
+/*
+ * Every request of the run, to Done, Held or Failed: scan and rewrite the
+ * targets, finish the requests, and again while finishing found targets
+ * registered meanwhile.
+ */
+static void
+run_requests(RunState *st)
+{
+	/* targets from index first on are not scanned yet */
+	int			first = 0;
+
+	anonymize_xact_begin();
+	(void) anonymize_run_new_targets(st);
+	anonymize_xact_commit();
+	for (;;)
+	{
+		if (first < st->ntargets)
+			run_targets(st, first);
+		first = st->ntargets;
+		/* false: anonymize_run_finish() found targets added meanwhile */
+		if (anonymize_run_finish(st))
+			break;
+	}
+}
+
+/* The steps of the run, from run_log to the vacuum; raises on error. */
+static void
+run_steps(RunState *st, anonymize_run_committed_hook committed, void *arg)
+{
+	AnonymizeRunResult *result = st->result;
+
+	run_start(st);
+	ereport(LOG,
+			(errmsg("anonymize run %lld started (%s)", (long long) st->run_id,
+					st->trigger)));
+	anonymize_run_activity(st, "marking due requests");
+	run_load_requests(st);
+	if (st->nreqs > 0)
+		run_requests(st);
+	anonymize_engine_set_recheck(NULL, 0);
+	anonymize_retention_run(&st->touched, st->cxt);
+	run_record(st, "ok", NULL);
+	ereport(LOG,
+			(errmsg("anonymize run %lld finished: %lld requests done, %lld held, %lld failed, %lld rows rewritten",
+					(long long) st->run_id,
+					(long long) result->requests_done,
+					(long long) result->requests_held,
+					(long long) result->requests_failed,
+					(long long) result->rows_rewritten)));
+	if (committed)
+		committed(arg, result);
+	anonymize_run_vacuum(st);
+}
+
+/*
+ * After an error: abort, and record the run as failed with the error's
+ * message only (a detail or context could quote a row).  Returns the
+ * error, stripped, to re-throw.
+ */
+static ErrorData *
+run_failed(RunState *st, MemoryContext cxt)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	AbortOutOfAnyTransaction();
+	anonymize_engine_set_recheck(NULL, 0);
+
+	/* a detail or context could quote a row: keep only the message */
+	edata->detail = NULL;
+	edata->detail_log = NULL;
+	edata->context = NULL;
+	edata->internalquery = NULL;
+	edata->cursorpos = 0;
+	edata->internalpos = 0;
+
+	if (st->run_id > 0)
+	{
+		PG_TRY();
+		{
+			run_record(st, "failed", edata->message);
+		}
+		PG_CATCH();
+		{
+			FlushErrorState();
+			AbortOutOfAnyTransaction();
+		}
+		PG_END_TRY();
+	}
+	return edata;
+}
+
+/* The end of a run, whatever its outcome: the lock, the activity, memory. */
+static void
+run_release(RunState *st)
+{
+	run_lock(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	MemoryContextDelete(st->cxt);
+}
+
+/* Process every due request (see anonymize_run.h). */
 void
 anonymize_run_execute_ext(AnonymizeRunResult *result, const char *trigger,
 						  anonymize_run_committed_hook committed, void *arg)
@@ -1183,85 +954,16 @@ anonymize_run_execute_ext(AnonymizeRunResult *result, const char *trigger,
 
 	PG_TRY();
 	{
-		int			first;
-
-		run_start(&st);
-		ereport(LOG,
-				(errmsg("anonymize run %lld started (%s)", (long long) st.run_id,
-						trigger)));
-		run_activity(&st, "marking due requests");
-		run_load_requests(&st);
-
-		if (st.nreqs > 0)
-		{
-			/* targets from index first on are not scanned yet */
-			first = 0;
-			run_begin_xact();
-			(void) run_new_targets(&st);
-			run_commit_xact();
-			for (;;)
-			{
-				if (first < st.ntargets)
-					run_targets(&st, first);
-				first = st.ntargets;
-				/* false: run_finish() found targets added meanwhile */
-				if (run_finish(&st))
-					break;
-			}
-		}
-		anonymize_engine_set_recheck(NULL, 0);
-		anonymize_retention_run(&st.touched, st.cxt);
-		run_record(&st, "ok", NULL);
-		ereport(LOG,
-				(errmsg("anonymize run %lld finished: %lld requests done, %lld held, %lld failed, %lld rows rewritten",
-						(long long) st.run_id,
-						(long long) result->requests_done,
-						(long long) result->requests_held,
-						(long long) result->requests_failed,
-						(long long) result->rows_rewritten)));
-		if (committed)
-			committed(arg, result);
-		run_vacuum(&st);
+		run_steps(&st, committed, arg);
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData  *edata = run_failed(&st, oldcxt);
 
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortOutOfAnyTransaction();
-		anonymize_engine_set_recheck(NULL, 0);
-
-		/* a detail or context could quote a row: keep only the message */
-		edata->detail = NULL;
-		edata->detail_log = NULL;
-		edata->context = NULL;
-		edata->internalquery = NULL;
-		edata->cursorpos = 0;
-		edata->internalpos = 0;
-
-		if (st.run_id > 0)
-		{
-			PG_TRY();
-			{
-				run_record(&st, "failed", edata->message);
-			}
-			PG_CATCH();
-			{
-				FlushErrorState();
-				AbortOutOfAnyTransaction();
-			}
-			PG_END_TRY();
-		}
-		run_lock(false);
-		pgstat_report_activity(STATE_IDLE, NULL);
-		MemoryContextDelete(st.cxt);
+		run_release(&st);
 		ReThrowError(edata);
 	}
 	PG_END_TRY();
 
-	run_lock(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
-	MemoryContextDelete(st.cxt);
+	run_release(&st);
 }

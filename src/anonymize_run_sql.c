@@ -2,8 +2,8 @@
  *
  * anonymize_run_sql.c
  *	  anonymize.run(): the erasure run on demand.  It starts a dynamic
- *	  background worker that connects to this database and executes the run
- *	  (anonymize_run_execute_ext), waits until the run has committed, and
+ *	  background worker (anonymize_run_worker.c) that connects to this
+ *	  database and executes the run, waits until the run has committed, and
  *	  returns the number of requests it finished; an error in the worker is
  *	  raised again here with its SQLSTATE.  Works without
  *	  shared_preload_libraries.
@@ -26,178 +26,24 @@
 #include "access/xlog.h"
 #include "fmgr.h"
 #include "miscadmin.h"
-#include "pgstat.h"
 #include "postmaster/bgworker.h"
-#include "postmaster/interrupt.h"
 #include "storage/dsm.h"
-#include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
-#include "storage/procarray.h"
-#include "storage/sinvaladt.h"
-#include "storage/spin.h"
-#include "tcop/tcopprot.h"
-#include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/wait_event.h"
 
-#include "anonymize_run.h"
+#include "anonymize_run_worker.h"
 
 PG_FUNCTION_INFO_V1(anonymize_run_sql);
-
-PGDLLEXPORT void anonymize_run_worker_main(Datum main_arg);
-
-#define RUN_STATE_STARTING	0
-#define RUN_STATE_DONE		1
-#define RUN_STATE_ERROR		2
-
-#define RUN_MSG_LEN			1024
-
-/* how long the worker waits for its caller's transaction to end */
-#define RUN_CALLER_WAIT_MS	(10 * 60 * 1000)
 
 /* the worker of this session's previous run(), maybe still vacuuming */
 static BackgroundWorkerHandle *previous_worker = NULL;
 
-/* the dynamic shared memory segment between run() and its worker */
-typedef struct RunShared
-{
-	slock_t		mutex;
-	int			state;
-	Oid			database;
-	int			caller_pid;
-	int			caller_pgprocno;
-	BackendId	caller_backend;
-	LocalTransactionId caller_lxid;
-	AnonymizeRunResult result;
-	int			sqlerrcode;
-	char		message[RUN_MSG_LEN];
-	char		detail[RUN_MSG_LEN];
-	char		hint[RUN_MSG_LEN];
-} RunShared;
-
+/* Refuse a caller that cannot wait for a run: a standby, a writing xact. */
 static void
-notify_caller(RunShared *shared)
+run_sql_check_caller(void)
 {
-	SetLatch(&ProcGlobal->allProcs[shared->caller_pgprocno].procLatch);
-}
-
-/* the run has committed: answer the caller, then wait for it to finish */
-static void
-run_committed(void *arg, const AnonymizeRunResult *result)
-{
-	RunShared  *shared = (RunShared *) arg;
-
-	SpinLockAcquire(&shared->mutex);
-	shared->result = *result;
-	shared->state = RUN_STATE_DONE;
-	SpinLockRelease(&shared->mutex);
-	notify_caller(shared);
-
-	pgstat_report_activity(STATE_RUNNING,
-						   "anonymize run: waiting for the transaction that called run() to end, to vacuum");
-	for (int waited = 0;; waited += 20)
-	{
-		PGPROC	   *proc = BackendIdGetProc(shared->caller_backend);
-
-		if (proc == NULL || proc->pid != shared->caller_pid ||
-			proc->lxid != shared->caller_lxid)
-			break;
-		if (waited >= RUN_CALLER_WAIT_MS)
-		{
-			ereport(LOG,
-					(errmsg("anonymize run: the transaction that called run() is still open; vacuuming now may leave old row versions"),
-					 errhint("Call anonymize.run() in a transaction of its own.")));
-			break;
-		}
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 20L, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
-}
-
-void
-anonymize_run_worker_main(Datum main_arg)
-{
-	dsm_segment *seg;
-	RunShared  *shared;
-	AnonymizeRunResult result;
-	PGPROC	   *leader;
-
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
-
-	seg = dsm_attach(DatumGetUInt32(main_arg));
-	if (seg == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("could not map the shared memory of anonymize.run()")));
-	shared = dsm_segment_address(seg);
-
-	/* show a run waiting for a lock as its caller waiting */
-	leader = BackendPidGetProc(shared->caller_pid);
-	if (leader != NULL && leader->lockGroupLeader == leader)
-		(void) BecomeLockGroupMember(leader, shared->caller_pid);
-
-	BackgroundWorkerInitializeConnectionByOid(shared->database, InvalidOid, 0);
-
-	/* the server's configuration, as the scheduled run has it */
-	ProcessConfigFile(PGC_SIGHUP);
-
-	/*
-	 * In its caller's lock group this process cannot lead parallel workers
-	 * (they could not join the group and would wait for its locks).
-	 */
-	SetConfigOption("max_parallel_workers_per_gather", "0", PGC_USERSET,
-					PGC_S_OVERRIDE);
-
-	PG_TRY();
-	{
-		anonymize_run_execute_ext(&result, "run()", run_committed, shared);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(TopMemoryContext);
-		edata = CopyErrorData();
-		SpinLockAcquire(&shared->mutex);
-		if (shared->state == RUN_STATE_STARTING)
-		{
-			shared->state = RUN_STATE_ERROR;
-			shared->sqlerrcode = edata->sqlerrcode;
-			strlcpy(shared->message, edata->message ? edata->message : "", RUN_MSG_LEN);
-			strlcpy(shared->detail, edata->detail ? edata->detail : "", RUN_MSG_LEN);
-			strlcpy(shared->hint, edata->hint ? edata->hint : "", RUN_MSG_LEN);
-		}
-		SpinLockRelease(&shared->mutex);
-		notify_caller(shared);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-
-	dsm_detach(seg);
-	proc_exit(0);
-}
-
-/* anonymize.run() returns integer */
-Datum
-anonymize_run_sql(PG_FUNCTION_ARGS)
-{
-	dsm_segment *seg;
-	RunShared  *shared;
-	BackgroundWorker worker;
-	BackgroundWorkerHandle *handle;
-	pid_t		pid;
-	BgwHandleStatus status;
-	int			state;
-	bool		stopped = false;
-	bool		registered;
-	MemoryContext oldcxt;
-
 	if (RecoveryInProgress())
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
@@ -209,20 +55,30 @@ anonymize_run_sql(PG_FUNCTION_ARGS)
 				 errmsg("anonymize.run() cannot be called in a transaction that has written"),
 				 errdetail("The run works in transactions of its own and could wait for this one forever."),
 				 errhint("Call anonymize.run() in a transaction of its own.")));
+}
 
-	/*
-	 * Our previous worker may still be vacuuming; being of our lock group
-	 * it would not make the next one wait for the run lock, so wait here.
-	 */
+/*
+ * Our previous worker may still be vacuuming; being of our lock group it
+ * would not make the next one wait for the run lock, so wait here.
+ */
+static void
+run_sql_wait_previous(void)
+{
 	if (previous_worker != NULL)
 	{
 		(void) WaitForBackgroundWorkerShutdown(previous_worker);
 		pfree(previous_worker);
 		previous_worker = NULL;
 	}
+}
 
-	seg = dsm_create(sizeof(RunShared), 0);
-	shared = dsm_segment_address(seg);
+/* The shared memory of the worker, with this caller's identity. */
+static dsm_segment *
+run_sql_create_shared(void)
+{
+	dsm_segment *seg = dsm_create(sizeof(RunShared), 0);
+	RunShared  *shared = dsm_segment_address(seg);
+
 	memset(shared, 0, sizeof(RunShared));
 	SpinLockInit(&shared->mutex);
 	shared->state = RUN_STATE_STARTING;
@@ -231,7 +87,18 @@ anonymize_run_sql(PG_FUNCTION_ARGS)
 	shared->caller_pgprocno = MyProc->pgprocno;
 	shared->caller_backend = MyBackendId;
 	shared->caller_lxid = MyProc->lxid;
-	BecomeLockGroupLeader();
+	return seg;
+}
+
+/* Register the worker and wait for it to start; it becomes previous_worker. */
+static BackgroundWorkerHandle *
+run_sql_start_worker(dsm_segment *seg)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	MemoryContext oldcxt;
+	bool		registered;
+	pid_t		pid;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -256,14 +123,25 @@ anonymize_run_sql(PG_FUNCTION_ARGS)
 				 errhint("Raise max_worker_processes, or call anonymize.run() again later.")));
 
 	previous_worker = handle;
-	status = WaitForBackgroundWorkerStartup(handle, &pid);
-	if (status == BGWH_POSTMASTER_DIED)
+	if (WaitForBackgroundWorkerStartup(handle, &pid) == BGWH_POSTMASTER_DIED)
 		ereport(ERROR,
 				(errcode(ERRCODE_ADMIN_SHUTDOWN),
 				 errmsg("the postmaster died while anonymize.run() was starting")));
+	return handle;
+}
+
+/* Wait until the run has committed or failed, or the worker has exited. */
+static int
+run_sql_wait(RunShared *shared, BackgroundWorkerHandle *handle)
+{
+	bool		stopped = false;
+	int			state;
+	pid_t		pid;
 
 	for (;;)
 	{
+		BgwHandleStatus status;
+
 		SpinLockAcquire(&shared->mutex);
 		state = shared->state;
 		SpinLockRelease(&shared->mutex);
@@ -280,7 +158,43 @@ anonymize_run_sql(PG_FUNCTION_ARGS)
 			CHECK_FOR_INTERRUPTS();
 		}
 	}
+	return state;
+}
 
+/* Raise the worker's error here, with its SQLSTATE, detail and hint. */
+static void
+run_sql_raise(dsm_segment *seg, RunShared *shared)
+{
+	int			code = shared->sqlerrcode;
+	char	   *message = pstrdup(shared->message);
+	char	   *detail = shared->detail[0] ? pstrdup(shared->detail) : NULL;
+	char	   *hint = shared->hint[0] ? pstrdup(shared->hint) : NULL;
+
+	dsm_detach(seg);
+	ereport(ERROR,
+			(errcode(code),
+			 errmsg_internal("%s", message),
+			 detail ? errdetail_internal("%s", detail) : 0,
+			 hint ? errhint("%s", hint) : 0));
+}
+
+/* anonymize.run() returns integer */
+Datum
+anonymize_run_sql(PG_FUNCTION_ARGS)
+{
+	dsm_segment *seg;
+	RunShared  *shared;
+	BackgroundWorkerHandle *handle;
+	int			state;
+
+	run_sql_check_caller();
+	run_sql_wait_previous();
+	seg = run_sql_create_shared();
+	shared = dsm_segment_address(seg);
+	BecomeLockGroupLeader();
+	handle = run_sql_start_worker(seg);
+
+	state = run_sql_wait(shared, handle);
 	if (state == RUN_STATE_DONE)
 	{
 		int64		done = shared->result.requests_done;
@@ -289,19 +203,7 @@ anonymize_run_sql(PG_FUNCTION_ARGS)
 		PG_RETURN_INT32((int32) Min(done, PG_INT32_MAX));
 	}
 	if (state == RUN_STATE_ERROR)
-	{
-		int			code = shared->sqlerrcode;
-		char	   *message = pstrdup(shared->message);
-		char	   *detail = shared->detail[0] ? pstrdup(shared->detail) : NULL;
-		char	   *hint = shared->hint[0] ? pstrdup(shared->hint) : NULL;
-
-		dsm_detach(seg);
-		ereport(ERROR,
-				(errcode(code),
-				 errmsg_internal("%s", message),
-				 detail ? errdetail_internal("%s", detail) : 0,
-				 hint ? errhint("%s", hint) : 0));
-	}
+		run_sql_raise(seg, shared);
 	dsm_detach(seg);
 	ereport(ERROR,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -26,7 +26,7 @@
 
 /* the local date of t in anonymize.timezone */
 static DateADT
-anonymize_schedule_local_date(TimestampTz t, pg_tz *tz)
+schedule_local_date(TimestampTz t, pg_tz *tz)
 {
 	struct pg_tm tm;
 	fsec_t		fsec;
@@ -39,7 +39,7 @@ anonymize_schedule_local_date(TimestampTz t, pg_tz *tz)
 
 /* the scheduled instant on local date d */
 static TimestampTz
-anonymize_schedule_on(DateADT d, int minutes, pg_tz *tz)
+schedule_on(DateADT d, int minutes, pg_tz *tz)
 {
 	struct pg_tm tm;
 	TimestampTz result;
@@ -55,29 +55,32 @@ anonymize_schedule_on(DateADT d, int minutes, pg_tz *tz)
 	return result;
 }
 
+/* The latest scheduled instant at or before t. */
 TimestampTz
 anonymize_schedule_latest_at(TimestampTz t, int minutes, pg_tz *tz)
 {
-	DateADT		d = anonymize_schedule_local_date(t, tz);
-	TimestampTz s = anonymize_schedule_on(d, minutes, tz);
+	DateADT		d = schedule_local_date(t, tz);
+	TimestampTz s = schedule_on(d, minutes, tz);
 
 	/* around a daylight-saving change, look one more day back if needed */
 	while (s > t)
-		s = anonymize_schedule_on(--d, minutes, tz);
+		s = schedule_on(--d, minutes, tz);
 	return s;
 }
 
+/* The first scheduled instant after t. */
 TimestampTz
 anonymize_schedule_next_at(TimestampTz t, int minutes, pg_tz *tz)
 {
-	DateADT		d = anonymize_schedule_local_date(t, tz);
-	TimestampTz s = anonymize_schedule_on(d, minutes, tz);
+	DateADT		d = schedule_local_date(t, tz);
+	TimestampTz s = schedule_on(d, minutes, tz);
 
 	while (s <= t)
-		s = anonymize_schedule_on(++d, minutes, tz);
+		s = schedule_on(++d, minutes, tz);
 	return s;
 }
 
+/* The latest scheduled run at or before t, under the settings. */
 TimestampTz
 anonymize_schedule_latest(TimestampTz t)
 {
@@ -85,6 +88,7 @@ anonymize_schedule_latest(TimestampTz t)
 										anonymize_tz());
 }
 
+/* The first scheduled run after t, under the settings. */
 TimestampTz
 anonymize_schedule_next(TimestampTz t)
 {
@@ -92,13 +96,13 @@ anonymize_schedule_next(TimestampTz t)
 									  anonymize_tz());
 }
 
+PG_FUNCTION_INFO_V1(anonymize_schedule_next_sql);
+
 /*
  * anonymize._schedule_next(after timestamptz, run_at time, timezone text):
  * the first run after "after" for that run_at and time zone, so that tests
  * can pin the schedule across daylight-saving changes.
  */
-PG_FUNCTION_INFO_V1(anonymize_schedule_next_sql);
-
 Datum
 anonymize_schedule_next_sql(PG_FUNCTION_ARGS)
 {

@@ -46,7 +46,7 @@ anonymize_is_anonymized(PG_FUNCTION_ARGS)
 
 /* The scope argument of the guard: 'a'rchive, 's'ms_survey, 'r'aw_data. */
 static AnonymizeScope
-guard_scope(FunctionCallInfo fcinfo)
+search_guard_scope(FunctionCallInfo fcinfo)
 {
 	if (PG_ARGISNULL(2))
 		return ANONYMIZE_SCOPE_ARCHIVE;
@@ -63,7 +63,7 @@ guard_scope(FunctionCallInfo fcinfo)
 
 /* The kind argument of the guard: 'p'hone, 'e'mail, 'b'oth. */
 static int
-guard_kinds(FunctionCallInfo fcinfo)
+search_guard_kinds(FunctionCallInfo fcinfo)
 {
 	if (PG_ARGISNULL(3))
 		return ANONYMIZE_SEARCH_ANY;
@@ -84,7 +84,7 @@ guard_kinds(FunctionCallInfo fcinfo)
  * (or the value or the time is NULL: such a row is never rewritten).
  */
 static bool
-guard_pending(FunctionCallInfo fcinfo, DateADT *to_date)
+search_guard_pending(FunctionCallInfo fcinfo, DateADT *to_date)
 {
 	text	   *t;
 
@@ -92,7 +92,7 @@ guard_pending(FunctionCallInfo fcinfo, DateADT *to_date)
 		return false;
 	t = PG_GETARG_TEXT_PP(0);
 	return anonymize_search_pending(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t),
-									guard_kinds(fcinfo), guard_scope(fcinfo),
+									search_guard_kinds(fcinfo), search_guard_scope(fcinfo),
 									to_date);
 }
 
@@ -109,7 +109,7 @@ anonymize_guard_visible_date(PG_FUNCTION_ARGS)
 {
 	DateADT		to_date;
 
-	if (!guard_pending(fcinfo, &to_date))
+	if (!search_guard_pending(fcinfo, &to_date))
 		PG_RETURN_BOOL(true);
 	PG_RETURN_BOOL(PG_GETARG_DATEADT(1) > to_date);
 }
@@ -123,7 +123,7 @@ anonymize_guard_visible_timestamp(PG_FUNCTION_ARGS)
 	Timestamp	end;
 	int			overflow = 0;
 
-	if (!guard_pending(fcinfo, &to_date))
+	if (!search_guard_pending(fcinfo, &to_date))
 		PG_RETURN_BOOL(true);
 	at = PG_GETARG_TIMESTAMP(1);
 	if (DATE_IS_NOBEGIN(to_date))
@@ -144,7 +144,7 @@ anonymize_guard_visible_timestamptz(PG_FUNCTION_ARGS)
 {
 	DateADT		to_date;
 
-	if (!guard_pending(fcinfo, &to_date))
+	if (!search_guard_pending(fcinfo, &to_date))
 		PG_RETURN_BOOL(true);
 	PG_RETURN_BOOL(PG_GETARG_TIMESTAMPTZ(1) >= anonymize_date_end(to_date));
 }

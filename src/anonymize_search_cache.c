@@ -56,6 +56,7 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
+#include "anonymize_bloom.h"
 #include "anonymize_digest.h"
 #include "anonymize_hmac_core.h"
 #include "anonymize_normalize.h"
@@ -92,38 +93,21 @@ typedef struct SearchTable
 	uint32	   *fp;
 	SearchEntry *e;
 	uint64		mask;
-	uint64	   *bloom;			/* 16 bits an entry, 3 per tag */
-	uint64		bloom_mask;		/* number of bits - 1 */
+	AnonymizeBloom bloom;		/* of the tags, 3 bits a tag */
 } SearchTable;
 
 /*
- * Most values looked up name no request.  A Bloom filter of 16 bits an
- * entry (2 bytes: 200 KB for 100,000 requests, in the CPU's cache) turns
- * all but about 0.5% of them away before the table is touched.
+ * Most values looked up name no request: the Bloom filter turns all but
+ * about 0.5% of them away before the table is touched.  Its two hashes are
+ * the halves of the tag's second word.
  */
-#define BLOOM_BITS_PER_ENTRY	16
-#define BLOOM_PROBES			3
+#define CACHE_BLOOM_PROBES		3
+#define CACHE_BLOOM_H1(tag)		((uint64) (uint32) (tag)[1])
+#define CACHE_BLOOM_H2(tag)		(((tag)[1] >> 32) | 1)
 
-static inline bool
-bloom_test(const SearchTable *t, const uint64 *tag, bool set)
-{
-	uint64		h1 = (uint32) tag[1];
-	uint64		h2 = (tag[1] >> 32) | 1;
-
-	for (int j = 0; j < BLOOM_PROBES; j++)
-	{
-		uint64		bit = (h1 + j * h2) & t->bloom_mask;
-
-		if (set)
-			t->bloom[bit >> 6] |= UINT64CONST(1) << (bit & 63);
-		else if (!(t->bloom[bit >> 6] & (UINT64CONST(1) << (bit & 63))))
-			return false;
-	}
-	return true;
-}
-
+/* The nonzero 4-byte fingerprint of a tag, for the probe. */
 static inline uint32
-tag_fp(const uint64 *tag)
+cache_tag_fp(const uint64 *tag)
 {
 	uint32		fp = (uint32) (tag[0] >> 32);
 
@@ -135,7 +119,7 @@ static MemoryContext cache_cxt = NULL;
 static SearchTable cache_table;
 static int64 cache_count = 0;
 
-/* pending requests only, keyed by fast_tag() */
+/* pending requests only, keyed by cache_fast_tag() */
 static SearchTable pending_table;
 static int64 pending_count[ANONYMIZE_NUM_SCOPES];
 static uint64 fast_seed[2];
@@ -152,8 +136,9 @@ static bool callback_registered = false;
 static bool backend_key_made = false;
 static uint8 backend_key[ANONYMIZE_KEY_LEN];
 
+/* Relcache callback: a change of the page makes the cache stale. */
 static void
-anonymize_search_relcache_callback(Datum arg, Oid relid)
+cache_relcache_callback(Datum arg, Oid relid)
 {
 	if (!OidIsValid(relid) || relid == cache_page_relid)
 	{
@@ -162,15 +147,16 @@ anonymize_search_relcache_callback(Datum arg, Oid relid)
 	}
 }
 
+/* A string setting's value, "" for NULL. */
 static inline const char *
-guc_or_empty(const char *s)
+cache_guc_or_empty(const char *s)
 {
 	return s ? s : "";
 }
 
 /* 128-bit tag of kind ':' canon with this backend's random seeds. */
 static inline void
-fast_tag(char kind, const char *canon, size_t len, uint64 *tag)
+cache_fast_tag(char kind, const char *canon, size_t len, uint64 *tag)
 {
 	char		buf[ANON_HMAC_MAX_MSG];
 
@@ -185,17 +171,17 @@ fast_tag(char kind, const char *canon, size_t len, uint64 *tag)
 
 /* The settings the canonical forms depend on are still those of the build? */
 static inline bool
-settings_unchanged(void)
+cache_settings_unchanged(void)
 {
-	return strcmp(cache_country_code, guc_or_empty(anonymize_country_code)) == 0 &&
-		strcmp(cache_trunk_prefix, guc_or_empty(anonymize_trunk_prefix)) == 0;
+	return strcmp(cache_country_code, cache_guc_or_empty(anonymize_country_code)) == 0 &&
+		strcmp(cache_trunk_prefix, cache_guc_or_empty(anonymize_trunk_prefix)) == 0;
 }
 
 /* Insert or merge e into t (never full). */
 static void
-slot_put(SearchTable *t, int64 *count, const SearchEntry *e)
+cache_slot_put(SearchTable *t, int64 *count, const SearchEntry *e)
 {
-	uint32		fp = tag_fp(e->tag);
+	uint32		fp = cache_tag_fp(e->tag);
 	uint64		i = e->tag[0] & t->mask;
 
 	for (;;)
@@ -228,7 +214,7 @@ slot_put(SearchTable *t, int64 *count, const SearchEntry *e)
 
 /* A table for n entries, at most half full, filled from items[]. */
 static SearchTable
-table_make(const SearchEntry *items, int64 n, int64 *count)
+cache_table_make(const SearchEntry *items, int64 n, int64 *count)
 {
 	SearchTable t;
 	uint64		capacity = 16;
@@ -238,31 +224,29 @@ table_make(const SearchEntry *items, int64 n, int64 *count)
 	t.fp = palloc_extended(capacity * sizeof(uint32), MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
 	t.e = palloc_extended(capacity * sizeof(SearchEntry), MCXT_ALLOC_HUGE);
 	t.mask = capacity - 1;
-	capacity = 1024;
-	while (capacity < (uint64) n * BLOOM_BITS_PER_ENTRY)
-		capacity <<= 1;
-	t.bloom = palloc_extended(capacity / 8, MCXT_ALLOC_HUGE | MCXT_ALLOC_ZERO);
-	t.bloom_mask = capacity - 1;
+	anonymize_bloom_init(&t.bloom, (uint64) n, CACHE_BLOOM_PROBES);
 	*count = 0;
 	for (int64 i = 0; i < n; i++)
 	{
-		slot_put(&t, count, &items[i]);
-		(void) bloom_test(&t, items[i].tag, true);
+		cache_slot_put(&t, count, &items[i]);
+		anonymize_bloom_add(&t.bloom, CACHE_BLOOM_H1(items[i].tag),
+							CACHE_BLOOM_H2(items[i].tag));
 	}
 	return t;
 }
 
 /* A growing array of entries, before they go into the table. */
-typedef struct EntryList
+typedef struct CacheEntryList
 {
 	SearchEntry *items;
 	int64		n;
 	int64		cap;
-} EntryList;
+} CacheEntryList;
 
+/* Append an entry of digest (or tag), flags and pending scopes. */
 static void
-list_add(EntryList *l, const uint8 *digest, uint8 flags, const bool *scopes,
-		 DateADT to_date)
+cache_list_add(CacheEntryList *l, const uint8 *digest, uint8 flags,
+			   const bool *scopes, DateADT to_date)
 {
 	SearchEntry *e;
 
@@ -284,13 +268,29 @@ list_add(EntryList *l, const uint8 *digest, uint8 flags, const bool *scopes,
 		}
 }
 
+/* Column attnum of tup: the bytes of a bytea of exactly len bytes, or NULL. */
+static const uint8 *
+cache_fixed_bytea(HeapTuple tup, int attnum, TupleDesc desc, int len)
+{
+	bool		isnull;
+	Datum		d = heap_getattr(tup, attnum, desc, &isnull);
+	bytea	   *b;
+
+	if (isnull)
+		return NULL;
+	b = DatumGetByteaPP(d);
+	if (VARSIZE_ANY_EXHDR(b) != len)
+		return NULL;
+	return (const uint8 *) VARDATA_ANY(b);
+}
+
 /*
  * The key of anonymize.secret, read with snap and no privilege check.  (Not
  * anonymize_digest_key(): that one takes GetLatestSnapshot(), which is not
  * allowed in parallel mode, and the guard runs in parallel workers.)
  */
 static bool
-read_secret_key(Oid nsp, Snapshot snap, uint8 *key)
+cache_read_secret_key(Oid nsp, Snapshot snap, uint8 *key)
 {
 	Oid			relid = get_relname_relid("secret", nsp);
 	Relation	rel;
@@ -304,16 +304,13 @@ read_secret_key(Oid nsp, Snapshot snap, uint8 *key)
 	scan = table_beginscan(rel, snap, 0, NULL);
 	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
-		bool		isnull;
-		Datum		d = heap_getattr(tup, Anum_secret_key, RelationGetDescr(rel), &isnull);
-		bytea	   *b;
+		const uint8 *k = cache_fixed_bytea(tup, Anum_secret_key,
+										   RelationGetDescr(rel),
+										   ANONYMIZE_KEY_LEN);
 
-		if (isnull)
+		if (k == NULL)
 			continue;
-		b = DatumGetByteaPP(d);
-		if (VARSIZE_ANY_EXHDR(b) != ANONYMIZE_KEY_LEN)
-			continue;
-		memcpy(key, VARDATA_ANY(b), ANONYMIZE_KEY_LEN);
+		memcpy(key, k, ANONYMIZE_KEY_LEN);
 		found = true;
 		break;
 	}
@@ -327,7 +324,7 @@ read_secret_key(Oid nsp, Snapshot snap, uint8 *key)
  * fast tag into tag[].
  */
 static bool
-digest_page_value(Datum d, char kind, uint8 *digest, uint64 *tag)
+cache_digest_page_value(Datum d, char kind, uint8 *digest, uint64 *tag)
 {
 	text	   *t = DatumGetTextPP(d);
 	const char *s = VARDATA_ANY(t);
@@ -342,7 +339,7 @@ digest_page_value(Datum d, char kind, uint8 *digest, uint64 *tag)
 		if (anonymize_phone_canonical(s, len, true, false, canon) &&
 			anon_hmac(&cache_key, kind, canon, strlen(canon), full) == 0)
 		{
-			fast_tag(kind, canon, strlen(canon), tag);
+			cache_fast_tag(kind, canon, strlen(canon), tag);
 			ok = true;
 		}
 	}
@@ -353,7 +350,7 @@ digest_page_value(Datum d, char kind, uint8 *digest, uint64 *tag)
 		if (canon != NULL &&
 			anon_hmac(&cache_key, kind, canon, strlen(canon), full) == 0)
 		{
-			fast_tag(kind, canon, strlen(canon), tag);
+			cache_fast_tag(kind, canon, strlen(canon), tag);
 			ok = true;
 		}
 	}
@@ -362,8 +359,9 @@ digest_page_value(Datum d, char kind, uint8 *digest, uint64 *tag)
 	return ok;
 }
 
+/* The OID of a label of the request_status enum. */
 static Oid
-status_oid(Oid typid, const char *label)
+cache_status_oid(Oid typid, const char *label)
 {
 	Oid			oid = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid,
 									  ObjectIdGetDatum(typid),
@@ -374,72 +372,40 @@ status_oid(Oid typid, const char *label)
 	return oid;
 }
 
-/*
- * Rebuild the cache.  Everything is allocated in a new context below the
- * caller's, moved under TopMemoryContext only once complete, so an error
- * half-way leaves the old (stale) cache and no leak.
- */
-static void
-build_cache(void)
+/* What one build of the cache collects before its tables are made. */
+typedef struct CacheBuild
 {
-	Oid			nsp;
-	Oid			page_relid;
-	Oid			private_relid;
-	Relation	page;
-	Relation	private;
-	Snapshot	snap;
-	TableScanDesc scan;
-	HeapTuple	tup;
-	TupleDesc	desc;
-	uint64		generation;
-	uint8		key[ANONYMIZE_KEY_LEN];
-	Oid			st_waiting,
-				st_running,
-				st_held,
-				st_done;
-	HASHCTL		hctl;
-	HTAB	   *done_ids;
-	EntryList	list = {0};
-	EntryList	plist = {0};
-	int64		pcount = 0;
-	int64		pscopes[ANONYMIZE_NUM_SCOPES] = {0};
-	MemoryContext newcxt;
-	MemoryContext oldcxt;
-	SearchTable table;
-	SearchTable ptable;
-	int64		count = 0;
-	Datum	   *values;
-	bool	   *nulls;
+	CacheEntryList	list;			/* entries of the digest table */
+	CacheEntryList	plist;			/* entries of the pending table */
+	int64		pscopes[ANONYMIZE_NUM_SCOPES];	/* pending requests per scope */
+	HTAB	   *done_ids;		/* ids of Done archive requests */
+	Oid			st_waiting;		/* the request_status labels' OIDs */
+	Oid			st_running;
+	Oid			st_held;
+	Oid			st_done;
+} CacheBuild;
 
+/* Register the relcache callback that marks the cache stale, once. */
+static void
+cache_register_callback(void)
+{
 	if (!callback_registered)
 	{
-		CacheRegisterRelcacheCallback(anonymize_search_relcache_callback, (Datum) 0);
+		CacheRegisterRelcacheCallback(cache_relcache_callback, (Datum) 0);
 		callback_registered = true;
 	}
+}
 
-	nsp = get_namespace_oid("anonymize", false);
-	page_relid = get_relname_relid("anonymize_request", nsp);
-	private_relid = get_relname_relid("request_private", nsp);
-	if (!OidIsValid(page_relid) || !OidIsValid(private_relid))
-		elog(ERROR, "tables of the anonymize extension are missing");
-	cache_page_relid = page_relid;
+/*
+ * The key of the digests (anonymize.secret's, else this backend's random
+ * one) into cache_key, and this backend's seeds of the fast tags.
+ */
+static void
+cache_prepare_key(Oid nsp, Snapshot snap)
+{
+	uint8		key[ANONYMIZE_KEY_LEN];
 
-	newcxt = AllocSetContextCreate(CurrentMemoryContext,
-								   "anonymize search cache",
-								   ALLOCSET_DEFAULT_SIZES);
-	oldcxt = MemoryContextSwitchTo(newcxt);
-
-	/*
-	 * Lock first (that accepts pending invalidations), then note the
-	 * generation, then take the snapshot: an invalidation received later is
-	 * for a change this snapshot may miss, and leaves the cache stale.
-	 */
-	page = table_open(page_relid, AccessShareLock);
-	private = table_open(private_relid, AccessShareLock);
-	generation = cache_inval_generation;
-	snap = RegisterSnapshot(GetCatalogSnapshot(page_relid));
-
-	if (!read_secret_key(nsp, snap, key))
+	if (!cache_read_secret_key(nsp, snap, key))
 	{
 		if (!backend_key_made)
 		{
@@ -469,125 +435,159 @@ build_cache(void)
 			elog(ERROR, "anonymize: HMAC-SHA256 self-check failed");
 	}
 	memset(key, 0, sizeof(key));
+}
 
-	desc = RelationGetDescr(page);
+/* An empty build: the status labels of the page and the set of Done ids. */
+static void
+cache_build_init(CacheBuild *b, TupleDesc desc, MemoryContext cxt)
+{
+	Oid			status_type;
+	HASHCTL		hctl;
+
+	memset(b, 0, sizeof(*b));
 	if (desc->natts < Anum_request_error)
 		elog(ERROR, "anonymize.anonymize_request has an unexpected shape");
-	st_waiting = status_oid(TupleDescAttr(desc, Anum_request_status - 1)->atttypid, "Waiting");
-	st_running = status_oid(TupleDescAttr(desc, Anum_request_status - 1)->atttypid, "Running");
-	st_held = status_oid(TupleDescAttr(desc, Anum_request_status - 1)->atttypid, "Held");
-	st_done = status_oid(TupleDescAttr(desc, Anum_request_status - 1)->atttypid, "Done");
+	status_type = TupleDescAttr(desc, Anum_request_status - 1)->atttypid;
+	b->st_waiting = cache_status_oid(status_type, "Waiting");
+	b->st_running = cache_status_oid(status_type, "Running");
+	b->st_held = cache_status_oid(status_type, "Held");
+	b->st_done = cache_status_oid(status_type, "Done");
 
 	memset(&hctl, 0, sizeof(hctl));
 	hctl.keysize = sizeof(int64);
 	hctl.entrysize = sizeof(int64);
-	hctl.hcxt = newcxt;
-	done_ids = hash_create("anonymize done requests", 256, &hctl,
-						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	hctl.hcxt = cxt;
+	b->done_ids = hash_create("anonymize done requests", 256, &hctl,
+							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
 
-	/* the page: pending requests by their identifiers, Done ones by id */
-	values = palloc(desc->natts * sizeof(Datum));
-	nulls = palloc(desc->natts * sizeof(bool));
+/* Add a pending request's phone or email, when it has a canonical form. */
+static void
+cache_add_pending_value(CacheBuild *b, Datum value, char kind,
+						const bool *scopes, DateADT to_date)
+{
+	uint8		digest[ANONYMIZE_DIGEST_LEN];
+	uint64		tag[2];
+
+	if (!cache_digest_page_value(value, kind, digest, tag))
+		return;
+	cache_list_add(&b->list, digest, 0, scopes, to_date);
+	cache_list_add(&b->plist, (const uint8 *) tag, 0, scopes, to_date);
+}
+
+/* One row of the page: a pending request by its identifiers, Done by id. */
+static void
+cache_add_page_row(CacheBuild *b, const Datum *values, const bool *nulls)
+{
+	Oid			status;
+	bool		scopes[ANONYMIZE_NUM_SCOPES];
+
+	if (nulls[Anum_request_status - 1])
+		return;
+	status = DatumGetObjectId(values[Anum_request_status - 1]);
+	scopes[ANONYMIZE_SCOPE_ARCHIVE] = !nulls[Anum_request_archive - 1] &&
+		DatumGetBool(values[Anum_request_archive - 1]);
+	scopes[ANONYMIZE_SCOPE_SMS_SURVEY] = !nulls[Anum_request_sms_survey - 1] &&
+		DatumGetBool(values[Anum_request_sms_survey - 1]);
+	scopes[ANONYMIZE_SCOPE_RAW_DATA] = !nulls[Anum_request_raw_data - 1] &&
+		DatumGetBool(values[Anum_request_raw_data - 1]);
+
+	if (status == b->st_done)
+	{
+		int64		id = DatumGetInt64(values[Anum_request_id - 1]);
+
+		if (scopes[ANONYMIZE_SCOPE_ARCHIVE])
+			(void) hash_search(b->done_ids, &id, HASH_ENTER, NULL);
+	}
+	else if (status == b->st_waiting || status == b->st_running ||
+			 status == b->st_held)
+	{
+		DateADT		to_date = nulls[Anum_request_to_date - 1] ? DATEVAL_NOEND :
+			DatumGetDateADT(values[Anum_request_to_date - 1]);
+
+		if (!nulls[Anum_request_phone - 1])
+			cache_add_pending_value(b, values[Anum_request_phone - 1],
+									ANONYMIZE_KIND_PHONE, scopes, to_date);
+		if (!nulls[Anum_request_email - 1])
+			cache_add_pending_value(b, values[Anum_request_email - 1],
+									ANONYMIZE_KIND_EMAIL, scopes, to_date);
+		for (int sc = 0; sc < ANONYMIZE_NUM_SCOPES; sc++)
+			if (scopes[sc])
+				b->pscopes[sc]++;
+	}
+}
+
+/* Every row of the page, with snap. */
+static void
+cache_scan_page(CacheBuild *b, Relation page, Snapshot snap)
+{
+	TupleDesc	desc = RelationGetDescr(page);
+	Datum	   *values = palloc(desc->natts * sizeof(Datum));
+	bool	   *nulls = palloc(desc->natts * sizeof(bool));
+	TableScanDesc scan;
+	HeapTuple	tup;
+
 	scan = table_beginscan(page, snap, 0, NULL);
 	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
-		Oid			status;
-		bool		scopes[ANONYMIZE_NUM_SCOPES];
-		uint8		digest[ANONYMIZE_DIGEST_LEN];
-		uint64		tag[2];
-
 		heap_deform_tuple(tup, desc, values, nulls);
-		if (nulls[Anum_request_status - 1])
+		cache_add_page_row(b, values, nulls);
+	}
+	table_endscan(scan);
+}
+
+/* Done archive requests: the digests the run kept in request_private. */
+static void
+cache_scan_private(CacheBuild *b, Relation private, Snapshot snap)
+{
+	TupleDesc	pdesc = RelationGetDescr(private);
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	scan = table_beginscan(private, snap, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		bool		isnull;
+		int64		id;
+		static const int cols[] = {Anum_private_phone_digest,
+		Anum_private_email_digest};
+
+		id = DatumGetInt64(heap_getattr(tup, Anum_private_request_id, pdesc, &isnull));
+		if (isnull || hash_search(b->done_ids, &id, HASH_FIND, NULL) == NULL)
 			continue;
-		status = DatumGetObjectId(values[Anum_request_status - 1]);
-		scopes[ANONYMIZE_SCOPE_ARCHIVE] = !nulls[Anum_request_archive - 1] &&
-			DatumGetBool(values[Anum_request_archive - 1]);
-		scopes[ANONYMIZE_SCOPE_SMS_SURVEY] = !nulls[Anum_request_sms_survey - 1] &&
-			DatumGetBool(values[Anum_request_sms_survey - 1]);
-		scopes[ANONYMIZE_SCOPE_RAW_DATA] = !nulls[Anum_request_raw_data - 1] &&
-			DatumGetBool(values[Anum_request_raw_data - 1]);
-
-		if (status == st_done)
+		for (int i = 0; i < lengthof(cols); i++)
 		{
-			int64		id = DatumGetInt64(values[Anum_request_id - 1]);
+			const uint8 *digest = cache_fixed_bytea(tup, cols[i], pdesc,
+													ANONYMIZE_DIGEST_LEN);
 
-			if (scopes[ANONYMIZE_SCOPE_ARCHIVE])
-				(void) hash_search(done_ids, &id, HASH_ENTER, NULL);
-		}
-		else if (status == st_waiting || status == st_running || status == st_held)
-		{
-			DateADT		to_date = nulls[Anum_request_to_date - 1] ? DATEVAL_NOEND :
-				DatumGetDateADT(values[Anum_request_to_date - 1]);
-
-			if (!nulls[Anum_request_phone - 1] &&
-				digest_page_value(values[Anum_request_phone - 1],
-								  ANONYMIZE_KIND_PHONE, digest, tag))
-			{
-				list_add(&list, digest, 0, scopes, to_date);
-				list_add(&plist, (const uint8 *) tag, 0, scopes, to_date);
-			}
-			if (!nulls[Anum_request_email - 1] &&
-				digest_page_value(values[Anum_request_email - 1],
-								  ANONYMIZE_KIND_EMAIL, digest, tag))
-			{
-				list_add(&list, digest, 0, scopes, to_date);
-				list_add(&plist, (const uint8 *) tag, 0, scopes, to_date);
-			}
-			for (int sc = 0; sc < ANONYMIZE_NUM_SCOPES; sc++)
-				if (scopes[sc])
-					pscopes[sc]++;
+			if (digest != NULL)
+				cache_list_add(&b->list, digest, ENTRY_DONE, NULL, 0);
 		}
 	}
 	table_endscan(scan);
+}
 
-	/* Done archive requests: the digests the run kept */
-	if (hash_get_num_entries(done_ids) > 0)
-	{
-		TupleDesc	pdesc = RelationGetDescr(private);
+/*
+ * Make the tables of the build (powers of two at least twice the entries)
+ * in newcxt and swap them in as the cache; valid unless an invalidation
+ * arrived since generation.
+ */
+static void
+cache_install(CacheBuild *b, MemoryContext newcxt, uint64 generation)
+{
+	SearchTable table;
+	SearchTable ptable;
+	int64		count = 0;
+	int64		pcount = 0;
 
-		scan = table_beginscan(private, snap, 0, NULL);
-		while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
-		{
-			bool		isnull;
-			int64		id;
-			static const int cols[] = {Anum_private_phone_digest,
-			Anum_private_email_digest};
+	table = cache_table_make(b->list.items, b->list.n, &count);
+	if (b->list.items)
+		pfree(b->list.items);
+	ptable = cache_table_make(b->plist.items, b->plist.n, &pcount);
+	if (b->plist.items)
+		pfree(b->plist.items);
+	hash_destroy(b->done_ids);
 
-			id = DatumGetInt64(heap_getattr(tup, Anum_private_request_id, pdesc, &isnull));
-			if (isnull || hash_search(done_ids, &id, HASH_FIND, NULL) == NULL)
-				continue;
-			for (int i = 0; i < lengthof(cols); i++)
-			{
-				Datum		d = heap_getattr(tup, cols[i], pdesc, &isnull);
-				bytea	   *b;
-
-				if (isnull)
-					continue;
-				b = DatumGetByteaPP(d);
-				if (VARSIZE_ANY_EXHDR(b) != ANONYMIZE_DIGEST_LEN)
-					continue;
-				list_add(&list, (const uint8 *) VARDATA_ANY(b), ENTRY_DONE,
-						 NULL, 0);
-			}
-		}
-		table_endscan(scan);
-	}
-
-	UnregisterSnapshot(snap);
-	table_close(private, AccessShareLock);
-	table_close(page, AccessShareLock);
-
-	/* the tables: powers of two at least twice the entries */
-	table = table_make(list.items, list.n, &count);
-	if (list.items)
-		pfree(list.items);
-	ptable = table_make(plist.items, plist.n, &pcount);
-	if (plist.items)
-		pfree(plist.items);
-	hash_destroy(done_ids);
-	MemoryContextSwitchTo(oldcxt);
-
-	/* swap it in */
 	MemoryContextSetParent(newcxt, TopMemoryContext);
 	if (cache_cxt != NULL)
 		MemoryContextDelete(cache_cxt);
@@ -595,12 +595,66 @@ build_cache(void)
 	cache_table = table;
 	cache_count = count;
 	pending_table = ptable;
-	memcpy(pending_count, pscopes, sizeof(pending_count));
-	strlcpy(cache_country_code, guc_or_empty(anonymize_country_code),
+	memcpy(pending_count, b->pscopes, sizeof(pending_count));
+	strlcpy(cache_country_code, cache_guc_or_empty(anonymize_country_code),
 			sizeof(cache_country_code));
-	strlcpy(cache_trunk_prefix, guc_or_empty(anonymize_trunk_prefix),
+	strlcpy(cache_trunk_prefix, cache_guc_or_empty(anonymize_trunk_prefix),
 			sizeof(cache_trunk_prefix));
 	cache_valid = (generation == cache_inval_generation);
+}
+
+/*
+ * Rebuild the cache.  Everything is allocated in a new context below the
+ * caller's, moved under TopMemoryContext only once complete, so an error
+ * half-way leaves the old (stale) cache and no leak.
+ */
+static void
+cache_build(void)
+{
+	Oid			nsp;
+	Oid			page_relid;
+	Oid			private_relid;
+	Relation	page;
+	Relation	private;
+	Snapshot	snap;
+	uint64		generation;
+	MemoryContext newcxt;
+	MemoryContext oldcxt;
+	CacheBuild	b;
+
+	cache_register_callback();
+	anonymize_request_relids(&nsp, &page_relid, &private_relid);
+	if (!OidIsValid(page_relid) || !OidIsValid(private_relid))
+		elog(ERROR, "tables of the anonymize extension are missing");
+	cache_page_relid = page_relid;
+
+	newcxt = AllocSetContextCreate(CurrentMemoryContext,
+								   "anonymize search cache",
+								   ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(newcxt);
+
+	/*
+	 * Lock first (that accepts pending invalidations), then note the
+	 * generation, then take the snapshot: an invalidation received later is
+	 * for a change this snapshot may miss, and leaves the cache stale.
+	 */
+	page = table_open(page_relid, AccessShareLock);
+	private = table_open(private_relid, AccessShareLock);
+	generation = cache_inval_generation;
+	snap = RegisterSnapshot(GetCatalogSnapshot(page_relid));
+
+	cache_prepare_key(nsp, snap);
+	cache_build_init(&b, RelationGetDescr(page), newcxt);
+	cache_scan_page(&b, page, snap);
+	if (hash_get_num_entries(b.done_ids) > 0)
+		cache_scan_private(&b, private, snap);
+
+	UnregisterSnapshot(snap);
+	table_close(private, AccessShareLock);
+	table_close(page, AccessShareLock);
+
+	cache_install(&b, newcxt, generation);
+	MemoryContextSwitchTo(oldcxt);
 }
 
 /*
@@ -617,8 +671,9 @@ static TimestampTz checked_stmt = 0;
 static const char *checked_country_code = NULL;
 static const char *checked_trunk_prefix = NULL;
 
+/* Rebuild the cache when an invalidation or a setting made it stale. */
 static inline void
-ensure_cache(void)
+cache_ensure(void)
 {
 	TimestampTz stmt = GetCurrentStatementStartTimestamp();
 
@@ -627,7 +682,7 @@ ensure_cache(void)
 		anonymize_trunk_prefix != checked_trunk_prefix)
 	{
 		AcceptInvalidationMessages();
-		if (!settings_unchanged())
+		if (!cache_settings_unchanged())
 			cache_valid = false;
 		checked_stmt = stmt;
 		checked_lxid = MyProc->lxid;
@@ -635,22 +690,25 @@ ensure_cache(void)
 		checked_trunk_prefix = anonymize_trunk_prefix;
 	}
 	if (!cache_valid || cache_cxt == NULL)
-		build_cache();
+		cache_build();
 }
 
+/* Number of distinct digests in the cache. */
 int64
 anonymize_search_cache_size(void)
 {
-	ensure_cache();
+	cache_ensure();
 	return cache_count;
 }
 
+/* The entry of the tag in t, or NULL. */
 static inline const SearchEntry *
-probe(const SearchTable *t, const uint64 *tag)
+cache_probe(const SearchTable *t, const uint64 *tag)
 {
-	uint32		fp = tag_fp(tag);
+	uint32		fp = cache_tag_fp(tag);
 
-	if (!bloom_test(t, tag, false))
+	if (!anonymize_bloom_may_contain(&t->bloom, CACHE_BLOOM_H1(tag),
+									 CACHE_BLOOM_H2(tag)))
 		return NULL;
 	for (uint64 i = tag[0] & t->mask;; i = (i + 1) & t->mask)
 	{
@@ -663,8 +721,8 @@ probe(const SearchTable *t, const uint64 *tag)
 
 /* Email canonical form of s into a buffer of the caller's; NULL if none. */
 static const char *
-email_canonical(const char *s, size_t len, char *buf, size_t bufsize,
-				size_t *outlen)
+cache_email_canonical(const char *s, size_t len, char *buf, size_t bufsize,
+					  size_t *outlen)
 {
 	char	   *out = buf;
 
@@ -680,8 +738,9 @@ email_canonical(const char *s, size_t len, char *buf, size_t bufsize,
  * kinds allows.  Returns the kind, or 0 when it is neither.
  */
 static char
-canonical(const char *s, size_t len, int kinds, char *phone, char *emailbuf,
-		  size_t emailbufsize, const char **canon, size_t *clen)
+cache_canonical(const char *s, size_t len, int kinds, char *phone,
+				char *emailbuf, size_t emailbufsize, const char **canon,
+				size_t *clen)
 {
 	if ((kinds & ANONYMIZE_SEARCH_PHONE) &&
 		anonymize_phone_canonical(s, len, true, false, phone))
@@ -691,11 +750,12 @@ canonical(const char *s, size_t len, int kinds, char *phone, char *emailbuf,
 		return ANONYMIZE_KIND_PHONE;
 	}
 	if ((kinds & ANONYMIZE_SEARCH_EMAIL) &&
-		(*canon = email_canonical(s, len, emailbuf, emailbufsize, clen)) != NULL)
+		(*canon = cache_email_canonical(s, len, emailbuf, emailbufsize, clen)) != NULL)
 		return ANONYMIZE_KIND_EMAIL;
 	return 0;
 }
 
+/* What the cache knows of a value (see anonymize_search_cache.h). */
 bool
 anonymize_search_lookup(const char *s, size_t len, int kinds,
 						AnonymizeSearchHit *hit)
@@ -709,15 +769,15 @@ anonymize_search_lookup(const char *s, size_t len, int kinds,
 	uint64		tag[2];
 	const SearchEntry *e;
 
-	ensure_cache();
+	cache_ensure();
 	if (cache_count == 0)
 		return false;
-	kind = canonical(s, len, kinds, phone, emailbuf, sizeof(emailbuf),
-					 &canon, &clen);
+	kind = cache_canonical(s, len, kinds, phone, emailbuf, sizeof(emailbuf),
+						   &canon, &clen);
 	if (kind == 0 || anon_hmac(&cache_key, kind, canon, clen, digest) != 0)
 		return false;
 	memcpy(tag, digest, sizeof(tag));
-	e = probe(&cache_table, tag);
+	e = cache_probe(&cache_table, tag);
 	if (e == NULL)
 		return false;
 	hit->done = (e->flags & ENTRY_DONE) != 0;
@@ -729,6 +789,7 @@ anonymize_search_lookup(const char *s, size_t len, int kinds,
 	return true;
 }
 
+/* The guard's question: a pending request of the scope names the value? */
 bool
 anonymize_search_pending(const char *s, size_t len, int kinds,
 						 AnonymizeScope scope, DateADT *to_date)
@@ -741,15 +802,15 @@ anonymize_search_pending(const char *s, size_t len, int kinds,
 	uint64		tag[2];
 	const SearchEntry *e;
 
-	ensure_cache();
+	cache_ensure();
 	if (pending_count[scope] == 0)
 		return false;
-	kind = canonical(s, len, kinds, phone, emailbuf, sizeof(emailbuf),
-					 &canon, &clen);
+	kind = cache_canonical(s, len, kinds, phone, emailbuf, sizeof(emailbuf),
+						   &canon, &clen);
 	if (kind == 0 || clen + 2 > ANON_HMAC_MAX_MSG)
 		return false;
-	fast_tag(kind, canon, clen, tag);
-	e = probe(&pending_table, tag);
+	cache_fast_tag(kind, canon, clen, tag);
+	e = cache_probe(&pending_table, tag);
 	if (e == NULL || !(e->flags & ENTRY_PENDING(scope)))
 		return false;
 	*to_date = e->pending_to[scope];

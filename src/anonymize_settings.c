@@ -8,7 +8,7 @@
  * session while the portal's role cannot change them; the worker and run()
  * read them from the server's configuration.  Settings of the schedule are
  * PGC_SIGHUP, the worker's database PGC_POSTMASTER (see
- * anonymize_database_context()).
+ * settings_database_context()).
  *
  *-------------------------------------------------------------------------
  */
@@ -38,8 +38,9 @@ int			anonymize_batch_delay = 0;
 int			anonymize_max_rows_per_request = 100000;
 bool		anonymize_enabled = true;
 
+/* Is s all digits, at most maxlen of them? */
 static bool
-anonymize_all_digits(const char *s, int maxlen)
+settings_all_digits(const char *s, int maxlen)
 {
 	int			n = 0;
 
@@ -49,10 +50,11 @@ anonymize_all_digits(const char *s, int maxlen)
 	return n <= maxlen;
 }
 
+/* GUC check hook of anonymize.country_code */
 static bool
-check_country_code(char **newval, void **extra, GucSource source)
+settings_check_country_code(char **newval, void **extra, GucSource source)
 {
-	if (!anonymize_all_digits(*newval, 3) || (*newval)[0] == '0')
+	if (!settings_all_digits(*newval, 3) || (*newval)[0] == '0')
 	{
 		GUC_check_errdetail("A country code is 1 to 3 digits and does not start with 0.");
 		return false;
@@ -60,10 +62,11 @@ check_country_code(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+/* GUC check hook of anonymize.trunk_prefix */
 static bool
-check_trunk_prefix(char **newval, void **extra, GucSource source)
+settings_check_trunk_prefix(char **newval, void **extra, GucSource source)
 {
-	if (!anonymize_all_digits(*newval, 2))
+	if (!settings_all_digits(*newval, 2))
 	{
 		GUC_check_errdetail("A trunk prefix is empty or 1 to 2 digits.");
 		return false;
@@ -71,8 +74,9 @@ check_trunk_prefix(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+/* GUC check hook of anonymize.timezone */
 static bool
-check_timezone(char **newval, void **extra, GucSource source)
+settings_check_timezone(char **newval, void **extra, GucSource source)
 {
 	if ((*newval)[0] == '\0')
 		return true;
@@ -87,7 +91,7 @@ check_timezone(char **newval, void **extra, GucSource source)
 
 /* "HH:MM", 00:00 to 23:59; returns minutes after midnight or -1 */
 static int
-parse_run_at(const char *s)
+settings_parse_run_at(const char *s)
 {
 	int			h,
 				m;
@@ -100,10 +104,11 @@ parse_run_at(const char *s)
 	return h * 60 + m;
 }
 
+/* GUC check hook of anonymize.run_at */
 static bool
-check_run_at(char **newval, void **extra, GucSource source)
+settings_check_run_at(char **newval, void **extra, GucSource source)
 {
-	if (parse_run_at(*newval) < 0)
+	if (settings_parse_run_at(*newval) < 0)
 	{
 		GUC_check_errdetail("The daily run time is written HH:MM, from 00:00 to 23:59.");
 		return false;
@@ -111,8 +116,9 @@ check_run_at(char **newval, void **extra, GucSource source)
 	return true;
 }
 
+/* GUC check hook of anonymize.replacement */
 static bool
-check_replacement(char **newval, void **extra, GucSource source)
+settings_check_replacement(char **newval, void **extra, GucSource source)
 {
 	if ((*newval)[0] == '\0')
 	{
@@ -129,21 +135,22 @@ check_replacement(char **newval, void **extra, GucSource source)
  * reloadable setting that only status() and wake() read.
  */
 static GucContext
-anonymize_database_context(void)
+settings_database_context(void)
 {
 	return process_shared_preload_libraries_in_progress ?
 		PGC_POSTMASTER : PGC_SIGHUP;
 }
 
-void
-anonymize_settings_init(void)
+/* The settings of identifiers: the worker's database, phone numbers, time. */
+static void
+settings_define_identity(void)
 {
 	DefineCustomStringVariable("anonymize.database",
 							   "Database the anonymize background worker serves.",
 							   NULL,
 							   &anonymize_database,
 							   "postgres",
-							   anonymize_database_context(),
+							   settings_database_context(),
 							   0,
 							   NULL, NULL, NULL);
 
@@ -154,7 +161,7 @@ anonymize_settings_init(void)
 							   "",
 							   PGC_SUSET,
 							   0,
-							   check_country_code, NULL, NULL);
+							   settings_check_country_code, NULL, NULL);
 
 	DefineCustomStringVariable("anonymize.trunk_prefix",
 							   "Trunk prefix dropped from national phone numbers (for example 0).",
@@ -163,7 +170,7 @@ anonymize_settings_init(void)
 							   "",
 							   PGC_SUSET,
 							   0,
-							   check_trunk_prefix, NULL, NULL);
+							   settings_check_trunk_prefix, NULL, NULL);
 
 	DefineCustomStringVariable("anonymize.timezone",
 							   "Time zone of to_date and run_at; empty means the server's TimeZone.",
@@ -172,8 +179,13 @@ anonymize_settings_init(void)
 							   "",
 							   PGC_SUSET,
 							   0,
-							   check_timezone, NULL, NULL);
+							   settings_check_timezone, NULL, NULL);
+}
 
+/* The settings of the run: schedule, replacement, batches, limits. */
+static void
+settings_define_run(void)
+{
 	DefineCustomStringVariable("anonymize.run_at",
 							   "Daily time of the scheduled run, HH:MM in anonymize.timezone.",
 							   NULL,
@@ -181,7 +193,7 @@ anonymize_settings_init(void)
 							   "02:00",
 							   PGC_SIGHUP,
 							   0,
-							   check_run_at, NULL, NULL);
+							   settings_check_run_at, NULL, NULL);
 
 	DefineCustomStringVariable("anonymize.replacement",
 							   "Text written in place of an anonymized identifier.",
@@ -190,7 +202,7 @@ anonymize_settings_init(void)
 							   "Anonymized",
 							   PGC_SUSET,
 							   0,
-							   check_replacement, NULL, NULL);
+							   settings_check_replacement, NULL, NULL);
 
 	DefineCustomIntVariable("anonymize.batch_size",
 							"Rows rewritten per transaction.",
@@ -227,8 +239,12 @@ anonymize_settings_init(void)
 							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
+}
 
-	/* retention (operations): intervals as text, checked as intervals */
+/* The retention settings: intervals as text, checked as intervals. */
+static void
+settings_define_retention(void)
+{
 	DefineCustomStringVariable("anonymize.request_retention",
 							   "Done requests older than this are purged from the page by the nightly run; empty means never.",
 							   "Their receipts are kept as per-day counts in anonymize.request_log_daily.",
@@ -246,7 +262,15 @@ anonymize_settings_init(void)
 							   PGC_SUSET,
 							   0,
 							   anonymize_check_retention, NULL, NULL);
+}
 
+/* Declare every anonymize.* setting and reserve the prefix. */
+void
+anonymize_settings_init(void)
+{
+	settings_define_identity();
+	settings_define_run();
+	settings_define_retention();
 	MarkGUCPrefixReserved("anonymize");
 }
 
@@ -268,6 +292,7 @@ anonymize_tz(void)
 	return session_timezone;
 }
 
+/* Today's date in anonymize_tz(). */
 DateADT
 anonymize_today(void)
 {
@@ -281,14 +306,16 @@ anonymize_today(void)
 	return date2j(tm.tm_year, tm.tm_mon, tm.tm_mday) - POSTGRES_EPOCH_JDATE;
 }
 
+/* anonymize.run_at as minutes after midnight. */
 int
 anonymize_run_at_minutes(void)
 {
-	int			m = parse_run_at(anonymize_run_at ? anonymize_run_at : "02:00");
+	int			m = settings_parse_run_at(anonymize_run_at ? anonymize_run_at : "02:00");
 
 	return m < 0 ? 120 : m;
 }
 
+/* The first instant after date d ends in anonymize_tz(). */
 TimestampTz
 anonymize_date_end(DateADT d)
 {

@@ -1,0 +1,93 @@
+/*-------------------------------------------------------------------------
+ *
+ * anonymize_run_private.h
+ *	  The state of one erasure run, shared by the files of the run:
+ *	  anonymize_run.c (start, requests, scans, Held decision, rewrite
+ *	  batches, the run itself), anonymize_run_finish.c (digests, receipts,
+ *	  Done) and anonymize_run_vacuum.c (the vacuum that ends a run).
+ *
+ * Not for use outside the run: anonymize_run.h is its interface.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ANONYMIZE_RUN_PRIVATE_H
+#define ANONYMIZE_RUN_PRIVATE_H
+
+#include "nodes/pg_list.h"
+#include "storage/itemptr.h"
+#include "utils/array.h"
+#include "utils/palloc.h"
+
+#include "anonymize_engine.h"
+#include "anonymize_run.h"
+
+/* a matching row found by a scan, to be rewritten */
+typedef struct RunMatch
+{
+	int32		target;			/* index into RunState.targets */
+	int32		req;			/* index into RunState.reqs */
+	Oid			leaf;
+	ItemPointerData tid;
+} RunMatch;
+
+/* everything one run knows, in cxt, which outlives its transactions */
+typedef struct RunState
+{
+	MemoryContext cxt;
+	int64		run_id;
+	const char *trigger;
+	AnonymizeRunResult *result;
+
+	AnonymizeRequest *reqs;
+	int			nreqs;
+	bool	   *resumed;		/* Running already when this run began */
+	bool	   *prior;			/* had 'rewrite' receipts when this run began */
+
+	AnonymizeTarget *targets;	/* every target processed so far */
+	int			ntargets;
+	int			maxtargets;
+	/* what this run's committed batches rewrote, for the receipts */
+	int64	   *rewritten;		/* [request]: rows, all targets */
+	uint8	  **trows;			/* [target]: bit per request, some rows */
+
+	/* matches of the current pass */
+	RunMatch   *matches;
+	int64		nmatches;
+	int64		maxmatches;
+	bool		overflow;
+	bool		counting;
+
+	List	   *touched;		/* leaf OIDs rewritten, to vacuum */
+	List	   *scanned_leaves; /* leaf OIDs scanned */
+	bool		vacuum_owed;	/* an earlier run never finished its vacuum */
+} RunState;
+
+/* anonymize_run.c: helpers of every step */
+
+/* SPI_execute_with_args(), read-write; elog(ERROR) unless it gives expected */
+extern void anonymize_run_exec(const char *sql, int nargs, Oid *types,
+							   Datum *values, const char *nulls, int expected);
+
+/* "anonymize run N: " and the message, in pg_stat_activity */
+extern void anonymize_run_activity(RunState *st, const char *fmt,...) pg_attribute_printf(2, 3);
+
+/* "3, 4, 7" for at most 10 request ids (indexes idx into st->reqs) */
+extern char *anonymize_run_request_ids(RunState *st, const int *idx, int n);
+
+/* a bigint[] of v[0..n) */
+extern ArrayType *anonymize_run_int8_array(const int64 *v, int n);
+
+/* around the run's writes to the page: no row trigger, one invalidation */
+extern void anonymize_run_page_write_begin(void);
+extern void anonymize_run_page_write_end(void);
+
+/* append the targets not known yet; returns the index of the first new one */
+extern int	anonymize_run_new_targets(RunState *st);
+
+/* anonymize_run_finish.c: false when targets were added meanwhile */
+extern bool anonymize_run_finish(RunState *st);
+
+/* anonymize_run_vacuum.c: vacuum what the run touched, and the page */
+extern void anonymize_run_vacuum(RunState *st);
+
+#endif							/* ANONYMIZE_RUN_PRIVATE_H */

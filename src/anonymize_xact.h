@@ -1,0 +1,34 @@
+/*-------------------------------------------------------------------------
+ *
+ * anonymize_xact.h
+ *	  The transaction bracket of the extension's background code: a
+ *	  transaction of its own, with SPI connected and a snapshot pushed.
+ *
+ * The run (anonymize_run*.c) and retention (anonymize_retention.c) work
+ * outside any transaction and commit in steps: each step is
+ *
+ *		anonymize_xact_begin();
+ *		... SPI_execute...() ...
+ *		anonymize_xact_commit();
+ *
+ * An error in between is left to the caller's PG_CATCH, which calls
+ * AbortOutOfAnyTransaction() (that also closes SPI and pops the snapshot).
+ * The scheduling worker (anonymize_worker.c) still has two copies of this
+ * bracket; it can adopt these functions as they are.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ANONYMIZE_XACT_H
+#define ANONYMIZE_XACT_H
+
+/*
+ * Start a transaction (its statement timestamp now, so that now() is the
+ * time of this step), connect SPI and push a fresh snapshot.  Call only
+ * outside a transaction.
+ */
+extern void anonymize_xact_begin(void);
+
+/* Close SPI, pop the snapshot and commit what anonymize_xact_begin() began. */
+extern void anonymize_xact_commit(void);
+
+#endif							/* ANONYMIZE_XACT_H */
