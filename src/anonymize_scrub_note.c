@@ -46,16 +46,26 @@
 
 ScrubState *scrub_state = NULL;
 
+/* The run's context is gone (the run ended or failed): no notes. */
+static void
+scrub_forget(void *arg)
+{
+	scrub_state = NULL;
+}
+
 /* Start a run's noting: an empty list of relations. */
 void
 anonymize_scrub_begin(MemoryContext cxt)
 {
 	MemoryContext old = MemoryContextSwitchTo(cxt);
+	MemoryContextCallback *cb = palloc0(sizeof(MemoryContextCallback));
 
 	scrub_state = palloc0(sizeof(ScrubState));
 	scrub_state->cxt = cxt;
 	scrub_state->since = RecoveryInProgress() ? InvalidXLogRecPtr
 		: GetXLogInsertRecPtr();
+	cb->func = scrub_forget;
+	MemoryContextRegisterResetCallback(cxt, cb);
 	MemoryContextSwitchTo(old);
 }
 
