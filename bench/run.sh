@@ -218,11 +218,12 @@ phases() {
 }
 
 # scrub_line TAG: the page scrub of the run that just ended, from its log
-# line, appended to $out/scrub as "TAG ms wal_bytes fpi scrubbed read"
+# line, appended to $out/scrub as "TAG ms wal_bytes fpi scrubbed read
+# note_ms" (note_ms: noting the pages before the rewrites)
 scrub_line() {
 	grep -a 'anonymize run [0-9]*: scrubbed' "$work/cluster/server.log" | tail -1 |
-		sed -E 's/.*scrubbed ([0-9]+) of ([0-9]+) pages read in [0-9]+ relations \(([0-9.]+) ms, ([0-9]+) WAL bytes, ([0-9]+) full-page images\).*/\3 \4 \5 \1 \2/' |
-		awk -v t="$1" 'NF == 5 {print t, $0}' >>"$out/scrub"
+		sed -E 's/.*scrubbed ([0-9]+) of ([0-9]+) pages read in [0-9]+ relations \(([0-9.]+) ms, ([0-9]+) WAL bytes, ([0-9]+) full-page images\); noting the pages took ([0-9.]+) ms.*/\3 \4 \5 \1 \2 \6/' |
+		awk -v t="$1" 'NF == 6 {print t, $0}' >>"$out/scrub"
 }
 # scrub_row K: the scrub's share of the runs of K (medians), for RESULTS.md
 scrub_row() {
@@ -231,9 +232,10 @@ scrub_row() {
 	f() { awk -v k="$k" -v c="$1" 'NR == FNR {if ($1 == k && $7 ~ /^k/) {ms[$7] = $2; wal[$7] = $3}; next}
 		($1 in ms) {v[1] = $2; v[2] = $3; v[3] = $4; v[4] = $5; v[5] = $6;
 			v[6] = ms[$1] ? 100 * $2 / ms[$1] : 0; v[7] = wal[$1] ? 100 * $3 / wal[$1] : 0;
-			v[8] = $5 ? $3 / $5 : 0; print v[c]}' "$out/runs" "$out/scrub" | median |
-		awk -v c="$1" '{if (c >= 6) printf "%.1f\n", $1; else if (c == 1) print $1; else printf "%d\n", $1}'; }
-	echo "| page scrub in run(), K = $k | $(f 1) ms ($(f 6) % of the run); WAL $(f 2) bytes ($(f 7) % of the run's WAL), $(f 3) full-page images, $(f 8) bytes a scrubbed page; $(f 4) pages scrubbed of $(f 5) read |"
+			v[8] = $5 ? $3 / $5 : 0; v[9] = $7; v[10] = ms[$1] ? 100 * $7 / ms[$1] : 0;
+			print v[c]}' "$out/runs" "$out/scrub" | median |
+		awk -v c="$1" '{if (c >= 6 && c != 8) printf "%.1f\n", $1; else if (c == 1) print $1; else printf "%d\n", $1}'; }
+	echo "| page scrub in run(), K = $k | $(f 1) ms ($(f 6) % of the run), and $(f 9) ms ($(f 10) %) noting the pages before the rewrites; WAL $(f 2) bytes ($(f 7) % of the run's WAL), $(f 3) full-page images, $(f 8) bytes a scrubbed page; $(f 4) pages scrubbed of $(f 5) read |"
 }
 
 # run_once K TAG: file K fresh requests and run them; appends

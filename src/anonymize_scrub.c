@@ -417,12 +417,13 @@ anonymize_scrub_run(List *relids, bool whole, int64 run_id,
 	stats->ms = INSTR_TIME_GET_MILLISEC(t1);
 	stats->wal_bytes = pgWalUsage.wal_bytes - wal0.wal_bytes;
 	stats->wal_fpi = pgWalUsage.wal_fpi - wal0.wal_fpi;
+	stats->note_ms = scrub_state->note_ms;
 	ereport(LOG,
-			(errmsg("anonymize run %lld: scrubbed %lld of %lld pages read in %lld relations (%.1f ms, %lld WAL bytes, %lld full-page images)",
+			(errmsg("anonymize run %lld: scrubbed %lld of %lld pages read in %lld relations (%.1f ms, %lld WAL bytes, %lld full-page images); noting the pages took %.1f ms",
 					(long long) run_id, (long long) stats->pages_scrubbed,
 					(long long) stats->pages_read, (long long) stats->relations,
 					stats->ms, (long long) stats->wal_bytes,
-					(long long) stats->wal_fpi)));
+					(long long) stats->wal_fpi, stats->note_ms)));
 	if (stats->kept > 0)
 		ereport(LOG,
 				(errmsg("anonymize run %lld: %lld old row versions are still in their pages: a transaction older than the run can still see them",

@@ -27,6 +27,7 @@ typedef struct AnonymizeScrubStats
 	int64		wal_bytes;
 	int64		wal_fpi;
 	double		ms;
+	double		note_ms;		/* noting the pages, before the rewrites */
 } AnonymizeScrubStats;
 
 /*

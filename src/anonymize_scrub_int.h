@@ -40,6 +40,7 @@ typedef struct ScrubState
 	List	   *rels;			/* ScrubRel * */
 	Size		bytes;			/* of the notes' arrays, at most
 								 * SCRUB_NOTE_BUDGET */
+	double		note_ms;		/* time spent noting */
 } ScrubState;
 
 /*

@@ -35,6 +35,7 @@
 #include "executor/executor.h"
 #include "executor/tuptable.h"
 #include "optimizer/optimizer.h"
+#include "portability/instr_time.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -336,9 +337,12 @@ anonymize_scrub_note_rows(Oid relid, const char *col, const Datum *tids,
 	EState	   *estate;
 	ExprContext *econtext;
 	ScrubRel   *sr;
+	instr_time	t0;
+	instr_time	t1;
 
 	if (scrub_state == NULL || ntids == 0)
 		return;
+	INSTR_TIME_SET_CURRENT(t0);
 	heap = try_table_open(relid, AccessShareLock);
 	if (heap == NULL)
 		return;
@@ -377,4 +381,7 @@ anonymize_scrub_note_rows(Oid relid, const char *col, const Datum *tids,
 	pfree(irels);
 	pfree(iis);
 	table_close(heap, AccessShareLock);
+	INSTR_TIME_SET_CURRENT(t1);
+	INSTR_TIME_SUBTRACT(t1, t0);
+	scrub_state->note_ms += INSTR_TIME_GET_MILLISEC(t1);
 }
