@@ -1,26 +1,43 @@
 # Makefile for the anonymize extension (PGXS)
 #
-# Every src/*.c is part of the module; regression tests are listed in the
-# order they run (setup first), isolation specs and TAP tests are picked up
-# from specs/*.spec and t/*.pl.
+# Every src/*.c is part of the module; the install and upgrade scripts are
+# the anonymize--*.sql at the top (sql/ and expected/ hold the regression
+# tests only).  Regression tests are listed in the order they run (setup
+# first), isolation specs and TAP tests are picked up from specs/*.spec and
+# t/*.pl.  The command-line client pg_anonymize has its own cli/Makefile,
+# driven from here.
+#
+# make installcheck runs the regression and isolation suites each in a
+# temporary instance (tmp_check, tmp_check_iso) configured by test.conf,
+# made with the binaries of bindir, where `make install` put the extension;
+# the TAP tests make their own nodes.  EXISTING_SERVER=1 runs the two suites
+# against the server PGHOST and PGPORT name instead (tools/valgrind.sh).
 
 MODULE_big = anonymize
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 
 EXTENSION = anonymize
-DATA = $(sort $(wildcard sql/anonymize--*.sql))
+DATA = $(sort $(wildcard anonymize--*.sql))
 PGFILEDESC = "anonymize - GDPR erasure for a contact-centre archive"
 
 # each area appends its tests on its own line
 REGRESS_FOUNDATION = setup normalize mask request targets
 REGRESS_RUN = run run_timezone run_held run_partitioned
+REGRESS_SHAPES = targets_checks run_inheritance run_shapes
 REGRESS_HOOKS = hooks hooks_done
 REGRESS_HARDENING = hostile privileges
 REGRESS_OPERATIONS = retention
-REGRESS = $(REGRESS_FOUNDATION) $(REGRESS_RUN) $(REGRESS_HOOKS) $(REGRESS_HARDENING) $(REGRESS_OPERATIONS)
+REGRESS = $(REGRESS_FOUNDATION) $(REGRESS_RUN) $(REGRESS_SHAPES) $(REGRESS_HOOKS) $(REGRESS_HARDENING) $(REGRESS_OPERATIONS)
 REGRESS_OPTS = --inputdir=. --load-extension=anonymize
 ISOLATION := $(sort $(basename $(notdir $(wildcard specs/*.spec))))
 ISOLATION_OPTS = --load-extension=anonymize
+ifndef EXISTING_SERVER
+REGRESS_OPTS += --temp-instance=./tmp_check --temp-config=$(srcdir)/test.conf
+ISOLATION_OPTS += --temp-instance=./tmp_check_iso --temp-config=$(srcdir)/test.conf
+endif
+# the databases of the suites: UTF8, C locale
+ENCODING = UTF8
+NO_LOCALE = 1
 ifneq ($(wildcard t/*.pl),)
 TAP_TESTS = 1
 endif
@@ -32,31 +49,14 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-# pg_anonymize, the command-line client: a plain libpq program, built here
-# by its own rule because PGXS's PROGRAM cannot share a Makefile with
-# MODULE_big.  `make` builds it next to the module, `make install` puts it
-# in PostgreSQL's bindir.
-PGA_SRCS = $(sort $(wildcard cli/*.c))
-PGA_CFLAGS = -O2 -g -std=gnu99 -Wall -Wextra -Werror
-PGA_INCLUDEDIR := $(shell $(PG_CONFIG) --includedir)
-PGA_LIBDIR := $(shell $(PG_CONFIG) --libdir)
+# pg_anonymize: `make` builds cli/pg_anonymize, `make install` puts it in
+# bindir (cli/Makefile)
+all: all-cli
+install: install-cli
+uninstall: uninstall-cli
+clean: clean-cli
 
-all: pg_anonymize
+all-cli install-cli uninstall-cli clean-cli:
+	$(MAKE) -C cli PG_CONFIG='$(PG_CONFIG)' $(patsubst %-cli,%,$@)
 
-pg_anonymize: $(PGA_SRCS) cli/pg_anonymize.h
-	$(CC) $(PGA_CFLAGS) -I$(PGA_INCLUDEDIR) -o $@ $(PGA_SRCS) -L$(PGA_LIBDIR) -lpq
-
-install: install-pg_anonymize
-install-pg_anonymize: pg_anonymize
-	$(MKDIR_P) '$(DESTDIR)$(bindir)'
-	$(INSTALL_PROGRAM) pg_anonymize '$(DESTDIR)$(bindir)/pg_anonymize'
-
-uninstall: uninstall-pg_anonymize
-uninstall-pg_anonymize:
-	rm -f '$(DESTDIR)$(bindir)/pg_anonymize'
-
-clean: clean-pg_anonymize
-clean-pg_anonymize:
-	rm -f pg_anonymize
-
-.PHONY: install-pg_anonymize uninstall-pg_anonymize clean-pg_anonymize
+.PHONY: all-cli install-cli uninstall-cli clean-cli

@@ -6,18 +6,15 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use AnonymizeTest;
 
-my $node = PostgreSQL::Test::Cluster->new('page');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'anonymize'
-anonymize.country_code = '47'
-anonymize.enabled = off
+my $node = new_node('page', settings => q{
 log_min_error_statement = error
 log_statement = none
 log_error_verbosity = verbose
 });
-$node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION anonymize');
 
 # log_statement = all (the test harness's default) logs every statement
@@ -58,10 +55,7 @@ isnt($ret, 0, 'a Done row cannot be edited');
 
 my $log = slurp_file($node->logfile);
 like($log, qr/invalid phone number/, 'the errors are in the log');
-for my $s (@secrets)
-{
-	unlike($log, qr/\Q$s\E/, "the server log does not contain '$s'");
-}
+log_has_no($node, @secrets);
 
 $node->stop;
 done_testing();

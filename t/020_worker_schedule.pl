@@ -9,31 +9,16 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use AnonymizeTest;
 
 my $tz = 'Europe/Oslo';
-my $node = PostgreSQL::Test::Cluster->new('schedule');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'anonymize'
-anonymize.country_code = '47'
+my $node = new_node('schedule', settings => qq{
+anonymize.enabled = on
 anonymize.timezone = '$tz'
 timezone = 'UTC'
 });
-$node->start;
-
-sub status
-{
-	my ($col) = @_;
-	return $node->safe_psql('postgres', "SELECT $col FROM anonymize.status()");
-}
-
-sub wait_status
-{
-	my ($cond, $what) = @_;
-	$node->poll_query_until('postgres',
-		"SELECT $cond FROM anonymize.status()")
-	  or die "timed out waiting for $what";
-}
 
 # "HH:MM" of now + $minutes in the anonymize time zone
 sub local_minute
@@ -67,7 +52,7 @@ $node->poll_query_until('postgres',
 pass('before CREATE EXTENSION the worker idles');
 $node->safe_psql('postgres', 'CREATE EXTENSION anonymize');
 $node->reload;    # the worker looks again at once on SIGHUP
-wait_status("worker_state = 'waiting'", 'the worker to wait');
+wait_status($node, "worker_state = 'waiting'", 'the worker to wait');
 
 # one run per local date across daylight-saving changes (Europe/Oslo 2026:
 # 29 March 02:00 -> 03:00, 25 October 03:00 -> 02:00); times in UTC
@@ -91,9 +76,9 @@ FROM (VALUES ('2026-06-01 00:00+00'::timestamptz, '02:00'::time),
 2026-12-31 23:30:00+00 -> 2027-01-01 23:15:00+00},
 	'the schedule: strictly after, a skipped run_at an hour later, a repeated one once, across the year');
 
-is(status('next_run = ' . slot_sql('02:00', '>')),
+is(status($node, 'next_run = ' . slot_sql('02:00', '>')),
 	't', 'next_run is the next 02:00 in anonymize.timezone');
-is(status('last_trigger IS NULL'), 't', 'installing the extension runs nothing');
+is(status($node, 'last_trigger IS NULL'), 't', 'installing the extension runs nothing');
 is( $node->safe_psql('postgres',
 		'SELECT last_slot = ' . slot_sql('02:00', '<=') . ' FROM anonymize.worker_state'),
 	't',
@@ -109,9 +94,9 @@ avoid_minute_end();
 my $later = local_minute(3);
 $node->safe_psql('postgres', "ALTER SYSTEM SET anonymize.run_at = '$later'");
 $node->reload;
-wait_status('next_run = ' . slot_sql($later, '>'), 'the new run_at after a reload');
+wait_status($node, 'next_run = ' . slot_sql($later, '>'), 'the new run_at after a reload');
 pass('a reload moves next_run to the new run_at');
-is(status('last_trigger IS NULL'), 't', 'a new run_at does not run at once');
+is(status($node, 'last_trigger IS NULL'), 't', 'a new run_at does not run at once');
 
 # a restart catches up the latest scheduled run when it was missed
 SKIP:
@@ -122,7 +107,7 @@ SKIP:
 	$node->stop;
 	my $log_offset = -s $node->logfile;
 	$node->start;
-	wait_status("last_trigger = 'schedule' AND last_outcome = 'ok'",
+	wait_status($node, "last_trigger = 'schedule' AND last_outcome = 'ok'",
 		'the catch-up run');
 	ok($node->log_contains('catching up a missed scheduled run', $log_offset),
 		'the restarted worker catches up the missed run at once');
@@ -130,8 +115,8 @@ SKIP:
 			'SELECT last_slot = ' . slot_sql($now, '<=') . ' FROM anonymize.worker_state'),
 		't',
 		'the caught-up run is recorded');
-	wait_status("worker_state = 'waiting'", 'the worker to wait again');
-	is(status('next_run = ' . slot_sql($now, '>')),
+	wait_status($node, "worker_state = 'waiting'", 'the worker to wait again');
+	is(status($node, 'next_run = ' . slot_sql($now, '>')),
 		't', 'after catching up, the next run is tomorrow');
 }
 
@@ -141,30 +126,30 @@ my $next = local_minute(1);
 my $slot = $node->safe_psql('postgres', 'SELECT ' . slot_sql($next, '>'));
 $node->safe_psql('postgres', "ALTER SYSTEM SET anonymize.run_at = '$next'");
 $node->reload;
-wait_status("next_run = '$slot'", 'next_run at the next minute');
-wait_status("last_trigger = 'schedule' AND last_started >= '$slot' AND last_outcome = 'ok'",
+wait_status($node, "next_run = '$slot'", 'next_run at the next minute');
+wait_status($node, "last_trigger = 'schedule' AND last_started >= '$slot' AND last_outcome = 'ok'",
 	'the scheduled run');
 is( $node->safe_psql('postgres',
 		"SELECT last_started - '$slot' < interval '5 s' FROM anonymize.status()"),
 	't',
 	'the scheduled run fires at run_at');
-wait_status("worker_state = 'waiting'", 'the worker to wait again');
-is(status("next_run = '$slot'::timestamptz + interval '1 day'"),
+wait_status($node, "worker_state = 'waiting'", 'the worker to wait again');
+is(status($node, "next_run = '$slot'::timestamptz + interval '1 day'"),
 	't', 'the next run is a day later');
 
 # nothing was missed: a restart runs nothing
-my $started = status('last_started');
+my $started = status($node, 'last_started');
 $node->restart;
-wait_status("worker_state = 'waiting'", 'the worker after a restart');
-is(status('last_started'), $started, 'a restart with nothing missed runs nothing');
+wait_status($node, "worker_state = 'waiting'", 'the worker after a restart');
+is(status($node, 'last_started'), $started, 'a restart with nothing missed runs nothing');
 
 # anonymize.enabled = off: no scheduled runs, wake() still runs
 $node->safe_psql('postgres', 'ALTER SYSTEM SET anonymize.enabled = off');
 $node->reload;
-wait_status("worker_state = 'disabled'", 'the disabled worker');
-is(status('next_run IS NULL AND NOT enabled'), 't', 'disabled: no next run');
+wait_status($node, "worker_state = 'disabled'", 'the disabled worker');
+is(status($node, 'next_run IS NULL AND NOT enabled'), 't', 'disabled: no next run');
 $node->safe_psql('postgres', 'SELECT anonymize.wake()');
-wait_status("last_trigger = 'wake()' AND last_outcome = 'ok'", 'the woken run');
+wait_status($node, "last_trigger = 'wake()' AND last_outcome = 'ok'", 'the woken run');
 pass('wake() runs while anonymize.enabled is off');
 
 # privileges: nothing for PUBLIC; a role granted wake() and status() needs

@@ -8,16 +8,14 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use AnonymizeTest;
 
-my $primary = PostgreSQL::Test::Cluster->new('primary');
-$primary->init(allows_streaming => 1);
-$primary->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'anonymize'
-anonymize.country_code = '47'
-timezone = 'Europe/Oslo'
+my $primary = new_node('primary', allows_streaming => 1, settings => q{
+anonymize.enabled = on
 log_statement = none
 });
-$primary->start;
 $primary->safe_psql('postgres', q{
 CREATE EXTENSION anonymize;
 CREATE TABLE calls (id int PRIMARY KEY, caller text, started_at timestamptz NOT NULL);
@@ -26,24 +24,19 @@ INSERT INTO calls VALUES (1, '+4798765432', '2024-01-10 10:00+01'),
 SELECT anonymize.add_target('calls', 'caller', 'phone', 'archive', 'started_at');
 });
 $primary->reload;
-$primary->poll_query_until('postgres',
-	"SELECT worker_state = 'waiting' FROM anonymize.status()")
-  or die 'primary worker not waiting';
+wait_status($primary, "worker_state = 'waiting'", 'the primary worker to wait');
 
 $primary->backup('b');
 my $standby = PostgreSQL::Test::Cluster->new('standby');
 $standby->init_from_backup($primary, 'b', has_streaming => 1);
 $standby->start;
 
-$standby->poll_query_until('postgres',
-	"SELECT worker_state = 'standby' FROM anonymize.status()")
-  or die 'standby worker not idle';
+wait_status($standby, "worker_state = 'standby'", 'the standby worker to idle');
 is( $standby->safe_psql('postgres',
 		"SELECT state, query FROM pg_stat_activity WHERE backend_type = 'anonymize worker'"),
 	'idle|hot standby: runs nothing until promoted',
 	'the standby worker idles and pg_stat_activity says why');
-is($standby->safe_psql('postgres', 'SELECT next_run IS NULL FROM anonymize.status()'),
-	't', 'the standby schedules nothing');
+is(status($standby, 'next_run IS NULL'), 't', 'the standby schedules nothing');
 
 my ($ret, $out, $err) = $standby->psql('postgres',
 	"\\set VERBOSITY verbose\nSELECT anonymize.wake()");
@@ -70,12 +63,9 @@ my $now = $standby->safe_psql('postgres',
 	"SELECT to_char(now() AT TIME ZONE 'Europe/Oslo', 'HH24:MI')");
 $standby->append_conf('postgresql.conf', "anonymize.run_at = '$now'");
 $standby->restart;
-$standby->poll_query_until('postgres',
-	"SELECT worker_state = 'standby' FROM anonymize.status()")
-  or die 'standby worker not idle after restart';
+wait_status($standby, "worker_state = 'standby'", 'the standby worker to idle after a restart');
 sleep(1);
-is( $standby->safe_psql('postgres',
-		"SELECT worker_state, last_trigger FROM anonymize.status()"),
+is(status($standby, 'worker_state, last_trigger'),
 	'standby|wake()',
 	'the standby worker stays idle: its last run is the primary\'s, replicated');
 ok(!$standby->log_contains('anonymize run \d+ started'),
@@ -90,14 +80,13 @@ $standby->promote;
 SKIP:
 {
 	skip 'run_at is the default 02:00', 1 if $now eq '02:00';
-	$standby->poll_query_until('postgres',
-		"SELECT last_trigger = 'schedule' AND last_outcome = 'ok' FROM anonymize.status()")
-	  or die 'no run after promotion';
+	wait_status($standby, "last_trigger = 'schedule' AND last_outcome = 'ok'",
+		'a run after promotion');
 	pass('after promotion the worker catches up the missed scheduled run');
 }
 
-unlike(slurp_file($primary->logfile) . slurp_file($standby->logfile),
-	qr/98765432/, 'no identifier in the server logs');
+log_has_no($primary, '98765432');
+log_has_no($standby, '98765432');
 
 $standby->stop;
 done_testing();

@@ -7,16 +7,13 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use AnonymizeTest;
 
-my $primary = PostgreSQL::Test::Cluster->new('primary');
-$primary->init(allows_streaming => 1);
-$primary->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'anonymize'
-anonymize.country_code = '47'
+my $primary = new_node('primary', allows_streaming => 1, settings => q{
 anonymize.timezone = 'Europe/Oslo'
-anonymize.enabled = off
 });
-$primary->start;
 $primary->safe_psql('postgres', q{
 CREATE EXTENSION anonymize;
 CREATE ROLE portal LOGIN;

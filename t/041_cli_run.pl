@@ -8,21 +8,15 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use IPC::Run;
+use FindBin;
+use lib $FindBin::RealBin;
+use AnonymizeTest;
 
-my $cli = -x "$ENV{TESTDIR}/pg_anonymize" ? "$ENV{TESTDIR}/pg_anonymize" : 'pg_anonymize';
-
-my $node = PostgreSQL::Test::Cluster->new('cli_run');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'anonymize'
-anonymize.country_code = '47'
-anonymize.enabled = off
-timezone = 'Europe/Oslo'
+my $node = new_node('cli_run', settings => q{
 anonymize.batch_size = 1000
 anonymize.max_rows_per_request = 2500
 anonymize.sms_survey_retention = '4 months'
 });
-$node->start;
 $node->safe_psql('postgres', q{
 CREATE EXTENSION anonymize;
 CREATE TABLE calls (id serial PRIMARY KEY, caller text, started_at timestamptz NOT NULL);
@@ -44,33 +38,26 @@ VALUES ('******01', '2024-01-01', 'two years ago', 'Done', now() - interval '2 y
 
 my @conn = ('-h', $node->host, '-p', $node->port, '-d', 'postgres');
 
-sub cli
-{
-	my ($out, $err) = ('', '');
-	IPC::Run::run([ $cli, @conn, @_ ], '<', \undef, '>', \$out, '2>', \$err);
-	return ($? >> 8, $out, $err);
-}
-
 my ($rc, $out, $err);
 
-($rc, $out) = cli('add', '--phone=98765432', '--comment=caller');
+($rc, $out) = cli(@conn, 'add', '--phone=98765432', '--comment=caller');
 my ($a) = $out =~ /request (\d+) added/;
-($rc, $out) = cli('add', '--phone=22222222', '--comment=switchboard');
+($rc, $out) = cli(@conn, 'add', '--phone=22222222', '--comment=switchboard');
 my ($b) = $out =~ /request (\d+) added/;
 ok($a && $b, 'two requests added');
 
 # preview: per target, and the total
-($rc, $out) = cli('preview', $a);
+($rc, $out) = cli(@conn, 'preview', $a);
 is($rc, 0, 'preview: exit 0');
 like($out, qr/^ target \| column \| rows $/m, 'preview: header');
 like($out, qr/^ calls  \| caller \| 2000 $/m, 'preview: the archive target and its rows');
 like($out, qr/^request $a would rewrite 2000 rows$/m, 'preview: total');
-($rc, undef, $err) = cli('preview', '999999');
+($rc, undef, $err) = cli(@conn, 'preview', '999999');
 is($rc, 1, 'preview of an unknown request: exit 1');
 like($err, qr/^pg_anonymize: error: /, 'preview of an unknown request: the server says why');
 
 # confirm before anything is Held: the server's refusal with its hint
-($rc, undef, $err) = cli('confirm', $a);
+($rc, undef, $err) = cli(@conn, 'confirm', $a);
 is($rc, 1, 'confirm of a Waiting request: exit 1');
 like($err, qr/\Apg_anonymize: error: anonymize request $a is Waiting, not Held\npg_anonymize: hint: Only a request held by anonymize.max_rows_per_request needs a confirmation.\n\z/,
 	'confirm of a Waiting request: message and hint');
@@ -101,25 +88,25 @@ unlike($rout, qr/\r/, 'run: no carriage returns when not on a terminal');
 is($node->safe_psql('postgres', "SELECT outcome, requests_done, requests_held FROM anonymize.runs WHERE id = $run_id"),
 	'ok|1|1', 'run: the summary is that run');
 
-($rc, $out) = cli('list');
+($rc, $out) = cli(@conn, 'list');
 like($out, qr/^ +$a \| \*{6}32 .*\| Done +\| .*\| 2000 \| +$/m, 'list: the caller request Done and masked');
 like($out, qr/^ +$b \| 22222222 .*\| Held +\| .*\| \S.*$/m, 'list: the switchboard request Held, with why');
 
-($rc, $out) = cli('show', $a);
+($rc, $out) = cli(@conn, 'show', $a);
 like($out, qr/^ [\d: -]+ \| rewrite \| +\| public\.calls \| caller +\| 2000 \|/m, 'show: the rewrite receipt');
 like($out, qr/^ [\d: -]+ \| status +\| Done +\|/m, 'show: the Done receipt');
 
 # a Held request cannot be cancelled; it is confirmed
-($rc, undef, $err) = cli('cancel', $b);
+($rc, undef, $err) = cli(@conn, 'cancel', $b);
 is($rc, 1, 'cancel of a Held request: exit 1');
 like($err, qr/^pg_anonymize: error: anonymize request $b is Held and cannot be deleted$/m, 'cancel of a Held request: 55000 message');
 like($err, qr/^pg_anonymize: hint: A Held request is released with anonymize.confirm\(\)/m, 'cancel of a Held request: the hint says what to do');
-($rc, $out) = cli('confirm', $b);
+($rc, $out) = cli(@conn, 'confirm', $b);
 is($rc, 0, 'confirm: exit 0');
 is($out, "request $b confirmed: the next run applies it\n", 'confirm: says so');
 
 # run --no-progress: the summary only; exit 0
-($rc, $out, $err) = cli('run', '--no-progress');
+($rc, $out, $err) = cli(@conn, 'run', '--no-progress');
 is($rc, 0, 'run with nothing held: exit 0');
 like($out, qr/\Arun \d+ ok: 1 done, 0 held, 0 failed, 3000 rows rewritten in \d+\.\d s\n\z/, 'run --no-progress: one summary line');
 is($node->safe_psql('postgres', "SELECT count(*) FROM calls WHERE caller = 'Anonymized'"), '5000', 'both requests applied');
@@ -146,7 +133,7 @@ is( $node->safe_psql('postgres', q{
 	'1', 'run: only the recent answer keeps its number, in any row version on disk');
 
 # status: the worker, its schedule, what it does now, the last run
-($rc, $out) = cli('status');
+($rc, $out) = cli(@conn, 'status');
 is($rc, 0, 'status: exit 0');
 like($out, qr/^worker +\| \w[\w ]* \(pid \d+\), serving database postgres\n/, 'status: the worker and its database');
 like($out, qr/^schedule +\| off \(anonymize.enabled = off\): runs only on run\(\) or wake\(\)$/m, 'status: the schedule');
@@ -158,7 +145,7 @@ like($out, qr/^last run +\| run $last, [\d: -]+ \(run\(\)\), ok in \d+\.\d s: 1 
 	'status: the last run');
 
 # Ctrl-C: run() is cancelled, the run it started goes on in the background
-cli('add', '--phone=55555555', '--comment=cancelled wait');
+cli(@conn, 'add', '--phone=55555555', '--comment=cancelled wait');
 $locker->query_safe('SELECT pg_advisory_lock(1634627438, 1920298496)');
 ($rout, $rerr) = ('', '');
 $h = IPC::Run::start([ $cli, @conn, 'run', '--interval=0.1' ],
@@ -173,7 +160,7 @@ is($rerr,
 	  . "pg_anonymize: error: canceling statement due to user request\n"
 	  . "pg_anonymize: hint: A run that had started goes on in the background; \"pg_anonymize status\" shows it.\n",
 	'run interrupted: the cancel, the server message and the hint');
-($rc, $out) = cli('status');
+($rc, $out) = cli(@conn, 'status');
 like($out, qr/^run\(\) now +\| anonymize run: waiting for the run lock \(pid \d+\)$/m,
 	'status: the run() still at work');
 $locker->query_safe('SELECT pg_advisory_unlock(1634627438, 1920298496)');
@@ -186,7 +173,7 @@ pass('the run goes on after the interrupted client and finishes the request');
 SKIP:
 {
 	skip 'IO::Pty is not installed', 3 unless eval { require IO::Pty; 1 };
-	cli('add', '--phone=004612345678');
+	cli(@conn, 'add', '--phone=004612345678');
 	$locker->query_safe('SELECT pg_advisory_lock(1634627438, 1920298496)');
 	my $tout = '';
 	my $t = IPC::Run::start([ $cli, @conn, 'run', '--interval=0.1' ],

@@ -13,18 +13,13 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use AnonymizeTest;
 
-my $node = PostgreSQL::Test::Cluster->new('dump_restore');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'anonymize'
-max_worker_processes = 16
-anonymize.country_code = '47'
-anonymize.enabled = off
+my $node = new_node('dump_restore', settings => q{
 anonymize.max_rows_per_request = 5
-timezone = 'Europe/Oslo'
 });
-$node->start;
 
 $node->safe_psql('postgres', 'CREATE DATABASE archive');
 $node->safe_psql('archive', q{

@@ -19,22 +19,18 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use IPC::Run;
+use FindBin;
+use lib $FindBin::RealBin;
+use AnonymizeTest;
 
-my $cli = -x "$ENV{TESTDIR}/pg_anonymize" ? "$ENV{TESTDIR}/pg_anonymize" : 'pg_anonymize';
-
-my $primary = PostgreSQL::Test::Cluster->new('page_bytes');
-$primary->init(allows_streaming => 1);
-$primary->append_conf('postgresql.conf', qq{
+my $primary = new_node('page_bytes', allows_streaming => 1, settings => q{
 shared_preload_libraries = 'anonymize, pg_stat_statements'
 pg_stat_statements.track = all
-anonymize.country_code = '47'
-anonymize.enabled = off
 anonymize.batch_size = 4
 restart_after_crash = on
 log_temp_files = 0
 log_parameter_max_length = 0
 });
-$primary->start;
 
 # Bob (filed by the portal's calls), Eve (filed by pg_anonymize add), a
 # request filed and cancelled, and C and D for the crash cases.  calls:
@@ -101,37 +97,13 @@ my @d = ('47 22 22 22', '47222222', 'dora@mytest.no');
 my @e = ('erin@mytest.no');
 my @f = ('46666666');
 
-# The pages of every relation of the anonymize schema and of the targets,
-# their indexes, TOAST tables and TOAST indexes that hold one of @strings:
-# "relation:pages" for each, '' when none.  Runs on a standby too.
-sub page_hits
-{
-	my ($node, @strings) = @_;
-	my $arr = join(', ', map { my $s = $_; $s =~ s/'/''/g; "'$s'" } @strings);
-	return $node->safe_psql('postgres', qq{
-		WITH tbl AS (
-			SELECT c.oid FROM pg_class c
-			WHERE c.relkind IN ('r', 'm')
-			  AND (c.relnamespace = 'anonymize'::regnamespace
-			       OR c.oid IN (SELECT tbl FROM anonymize.target))),
-		toast AS (
-			SELECT reltoastrelid AS oid FROM pg_class
-			WHERE oid IN (SELECT oid FROM tbl) AND reltoastrelid <> 0),
-		rel AS (
-			SELECT oid FROM tbl UNION SELECT oid FROM toast
-			UNION SELECT indexrelid FROM pg_index
-			WHERE indrelid IN (SELECT oid FROM tbl UNION SELECT oid FROM toast))
-		SELECT coalesce(string_agg(name || ':' || pages, ',' ORDER BY name), '')
-		FROM (SELECT r.oid::regclass::text AS name, count(DISTINCT b) AS pages
-		      FROM rel r,
-		           generate_series(0, pg_relation_size(r.oid) / 8192 - 1) AS b,
-		           unnest(ARRAY[$arr]) AS s(str)
-		      WHERE position(convert_to(s.str, 'UTF8')
-		                     IN get_raw_page(r.oid::regclass::text, b::int)) > 0
-		      GROUP BY 1) h});
-}
+# page_hits() and pages_have_no() (t/AnonymizeTest.pm) read every page of
+# every relation of the anonymize schema and of the targets, their
+# indexes, TOAST tables and TOAST indexes, on a primary or a standby.
+sub hits { return page_hits($_[0], 'postgres', 'all', @_[1 .. $#_]); }
+sub none { return pages_have_no($_[0], 'postgres', 'all', @_[1 .. $#_]); }
 
-like(page_hits($primary, @bob),
+like(hits($primary, @bob),
 	qr/^calls:\d+,calls_caller_idx:\d+,chats:\d+,chats_lower_idx:\d+,pg_toast.pg_toast_\d+:\d+$/,
 	'before: the search finds the identifiers in the tables, their indexes and TOAST');
 
@@ -210,9 +182,9 @@ my $run_log = substr(slurp_file($primary->logfile), $log_start);
 ok($run_log =~ /DEBUG:  /, 'the log of the run is at debug level');
 ok($run_log =~ /anonymize run \d+: scrubbed [1-9]\d* of \d+ pages read/, 'the run scrubbed pages');
 
-is(page_hits($primary, @bob, @eve, @cancelled), '', 'after the run: no page holds Bob, Eve or the cancelled number on the primary');
-is(page_hits($standby, @bob, @eve, @cancelled), '', 'nor on the standby');
-isnt(page_hits($primary, @c, @d), '', 'the rows of C and D, not requested, are still there');
+none($primary, @bob, @eve, @cancelled);
+none($standby, @bob, @eve, @cancelled);
+isnt(hits($primary, @c, @d), '', 'the rows of C and D, not requested, are still there');
 
 ok($run_log !~ /98765432|987 65 432|41234567|45555555|bob\.test|eve\.test/i,
 	'the server log at debug5 during the run names no identifier');
@@ -241,14 +213,14 @@ ok(substr(slurp_file($primary->logfile), $log_start) =~
 	'snapshot: the run says that old versions are still there');
 is($primary->safe_psql('postgres', 'SELECT count(*) FROM anonymize.run_log WHERE vacuumed_at IS NULL'),
 	'1', 'snapshot: and does not record its vacuum');
-isnt(page_hits($primary, @f), '', 'snapshot: F\'s old versions are indeed still in their pages');
+isnt(hits($primary, @f), '', 'snapshot: F\'s old versions are indeed still in their pages');
 $old->quit;
 is(run_and_wait($primary), '0', 'snapshot: the next run has no request to finish');
 settle();
 is($primary->safe_psql('postgres', 'SELECT count(*) FROM anonymize.run_log WHERE vacuumed_at IS NULL'),
 	'0', 'snapshot: it vacuums and records it');
-is(page_hits($primary, @f), '', 'snapshot: then no page holds F on the primary');
-is(page_hits($standby, @f), '', 'snapshot: nor on the standby');
+none($primary, @f);
+none($standby, @f);
 
 # --- a run killed while it waits in its vacuum: the next one scrubs
 sub kill_run
@@ -285,8 +257,8 @@ is( $primary->safe_psql('postgres', q{
 	'Done 1', 'vacuum: killed with C Done, its run not vacuumed');
 is(run_and_wait($primary), '0', 'vacuum: the next run has no request to finish');
 settle();
-is(page_hits($primary, @c), '', 'vacuum: after the next run no page holds C on the primary');
-is(page_hits($standby, @c), '', 'vacuum: nor on the standby');
+none($primary, @c);
+none($standby, @c);
 
 # --- a run killed between rewrite batches: a D row locked
 $primary->safe_psql('postgres', q{
@@ -305,9 +277,9 @@ eval { $runner->quit; };
 eval { $lock->quit; };
 is(run_and_wait($primary), '1', 'batches: the next run finishes D');
 settle();
-is(page_hits($primary, @d), '', 'batches: after the next run no page holds D on the primary');
-is(page_hits($standby, @d), '', 'batches: nor on the standby');
-is(page_hits($primary, @bob, @eve, @cancelled, @c), '', 'and still none holds the others');
+none($primary, @d);
+none($standby, @d);
+none($primary, @bob, @eve, @cancelled, @c);
 
 # --- a run killed while finishing: E's last chat locked until the rewrite
 # waits on it, then E's page row locked and the chat released
@@ -330,8 +302,8 @@ is( $primary->safe_psql('postgres', q{SELECT status FROM anonymize.anonymize_req
 	'Running', 'finish: killed with E Running, its rows rewritten');
 is(run_and_wait($primary), '1', 'finish: the next run finishes E');
 settle();
-is(page_hits($primary, @e), '', 'finish: after the next run no page holds E on the primary');
-is(page_hits($standby, @e), '', 'finish: nor on the standby');
+none($primary, @e);
+none($standby, @e);
 
 $standby->stop;
 $primary->stop;

@@ -62,8 +62,8 @@ stage_tree() {
 	local dest=$1
 	mkdir -p "$dest"
 	(cd "$TOP" && tar --exclude=.git --exclude='*.o' --exclude='*.so' \
-		--exclude=results --exclude=tmp_check --exclude=output_iso \
-		--exclude=log --exclude='bench/out' --exclude=./pg_anonymize -cf - .) | (cd "$dest" && tar -xf -)
+		--exclude=results --exclude=tmp_check --exclude=tmp_check_iso --exclude=output_iso \
+		--exclude=log --exclude='bench/out' --exclude=./cli/pg_anonymize -cf - .) | (cd "$dest" && tar -xf -)
 	if [ "$(id -u)" = 0 ]; then chown -R postgres: "$dest"; fi
 }
 

@@ -63,7 +63,7 @@ as_pg "$PG_BIN/pg_isready" -q || { log "server did not start"; tail "$cluster/se
 log "running the pg_regress suite"
 status=0
 as_pg make -C "$work/src" PG_CONFIG="$SYS_PG_CONFIG" bindir="$PG_BIN" installcheck \
-	ISOLATION= TAP_TESTS= PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres || status=$?
+	EXISTING_SERVER=1 ISOLATION= TAP_TESTS= PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres || status=$?
 [ -s "$work/src/regression.diffs" ] && head -100 "$work/src/regression.diffs"
 stop_cluster "$cluster"
 sleep 2
