@@ -23,10 +23,11 @@ PGFILEDESC = "anonymize - GDPR erasure for a contact-centre archive"
 # each area appends its tests on its own line
 REGRESS_FOUNDATION = setup normalize mask request targets
 REGRESS_RUN = run run_timezone run_held run_partitioned
+REGRESS_SHAPES = targets_checks run_inheritance run_shapes
 REGRESS_HOOKS = hooks hooks_done
 REGRESS_HARDENING = hostile privileges
 REGRESS_OPERATIONS = retention
-REGRESS = $(REGRESS_FOUNDATION) $(REGRESS_RUN) $(REGRESS_HOOKS) $(REGRESS_HARDENING) $(REGRESS_OPERATIONS)
+REGRESS = $(REGRESS_FOUNDATION) $(REGRESS_RUN) $(REGRESS_SHAPES) $(REGRESS_HOOKS) $(REGRESS_HARDENING) $(REGRESS_OPERATIONS)
 REGRESS_OPTS = --inputdir=. --load-extension=anonymize
 ISOLATION := $(sort $(basename $(notdir $(wildcard specs/*.spec))))
 ISOLATION_OPTS = --load-extension=anonymize

@@ -40,3 +40,746 @@ COMMENT ON FUNCTION @extschema@._guard_grants_trigger() IS
 'after GRANT or REVOKE: keeps the guard''s EXECUTE grants in step, and refuses to let PUBLIC read a protected table';
 COMMENT ON EVENT TRIGGER anonymize_guard_grants IS
 'keeps EXECUTE on the search guard''s row filters in step with who may read a protected table (anonymize._guard_grants_trigger())';
+
+-- ---------------------------------------------------------------
+-- Grants of the functions this update re-creates: kept
+-- ---------------------------------------------------------------
+
+-- add_target(), preview() and status() change their arguments or result
+-- columns, which takes DROP and CREATE.  Whatever the DBA granted on them
+-- (the portal's EXECUTE on preview(), say) is kept here and given back
+-- at the end of this script.
+SELECT pg_catalog.set_config('anonymize_update.acl_' || p.proname,
+							 coalesce(p.proacl::text, ''), true)
+FROM pg_catalog.pg_proc p
+WHERE p.oid IN ('@extschema@.add_target(regclass, name, text, text, name)'::pg_catalog.regprocedure,
+				'@extschema@.preview(bigint)'::pg_catalog.regprocedure,
+				'@extschema@.status()'::pg_catalog.regprocedure);
+
+-- ---------------------------------------------------------------
+-- Targets: how each target is erased
+-- ---------------------------------------------------------------
+
+-- erase 'replace' writes replacement (NULL: the setting
+-- anonymize.replacement) over a matching value, 'null' sets it to NULL.
+ALTER TABLE @extschema@.target
+	ADD COLUMN erase text NOT NULL DEFAULT 'replace'
+		CONSTRAINT target_erase_check CHECK (erase IN ('replace', 'null')),
+	ADD COLUMN replacement text,
+	ADD CONSTRAINT target_replacement_check
+		CHECK (erase = 'replace' OR replacement IS NULL);
+
+-- ---------------------------------------------------------------
+-- Targets: the tables, triggers and copies of a target
+-- ---------------------------------------------------------------
+
+-- The relations of a target: the table itself and every table that
+-- inherits from it (inheritance children and partitions, at any depth),
+-- found anew at every call, so that children added later are included.
+CREATE FUNCTION @extschema@._target_tree(tbl regclass)
+RETURNS TABLE (rel regclass, depth integer)
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH RECURSIVE tree(rel, depth) AS (
+		SELECT tbl::oid, 0
+		UNION
+		SELECT i.inhrelid, t.depth + 1
+		FROM tree t JOIN pg_inherits i ON i.inhparent = t.rel
+	)
+	SELECT rel::regclass, min(depth)::integer FROM tree GROUP BY rel ORDER BY 2, 1
+$$;
+COMMENT ON FUNCTION @extschema@._target_tree(regclass) IS
+'a target''s relations: the table and every table inheriting from it (children and partitions, at any depth), with their depth';
+
+-- The UPDATE triggers and rules of every relation of a target, each with
+-- what the run does about it: the run rewrites with session_replication_role
+-- = replica, as logical replication's apply does, so that ordinary (ENABLE
+-- ORIGIN) triggers and rules do not fire; ENABLE ALWAYS and ENABLE
+-- REPLICA ones would, and are refused.
+CREATE FUNCTION @extschema@._target_triggers(tbl regclass)
+RETURNS text[]
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT coalesce(array_agg(x.d ORDER BY x.depth, x.rel::text, x.d), '{}')
+	FROM (
+		SELECT t.depth, t.rel,
+			   format('trigger %I on %s (%s UPDATE, %s): %s', g.tgname, t.rel,
+					  CASE WHEN g.tgtype & 2 <> 0 THEN 'BEFORE'
+						   WHEN g.tgtype & 64 <> 0 THEN 'INSTEAD OF' ELSE 'AFTER' END,
+					  CASE WHEN g.tgtype & 1 <> 0 THEN 'row' ELSE 'statement' END,
+					  CASE g.tgenabled WHEN 'O' THEN 'not fired by the run'
+									   WHEN 'D' THEN 'disabled'
+									   ELSE 'fires in the run: refused' END) AS d
+		FROM @extschema@._target_tree(tbl) t
+		JOIN pg_trigger g ON g.tgrelid = t.rel
+		WHERE NOT g.tgisinternal AND g.tgtype & 16 <> 0 AND g.tgparentid = 0
+		UNION ALL
+		SELECT t.depth, t.rel,
+			   format('rule %I on %s (UPDATE): %s', r.rulename, t.rel,
+					  CASE r.ev_enabled WHEN 'O' THEN 'not fired by the run'
+										WHEN 'D' THEN 'disabled'
+										ELSE 'fires in the run: refused' END)
+		FROM @extschema@._target_tree(tbl) t
+		JOIN pg_rewrite r ON r.ev_class = t.rel
+		WHERE r.ev_type = '2'
+	) x
+$$;
+COMMENT ON FUNCTION @extschema@._target_triggers(regclass) IS
+'the UPDATE triggers and rules of a target''s relations, each with what the run does about it';
+
+-- The materialized views that read a target, directly or through views
+-- and other materialized views, in the order a refresh must follow.
+CREATE FUNCTION @extschema@._target_matviews(tbl regclass)
+RETURNS regclass[]
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH RECURSIVE readers(rel, depth) AS (
+		SELECT t.rel::oid, 0 FROM @extschema@._target_tree(tbl) t
+		UNION
+		SELECT r.ev_class, s.depth + 1
+		FROM readers s
+		JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = s.rel
+						AND d.classid = 'pg_rewrite'::regclass
+		JOIN pg_rewrite r ON r.oid = d.objid
+		JOIN pg_class c ON c.oid = r.ev_class
+		WHERE c.relkind IN ('v', 'm') AND r.ev_class <> s.rel AND s.depth < 32
+	)
+	SELECT coalesce(array_agg(m.rel::regclass ORDER BY m.depth, m.rel::regclass::text), '{}')
+	FROM (SELECT rel, max(depth) AS depth FROM readers GROUP BY rel) m
+	JOIN pg_class c ON c.oid = m.rel
+	WHERE c.relkind = 'm'
+$$;
+COMMENT ON FUNCTION @extschema@._target_matviews(regclass) IS
+'the materialized views that read a target, directly or through views, in refresh order';
+
+-- ---------------------------------------------------------------
+-- Targets: what the run will write, checked at registration
+-- ---------------------------------------------------------------
+
+-- The identifier column's type: text, varchar or char (or a domain over
+-- them), or with erase 'null' an integer or numeric column of the digits
+-- of an international number; long enough for the replacement; a domain
+-- that takes what the run writes; NOT NULL only when replacing.
+CREATE FUNCTION @extschema@._target_check_type(tbl regclass, col name, kind text,
+											   erase text, value text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_type		oid;
+	v_typmod	integer;
+	v_base		oid;
+	v_basemod	integer;
+	v_typtype	"char";
+	v_state		text;
+BEGIN
+	SELECT a.atttypid, a.atttypmod INTO v_type, v_typmod
+	FROM pg_attribute a
+	WHERE a.attrelid = tbl AND a.attname = col AND a.attnum > 0 AND NOT a.attisdropped;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'column "%" of relation "%" does not exist', col, tbl
+			USING ERRCODE = 'undefined_column',
+				  HINT = 'Name the column that holds the phone number, chatter ID or email address.';
+	END IF;
+	v_base := v_type;
+	v_basemod := v_typmod;
+	LOOP
+		SELECT t.typtype INTO v_typtype FROM pg_type t WHERE t.oid = v_base;
+		EXIT WHEN v_typtype <> 'd';
+		SELECT t.typbasetype, CASE WHEN v_basemod >= 0 THEN v_basemod ELSE t.typtypmod END
+		INTO v_base, v_basemod FROM pg_type t WHERE t.oid = v_base;
+	END LOOP;
+
+	IF v_base IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'numeric'::regtype) THEN
+		IF erase <> 'null' THEN
+			RAISE EXCEPTION 'column "%" of relation "%" is of type %, which cannot hold the replacement text',
+				col, tbl, format_type(v_type, v_typmod)
+				USING ERRCODE = 'datatype_mismatch',
+					  HINT = 'Register it with erase => ''null'': matching numbers are set to NULL.';
+		END IF;
+		IF kind <> 'phone' THEN
+			RAISE EXCEPTION 'column "%" of relation "%" is of type % and cannot hold an email address',
+				col, tbl, format_type(v_type, v_typmod)
+				USING ERRCODE = 'datatype_mismatch',
+					  HINT = 'A number column is registered with kind => ''phone''; its digits are read as an international number, country code first.';
+		END IF;
+	ELSIF v_base NOT IN ('text'::regtype, 'varchar'::regtype, 'bpchar'::regtype) THEN
+		RAISE EXCEPTION 'column "%" of relation "%" is of type %, not text', col, tbl, format_type(v_type, v_typmod)
+			USING ERRCODE = 'datatype_mismatch',
+				  HINT = 'An identifier column is text, varchar or char, or with erase => ''null'' an integer or numeric column of international numbers.';
+	ELSIF erase = 'replace' AND v_basemod >= 4 AND char_length(value) > v_basemod - 4 THEN
+		RAISE EXCEPTION 'column "%" of relation "%" is too short for the replacement "%"',
+			col, tbl, value
+			USING ERRCODE = 'string_data_right_truncation',
+				  DETAIL = format('The column is %s; the replacement has %s characters.',
+								  format_type(v_type, v_typmod), char_length(value)),
+				  HINT = 'Give this target a shorter replacement => ''...'', or register it with erase => ''null''.';
+	END IF;
+
+	IF erase = 'null' AND EXISTS (SELECT FROM @extschema@._target_tree(tbl) t
+								  JOIN pg_attribute a ON a.attrelid = t.rel AND a.attname = col
+								  WHERE a.attnotnull) THEN
+		RAISE EXCEPTION 'column "%" of relation "%" is NOT NULL and cannot be erased to NULL', col, tbl
+			USING ERRCODE = 'not_null_violation',
+				  HINT = 'Register it with erase => ''replace'' (the default), or drop the NOT NULL constraint.';
+	END IF;
+
+	IF v_type <> v_base THEN
+		BEGIN
+			EXECUTE format('SELECT CAST(%L AS %s)', value, format_type(v_type, v_typmod));
+		EXCEPTION WHEN OTHERS THEN
+			GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE;
+			RAISE EXCEPTION 'the domain % of column "%" of relation "%" does not accept %',
+				format_type(v_type, v_typmod), col, tbl,
+				CASE WHEN value IS NULL THEN 'NULL' ELSE format('the replacement "%s"', value) END
+				USING ERRCODE = CASE WHEN v_state = '23502' THEN 'not_null_violation' ELSE 'check_violation' END,
+					  HINT = CASE WHEN value IS NULL
+							 THEN 'Register it with erase => ''replace'' (the default), or register another column.'
+							 ELSE 'Give this target a replacement => ''...'' that the domain accepts, register it with erase => ''null'', or register another column.' END;
+		END;
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._target_check_type(regclass, name, text, text, text) IS
+'add_target() and the run: the identifier column''s type, length, domain and NOT NULL take what the run writes';
+
+-- The constraints of every relation of the target on the column: a
+-- UNIQUE, primary key or exclusion constraint (two erased rows would
+-- collide), a CHECK that what the run writes violates, a foreign key, a
+-- partition key (the row would have to move), a Citus distribution
+-- column.
+CREATE FUNCTION @extschema@._target_check_constraints(tbl regclass, col name,
+													  erase text, value text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r			record;
+	v_ok		boolean;
+BEGIN
+	FOR r IN
+		SELECT t.rel, a.attnum, k.conname, k.contype, k.conindid,
+			   pg_get_expr(k.conbin, k.conrelid) AS expr
+		FROM @extschema@._target_tree(tbl) t
+		JOIN pg_attribute a ON a.attrelid = t.rel AND a.attname = col AND NOT a.attisdropped
+		JOIN pg_constraint k ON k.conrelid = t.rel AND a.attnum = ANY (k.conkey)
+		ORDER BY t.depth, t.rel::text, k.conname
+	LOOP
+		IF r.contype IN ('p', 'u', 'x')
+		   AND (erase = 'replace'
+				OR EXISTS (SELECT FROM pg_index i
+						   WHERE i.indexrelid = r.conindid AND i.indnullsnotdistinct)) THEN
+			RAISE EXCEPTION 'column "%" of relation "%" is under the % constraint "%"', col, r.rel,
+				CASE r.contype WHEN 'p' THEN 'primary key' WHEN 'u' THEN 'UNIQUE' ELSE 'exclusion' END,
+				r.conname
+				USING ERRCODE = 'unique_violation',
+					  DETAIL = 'Two erased rows would hold the same value and collide.',
+					  HINT = CASE WHEN erase = 'null'
+							 THEN 'Make the constraint NULLS DISTINCT, or register another column.'
+							 ELSE 'Register it with erase => ''null'' (NULLs do not collide), or register another column.' END;
+		ELSIF r.contype = 'f' THEN
+			RAISE EXCEPTION 'column "%" of relation "%" is under the foreign key "%"', col, r.rel, r.conname
+				USING ERRCODE = 'foreign_key_violation',
+					  DETAIL = 'The run rewrites without firing triggers, so the foreign key would not be checked.',
+					  HINT = 'Erase the referenced row''s identifier instead, or drop the foreign key.';
+		ELSIF r.contype = 'c' THEN
+			BEGIN
+				EXECUTE format('SELECT coalesce((%s), true) FROM (SELECT %s) AS c', r.expr,
+							   (SELECT string_agg(CASE WHEN a.attname = col
+													   THEN format('CAST(%L AS %s) AS %I', value,
+																   format_type(a.atttypid, a.atttypmod), a.attname)
+													   ELSE format('CAST(NULL AS %s) AS %I',
+																   format_type(a.atttypid, a.atttypmod), a.attname) END,
+												  ', ' ORDER BY a.attnum)
+								FROM pg_attribute a
+								WHERE a.attrelid = r.rel AND a.attnum > 0 AND NOT a.attisdropped))
+					INTO v_ok;
+			EXCEPTION WHEN OTHERS THEN
+				v_ok := false;
+			END;
+			IF NOT v_ok THEN
+				RAISE EXCEPTION 'the CHECK constraint "%" of relation "%" does not accept %', r.conname, r.rel,
+					CASE WHEN value IS NULL THEN 'NULL' ELSE format('the replacement "%s"', value) END
+					USING ERRCODE = 'check_violation',
+						  HINT = CASE WHEN value IS NULL
+								 THEN 'Register it with erase => ''replace'' (the default), or register another column.'
+								 ELSE 'Give this target a replacement => ''...'' that the constraint accepts, register it with erase => ''null'', or register another column.' END;
+			END IF;
+		END IF;
+	END LOOP;
+
+	-- unique indexes that are not constraints, on the column or an
+	-- expression of it
+	FOR r IN
+		SELECT t.rel, i.indexrelid::regclass AS idx
+		FROM @extschema@._target_tree(tbl) t
+		JOIN pg_attribute a ON a.attrelid = t.rel AND a.attname = col AND NOT a.attisdropped
+		JOIN pg_index i ON i.indrelid = t.rel AND i.indisunique
+		WHERE (erase = 'replace' OR i.indnullsnotdistinct)
+		  AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = i.indexrelid)
+		  AND (a.attnum = ANY (i.indkey)
+			   OR EXISTS (SELECT FROM pg_depend d
+						  WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
+							AND d.refclassid = 'pg_class'::regclass AND d.refobjid = t.rel
+							AND d.refobjsubid = a.attnum))
+		ORDER BY t.depth, i.indexrelid::regclass::text
+	LOOP
+		RAISE EXCEPTION 'column "%" of relation "%" is in the unique index "%"', col, r.rel, r.idx
+			USING ERRCODE = 'unique_violation',
+				  DETAIL = 'Two erased rows would hold the same value and collide.',
+				  HINT = CASE WHEN erase = 'null'
+						 THEN 'Make the index NULLS DISTINCT, or register another column.'
+						 ELSE 'Register it with erase => ''null'' (NULLs do not collide), or register another column.' END;
+	END LOOP;
+
+	FOR r IN
+		SELECT t.rel
+		FROM @extschema@._target_tree(tbl) t
+		JOIN pg_partitioned_table p ON p.partrelid = t.rel
+		JOIN pg_attribute a ON a.attrelid = t.rel AND a.attname = col
+		WHERE a.attnum = ANY (p.partattrs::int2[])
+		   OR EXISTS (SELECT FROM pg_depend d
+					  WHERE d.classid = 'pg_class'::regclass AND d.objid = t.rel
+						AND d.refclassid = 'pg_class'::regclass AND d.refobjid = t.rel
+						AND d.refobjsubid = a.attnum AND d.deptype = 'i')
+		ORDER BY t.depth
+	LOOP
+		RAISE EXCEPTION 'column "%" is in the partition key of "%"', col, r.rel
+			USING ERRCODE = 'feature_not_supported',
+				  DETAIL = 'An erased row would have to move to another partition.',
+				  HINT = 'Register another column, or partition the table by its time column.';
+	END LOOP;
+
+	IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+		FOR r IN EXECUTE
+			'SELECT p.logicalrelid::regclass AS rel FROM pg_catalog.pg_dist_partition p'
+			' JOIN @extschema@._target_tree($1) t ON t.rel = p.logicalrelid'
+			' WHERE p.partkey IS NOT NULL'
+			'   AND pg_catalog.column_to_column_name(p.logicalrelid, p.partkey) = $2'
+			USING tbl, col
+		LOOP
+			RAISE EXCEPTION 'column "%" is the distribution column of the Citus table "%"', col, r.rel
+				USING ERRCODE = 'feature_not_supported',
+					  DETAIL = 'Citus cannot update a distribution column.',
+					  HINT = 'Register another column, or distribute the table by another column.';
+		END LOOP;
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._target_check_constraints(regclass, name, text, text) IS
+'add_target() and the run: no UNIQUE, CHECK, foreign key, partition key or Citus distribution column that what the run writes would break';
+
+-- Every relation of the target can be rewritten in place, by a run that
+-- fires no trigger and no rule: no foreign table or view among the
+-- children, no ENABLE ALWAYS or ENABLE REPLICA trigger or rule on UPDATE.
+CREATE FUNCTION @extschema@._target_check_relations(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r			record;
+BEGIN
+	FOR r IN
+		SELECT t.rel FROM @extschema@._target_tree(tbl) t JOIN pg_class c ON c.oid = t.rel
+		WHERE c.relkind NOT IN ('r', 'p') ORDER BY t.depth, t.rel::text
+	LOOP
+		RAISE EXCEPTION '"%", a child of "%", is not a table', r.rel, tbl
+			USING ERRCODE = 'wrong_object_type',
+				  DETAIL = 'Foreign tables cannot be rewritten in place.',
+				  HINT = 'Detach the child (ALTER TABLE ... NO INHERIT, or DETACH PARTITION) and erase it where its data lives.';
+	END LOOP;
+	FOR r IN
+		SELECT t.rel, g.tgname AS name, 'trigger' AS what,
+			   CASE g.tgenabled WHEN 'A' THEN 'ALWAYS' ELSE 'REPLICA' END AS mode
+		FROM @extschema@._target_tree(tbl) t JOIN pg_trigger g ON g.tgrelid = t.rel
+		WHERE NOT g.tgisinternal AND g.tgtype & 16 <> 0 AND g.tgenabled IN ('A', 'R')
+		UNION ALL
+		SELECT t.rel, w.rulename, 'rule', CASE w.ev_enabled WHEN 'A' THEN 'ALWAYS' ELSE 'REPLICA' END
+		FROM @extschema@._target_tree(tbl) t JOIN pg_rewrite w ON w.ev_class = t.rel
+		WHERE w.ev_type = '2' AND w.ev_enabled IN ('A', 'R')
+		ORDER BY 1, 2
+	LOOP
+		RAISE EXCEPTION 'the % "%" on "%" would fire when the run rewrites it', r.what, r.name, r.rel
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = format('It is ENABLE %s; the run rewrites as logical replication applies changes, where only ordinary (ENABLE ORIGIN) triggers and rules stay silent, and a firing one could copy the identifier elsewhere.', r.mode),
+				  HINT = format('Make it an ordinary one (ALTER TABLE %s ENABLE %s %I), or drop it.',
+								r.rel, upper(r.what), r.name);
+	END LOOP;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._target_check_relations(regclass) IS
+'add_target() and the run: every relation of a target is a table, with no UPDATE trigger or rule that fires in replica mode';
+
+-- Everything above, for a target as registered (the run calls it too, so
+-- that a constraint or trigger added after registration fails that target
+-- with the same reason).  value: what the run writes.
+CREATE FUNCTION @extschema@._target_check(tbl regclass, col name, kind text,
+										  erase text, replacement text)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_value		text;
+BEGIN
+	v_value := CASE WHEN erase = 'null' THEN NULL
+					ELSE coalesce(replacement, current_setting('anonymize.replacement', true),
+								  'Anonymized') END;
+	PERFORM @extschema@._target_check_relations(tbl);
+	PERFORM @extschema@._target_check_type(tbl, col, kind, erase, v_value);
+	PERFORM @extschema@._target_check_constraints(tbl, col, erase, v_value);
+END
+$$;
+COMMENT ON FUNCTION @extschema@._target_check(regclass, name, text, text, text) IS
+'every check of what the run writes into a target; raises the reason, with its SQLSTATE and the way out';
+
+-- ---------------------------------------------------------------
+-- Targets: add_target() with erase and replacement
+-- ---------------------------------------------------------------
+
+DROP FUNCTION @extschema@.add_target(regclass, name, text, text, name);
+
+-- add_target(): validates everything the run will rely on and everything
+-- it will write, so that a mistake shows at registration and never at
+-- 2 a.m.
+CREATE FUNCTION @extschema@.add_target(tbl regclass, col name, kind text,
+									   scope text, time_col name,
+									   erase text DEFAULT 'replace',
+									   replacement text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_relkind	"char";
+	v_timetype	regtype;
+	v_nullable	boolean;
+	v_triggers	text[];
+BEGIN
+	IF tbl IS NULL OR col IS NULL OR kind IS NULL OR scope IS NULL OR time_col IS NULL
+	   OR erase IS NULL THEN
+		RAISE EXCEPTION 'arguments of add_target must not be null'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Give the table, the identifier column, its kind, the scope and the time column.';
+	END IF;
+	SELECT c.relkind INTO v_relkind FROM pg_class c WHERE c.oid = tbl;
+	IF v_relkind NOT IN ('r', 'p') THEN
+		RAISE EXCEPTION '"%" is not a table', tbl
+			USING ERRCODE = 'wrong_object_type',
+				  HINT = 'Register an ordinary, partitioned or inheritance parent table; views and foreign tables cannot be rewritten in place.';
+	END IF;
+	IF kind NOT IN ('phone', 'email', 'phone_or_email') THEN
+		RAISE EXCEPTION 'invalid target kind "%"', kind
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'The kind is phone, email or phone_or_email (a chatter ID that can be either).';
+	END IF;
+	IF scope NOT IN ('archive', 'sms_survey', 'raw_data') THEN
+		RAISE EXCEPTION 'invalid target scope "%"', scope
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'The scope is archive, sms_survey or raw_data, as ticked on the page.';
+	END IF;
+	IF erase NOT IN ('replace', 'null') THEN
+		RAISE EXCEPTION 'invalid erase "%"', erase
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'erase is replace (write the replacement text) or null (set matching values to NULL).';
+	END IF;
+	IF erase = 'null' AND replacement IS NOT NULL THEN
+		RAISE EXCEPTION 'a replacement is given with erase => ''null'''
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give a replacement with erase => ''replace'' only.';
+	END IF;
+
+	PERFORM @extschema@._target_check(tbl, col, kind, erase, replacement);
+
+	SELECT a.atttypid::regtype, NOT a.attnotnull INTO v_timetype, v_nullable
+	FROM pg_attribute a
+	WHERE a.attrelid = tbl AND a.attname = time_col AND a.attnum > 0 AND NOT a.attisdropped;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'column "%" of relation "%" does not exist', time_col, tbl
+			USING ERRCODE = 'undefined_column',
+				  HINT = 'Name the column that holds when the contact was made.';
+	END IF;
+	IF v_timetype NOT IN ('date'::regtype, 'timestamp without time zone'::regtype,
+						  'timestamp with time zone'::regtype) THEN
+		RAISE EXCEPTION 'column "%" of relation "%" is of type %, not a date or timestamp', time_col, tbl, v_timetype
+			USING ERRCODE = 'datatype_mismatch',
+				  HINT = 'The time column is date, timestamp or timestamptz; it is compared with the request''s to_date.';
+	END IF;
+
+	IF EXISTS (SELECT FROM @extschema@.target t
+			   WHERE t.col = add_target.col AND t.tbl <> add_target.tbl
+				 AND add_target.tbl IN (SELECT r.rel FROM @extschema@._target_tree(t.tbl) r)) THEN
+		RAISE EXCEPTION 'the parent of "%" is already a target for column "%"', tbl, col
+			USING ERRCODE = 'duplicate_object',
+				  HINT = 'A registered partitioned table or inheritance parent covers its children.';
+	END IF;
+
+	INSERT INTO @extschema@.target (tbl, col, kind, scope, time_col, erase, replacement)
+	VALUES (add_target.tbl, add_target.col, add_target.kind, add_target.scope,
+			add_target.time_col, add_target.erase, add_target.replacement)
+	ON CONFLICT ON CONSTRAINT target_pkey DO UPDATE
+		SET kind = EXCLUDED.kind, scope = EXCLUDED.scope, time_col = EXCLUDED.time_col,
+			erase = EXCLUDED.erase, replacement = EXCLUDED.replacement;
+
+	IF v_nullable THEN
+		RAISE NOTICE 'rows of "%" whose "%" is NULL are erased by every request (preview() counts them as undated)',
+			tbl, time_col;
+	END IF;
+	v_triggers := @extschema@._target_triggers(tbl);
+	IF cardinality(v_triggers) > 0 THEN
+		RAISE NOTICE 'the run rewrites "%" without firing its triggers and rules: %', tbl,
+			array_to_string(v_triggers, '; ');
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.add_target(regclass, name, text, text, name, text, text) IS
+'register (or re-register) an identifier column of a table for the run, with how it is erased';
+
+-- ---------------------------------------------------------------
+-- Targets: the view
+-- ---------------------------------------------------------------
+
+-- Only catalogs in the view: a role that may read it (the auditor) needs
+-- no EXECUTE on the helper functions above.
+CREATE OR REPLACE VIEW @extschema@.targets AS
+SELECT t.tbl, t.col, t.kind, t.scope, t.time_col,
+	   c.relkind = 'p' AS partitioned, t.added_at, t.added_by,
+	   t.erase, t.replacement,
+	   c.relkind = 'r' AND EXISTS (SELECT FROM pg_catalog.pg_inherits i WHERE i.inhparent = t.tbl)
+		   AS inherited,
+	   (SELECT count(*) FROM unnest(tr.rels, tr.depths) AS r(rel, depth) JOIN pg_catalog.pg_class rc ON rc.oid = r.rel
+		WHERE rc.relkind = 'r')::integer AS tables,
+	   NOT a.attnotnull AS time_nullable,
+	   (SELECT coalesce(array_agg(x.d ORDER BY x.depth, x.rel::regclass::text, x.d), '{}')
+		FROM (SELECT r.depth, r.rel,
+					 pg_catalog.format('trigger %I on %s (%s UPDATE, %s): %s', g.tgname, r.rel::regclass,
+						CASE WHEN g.tgtype & 2 <> 0 THEN 'BEFORE'
+							 WHEN g.tgtype & 64 <> 0 THEN 'INSTEAD OF' ELSE 'AFTER' END,
+						CASE WHEN g.tgtype & 1 <> 0 THEN 'row' ELSE 'statement' END,
+						CASE g.tgenabled WHEN 'O' THEN 'not fired by the run'
+										 WHEN 'D' THEN 'disabled'
+										 ELSE 'fires in the run: refused' END) AS d
+			  FROM unnest(tr.rels, tr.depths) AS r(rel, depth) JOIN pg_catalog.pg_trigger g ON g.tgrelid = r.rel
+			  WHERE NOT g.tgisinternal AND g.tgtype & 16 <> 0 AND g.tgparentid = 0
+			  UNION ALL
+			  SELECT r.depth, r.rel,
+					 pg_catalog.format('rule %I on %s (UPDATE): %s', w.rulename, r.rel::regclass,
+						CASE w.ev_enabled WHEN 'O' THEN 'not fired by the run'
+										  WHEN 'D' THEN 'disabled'
+										  ELSE 'fires in the run: refused' END)
+			  FROM unnest(tr.rels, tr.depths) AS r(rel, depth) JOIN pg_catalog.pg_rewrite w ON w.ev_class = r.rel
+			  WHERE w.ev_type = '2') x) AS triggers,
+	   (WITH RECURSIVE readers(rel, depth) AS (
+			SELECT r.rel, 0 FROM unnest(tr.rels) AS r(rel)
+			UNION
+			SELECT w.ev_class, s.depth + 1
+			FROM readers s
+			JOIN pg_catalog.pg_depend d ON d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+				AND d.refobjid = s.rel AND d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+			JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid
+			JOIN pg_catalog.pg_class vc ON vc.oid = w.ev_class
+			WHERE vc.relkind IN ('v', 'm') AND w.ev_class <> s.rel AND s.depth < 32)
+		SELECT coalesce(array_agg(m.rel::regclass ORDER BY m.depth, m.rel::regclass::text), '{}')
+		FROM (SELECT rel, max(depth) AS depth FROM readers GROUP BY rel) m
+		JOIN pg_catalog.pg_class mc ON mc.oid = m.rel
+		WHERE mc.relkind = 'm') AS materialized_views
+FROM @extschema@.target t
+JOIN pg_catalog.pg_class c ON c.oid = t.tbl
+LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = t.tbl AND a.attname = t.time_col
+	AND NOT a.attisdropped
+CROSS JOIN LATERAL (
+	WITH RECURSIVE tree(rel, depth) AS (
+		SELECT t.tbl::oid, 0
+		UNION
+		SELECT i.inhrelid, tr.depth + 1
+		FROM tree tr JOIN pg_catalog.pg_inherits i ON i.inhparent = tr.rel
+	)
+	SELECT array_agg(tree.rel) AS rels, array_agg(tree.depth) AS depths FROM tree
+) tr;
+COMMENT ON VIEW @extschema@.targets IS
+'registered identifier columns, how they are erased, the tables the run scans, their triggers and the materialized views that copy them';
+
+-- ---------------------------------------------------------------
+-- The run: preview() with rows of unknown time, triggers and copies
+-- ---------------------------------------------------------------
+
+DROP FUNCTION @extschema@.preview(bigint);
+
+CREATE FUNCTION @extschema@.preview(id bigint)
+RETURNS TABLE (target regclass, col name, rows bigint, undated bigint,
+			   triggers text[], materialized_views regclass[])
+AS 'MODULE_PATHNAME', 'anonymize_preview'
+LANGUAGE C STABLE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.preview(bigint) IS
+'rows a request would rewrite, per target in its scopes (undated: those of them whose time is NULL), with the target''s triggers and the materialized views the run refreshes; changes nothing';
+
+-- ---------------------------------------------------------------
+-- The search guard: number columns
+-- ---------------------------------------------------------------
+
+-- protect(tbl): as in 1.0, and a number column (erase 'null') is read as
+-- the digits of an international number, as the run reads it.
+CREATE OR REPLACE FUNCTION @extschema@.protect(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r			record;
+	v_quals		text[] := '{}';
+	v_rls		boolean;
+BEGIN
+	IF tbl IS NULL THEN
+		RAISE EXCEPTION 'argument of protect must not be null'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Name a table registered with anonymize.add_target().';
+	END IF;
+	IF NOT EXISTS (SELECT FROM @extschema@.target t WHERE t.tbl = protect.tbl) THEN
+		RAISE EXCEPTION 'relation "%" is not an anonymize target', tbl
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Register its identifier columns with anonymize.add_target() first; anonymize.targets lists them.';
+	END IF;
+	IF 0::oid IN (SELECT @extschema@._guard_readers(tbl)) THEN
+		RAISE EXCEPTION 'relation "%" is readable by PUBLIC', tbl
+			USING ERRCODE = 'object_not_in_prerequisite_state',
+				  DETAIL = 'Every role that reads a protected table gets EXECUTE on the guard''s function, and PUBLIC gets nothing in schema anonymize.',
+				  HINT = 'Revoke SELECT from PUBLIC and grant it to the roles that read the table.';
+	END IF;
+
+	FOR r IN
+		SELECT t.col, t.time_col,
+			   CASE t.scope WHEN 'archive' THEN 'a' WHEN 'sms_survey' THEN 's' ELSE 'r' END AS sc,
+			   CASE t.kind WHEN 'phone' THEN 'p' WHEN 'email' THEN 'e' ELSE 'b' END AS kd,
+			   a.atttypid AS timetype,
+			   pg_catalog.format_type(ia.atttypid, NULL) IN ('smallint', 'integer', 'bigint', 'numeric')
+				   OR EXISTS (SELECT FROM pg_type d WHERE d.oid = ia.atttypid AND d.typtype = 'd'
+							  AND d.typbasetype IN ('int2'::regtype, 'int4'::regtype,
+													'int8'::regtype, 'numeric'::regtype)) AS is_number
+		FROM @extschema@.target t
+		JOIN pg_attribute a ON a.attrelid = t.tbl AND a.attname = t.time_col
+		JOIN pg_attribute ia ON ia.attrelid = t.tbl AND ia.attname = t.col
+		WHERE t.tbl = protect.tbl
+		ORDER BY t.col
+	LOOP
+		-- a number column holds the digits of an international number (a
+		-- negative or fractional one is none, as for the run)
+		v_quals := v_quals || format(CASE WHEN r.is_number
+									 THEN '@extschema@._guard_visible(CASE WHEN (%1$I)::text ~ ''^[0-9]+$'' THEN ''+'' || (%1$I)::text END, %2$I, %3$L::"char", %4$L::"char")'
+									 ELSE '@extschema@._guard_visible((%1$I)::text, %2$I, %3$L::"char", %4$L::"char")' END,
+									 r.col, r.time_col, r.sc, r.kd);
+	END LOOP;
+
+	SELECT c.relrowsecurity INTO v_rls FROM pg_class c WHERE c.oid = tbl;
+	IF NOT v_rls THEN
+		EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+		EXECUTE format('CREATE POLICY anonymize_visible ON %s AS PERMISSIVE FOR ALL TO PUBLIC '
+					   'USING (true) WITH CHECK (true)', tbl);
+	END IF;
+	IF EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'anonymize_guard') THEN
+		EXECUTE format('DROP POLICY anonymize_guard ON %s', tbl);
+	END IF;
+	EXECUTE format('CREATE POLICY anonymize_guard ON %s AS RESTRICTIVE FOR SELECT TO PUBLIC '
+				   'USING (%s)', tbl, array_to_string(v_quals, ' AND '));
+	PERFORM @extschema@._guard_grants();
+END
+$$;
+
+-- ---------------------------------------------------------------
+-- Privileges: as in a fresh install, nothing for PUBLIC
+-- ---------------------------------------------------------------
+
+REVOKE ALL ON FUNCTION @extschema@._target_tree(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._target_triggers(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._target_matviews(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._target_check_type(regclass, name, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._target_check_constraints(regclass, name, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._target_check_relations(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._target_check(regclass, name, text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.add_target(regclass, name, text, text, name, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.preview(bigint) FROM PUBLIC;
+
+-- ---------------------------------------------------------------
+-- The workers: one per database served
+-- ---------------------------------------------------------------
+
+-- status() also names the database whose worker it describes (this one
+-- when anonymize.database serves it, else NULL).  A new OUT column needs
+-- a new function: the grants of status() are kept across it (the
+-- sections "Grants of the functions this update re-creates").
+DROP FUNCTION @extschema@.status();
+CREATE FUNCTION @extschema@.status(
+	OUT worker_pid integer,
+	OUT worker_state text,
+	OUT database text,
+	OUT enabled boolean,
+	OUT run_at text,
+	OUT next_run timestamptz,
+	OUT wake_pending boolean,
+	OUT activity text,
+	OUT last_trigger text,
+	OUT last_started timestamptz,
+	OUT last_finished timestamptz,
+	OUT last_outcome text,
+	OUT last_requests_done bigint,
+	OUT last_requests_held bigint,
+	OUT last_requests_failed bigint,
+	OUT last_rows_rewritten bigint,
+	OUT worker_database text)
+RETURNS record
+AS 'MODULE_PATHNAME', 'anonymize_status'
+LANGUAGE C VOLATILE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;	-- reads worker_state
+COMMENT ON FUNCTION @extschema@.status() IS
+'the background worker of this database: the database it serves, state, next scheduled run, current activity and last run';
+REVOKE ALL ON FUNCTION @extschema@.status() FROM PUBLIC;
+
+COMMENT ON FUNCTION @extschema@.wake() IS
+'asks the background worker of this database to run now (also when anonymize.enabled is off); SQLSTATE 55000 when it is not loaded or anonymize.database does not serve this database';
+
+-- ---------------------------------------------------------------
+-- Grants of the functions this update re-created: given back
+-- ---------------------------------------------------------------
+
+-- The DBA's grants from before the update are given again, and the
+-- extension's own initial privileges (pg_init_privs) are set to what a
+-- fresh install records, so that pg_dump of the updated database dumps
+-- those grants as the DBA's, exactly as it would after a fresh install
+-- and the same GRANTs.
+DO $$
+DECLARE
+	v_fn		pg_catalog.regprocedure;
+	v_saved		pg_catalog.aclitem[];
+	v_fresh		pg_catalog.aclitem[];
+	v_grant		record;
+BEGIN
+	FOR v_fn IN SELECT unnest(ARRAY['@extschema@.add_target(regclass, name, text, text, name, text, text)',
+									'@extschema@.preview(bigint)',
+									'@extschema@.status()']::pg_catalog.regprocedure[])
+	LOOP
+		v_saved := nullif(pg_catalog.current_setting('anonymize_update.acl_' ||
+							  (SELECT p.proname FROM pg_catalog.pg_proc p WHERE p.oid = v_fn), true), '');
+		SELECT p.proacl INTO v_fresh FROM pg_catalog.pg_proc p WHERE p.oid = v_fn;
+		FOR v_grant IN
+			SELECT a.grantee, a.is_grantable
+			FROM pg_catalog.aclexplode(v_saved) a, pg_catalog.pg_proc p
+			WHERE p.oid = v_fn AND a.grantee <> p.proowner AND a.privilege_type = 'EXECUTE'
+		LOOP
+			EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s%s', v_fn,
+				CASE WHEN v_grant.grantee = 0 THEN 'PUBLIC'
+					 ELSE pg_catalog.quote_ident((SELECT r.rolname FROM pg_catalog.pg_roles r
+												  WHERE r.oid = v_grant.grantee)) END,
+				CASE WHEN v_grant.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+		END LOOP;
+		UPDATE pg_catalog.pg_init_privs i SET initprivs = v_fresh
+		WHERE i.objoid = v_fn AND i.classoid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+		  AND i.objsubid = 0;
+	END LOOP;
+END
+$$;

@@ -211,7 +211,8 @@ pga_cmd_status(PGconn *conn)
 
 	res = pga_exec(conn,
 				   "SELECT s.worker_state || coalesce(' (pid ' || s.worker_pid || ')', '') "
-				   "       || ', serving database ' || s.database AS worker, "
+				   "       || coalesce(', serving database ' || (to_jsonb(s) ->> 'worker_database'), "
+				   "                   ', anonymize.database = ' || s.database) AS worker, "
 				   "CASE WHEN s.enabled THEN 'daily at ' || s.run_at "
 				   "     ELSE 'off (anonymize.enabled = off): runs only on run() or wake()' END "
 				   "  || CASE WHEN s.wake_pending THEN ', wake() pending' ELSE '' END AS schedule, "

@@ -70,6 +70,7 @@ struct AnonymizeMatchSet
 	int			npostings;
 	int			maxpostings;
 	int		   *matched;		/* scratch: requests a row matches */
+	int64		undated;		/* rows matched whose time is NULL */
 
 	/*
 	 * A Bloom filter of the keys' hashes (two bits a key): a row that
@@ -224,6 +225,13 @@ anonymize_matchset_build(AnonymizeRequest *reqs, int nreqs, int kind,
 	return ms;
 }
 
+/* Rows matched so far whose time is NULL. */
+int64
+anonymize_matchset_undated(AnonymizeMatchSet *ms)
+{
+	return ms->undated;
+}
+
 /* Number of distinct keys in the match set. */
 int
 anonymize_matchset_size(AnonymizeMatchSet *ms)
@@ -278,15 +286,19 @@ anonymize_spi_text(int row, int col)
 	return isnull ? NULL : TextDatumGetCString(d);
 }
 
-/* The leaf tables of a target: itself unless partitioned. */
+/*
+ * The tables of a target that hold rows: the table itself, or the leaf
+ * partitions of a partitioned table, and for an inheritance parent the
+ * parent and every child at any depth, found anew at each call (children
+ * added after registration included).  Each is scanned and rewritten
+ * alone (ONLY).
+ */
 List *
 anonymize_target_leaves(Oid relid)
 {
 	List	   *result = NIL;
 	ListCell   *lc;
 
-	if (get_rel_relkind(relid) != RELKIND_PARTITIONED_TABLE)
-		return list_make1_oid(relid);
 	foreach(lc, find_all_inheritors(relid, AccessShareLock, NULL))
 	{
 		Oid			child = lfirst_oid(lc);
@@ -295,6 +307,36 @@ anonymize_target_leaves(Oid relid)
 			result = lappend_oid(result, child);
 	}
 	return result;
+}
+
+/* Fill a target from row row of the result of ANONYMIZE_TARGETS_SQL. */
+void
+anonymize_target_fill(AnonymizeTarget *t, int row)
+{
+	HeapTuple	tup = SPI_tuptable->vals[row];
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+	bool		isnull;
+	char	   *erase;
+
+	t->relid = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+	t->name = anonymize_spi_text(row, 2);
+	t->col = anonymize_spi_text(row, 3);
+	t->kind = anonymize_kind_bits(anonymize_spi_text(row, 4));
+	t->scope = anonymize_scope_number(anonymize_spi_text(row, 5));
+	t->time_col = anonymize_spi_text(row, 6);
+	t->time_type = DatumGetObjectId(SPI_getbinval(tup, desc, 7, &isnull));
+	t->col_type = getBaseType(DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull)));
+	erase = anonymize_spi_text(row, 9);
+	t->erase_null = erase != NULL && strcmp(erase, "null") == 0;
+	t->replacement = anonymize_spi_text(row, 10);
+}
+
+/* Is the identifier column a number (the digits of an international number)? */
+bool
+anonymize_target_numeric(AnonymizeTarget *t)
+{
+	return t->col_type == INT2OID || t->col_type == INT4OID ||
+		t->col_type == INT8OID || t->col_type == NUMERICOID;
 }
 
 /*
@@ -331,6 +373,40 @@ engine_value_key(const char *s, int len, int kind, char *key)
 }
 
 /*
+ * The key of a number column's value: its digits read as an international
+ * number, country code first ("+" and the digits).  0 for a negative or
+ * fractional number.
+ */
+static int
+engine_number_key(Oid type, Datum d, char *key)
+{
+	char		buf[64];
+	int64		v;
+
+	if (type == NUMERICOID)
+	{
+		char	   *s = DatumGetCString(DirectFunctionCall1(numeric_out, d));
+		int			len = strlen(s);
+
+		if (len == 0 || len > (int) sizeof(buf) - 2 ||
+			strspn(s, "0123456789") != (size_t) len)
+			return 0;
+		buf[0] = '+';
+		memcpy(buf + 1, s, len + 1);
+		pfree(s);
+	}
+	else
+	{
+		v = type == INT8OID ? DatumGetInt64(d) :
+			type == INT4OID ? DatumGetInt32(d) : DatumGetInt16(d);
+		if (v <= 0)
+			return 0;
+		snprintf(buf, sizeof(buf), "+" INT64_FORMAT, v);
+	}
+	return engine_value_key(buf, strlen(buf), ANONYMIZE_KIND_PHONE_BIT, key);
+}
+
+/*
  * Can a leaf partition hold a row on or before the latest cut-off of the
  * requests in ms?  False only when its partition constraint proves that
  * every row lies after it (a partition of later months): then the scan
@@ -347,6 +423,7 @@ anonymize_leaf_may_match(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 	Datum		cutoff = (Datum) 0;
 	bool		any = false;
 	Expr	   *clause;
+	NullTest   *nulltest;
 
 	if (!leaf->rd_rel->relispartition)
 		return true;
@@ -395,6 +472,13 @@ anonymize_leaf_may_match(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 											  FLOAT8PASSBYVAL || target->time_type == DATEOID),
 						   InvalidOid, InvalidOid);
 	set_opfuncid((OpExpr *) clause);
+	/* ... or NULL: a row of unknown time matches too */
+	nulltest = makeNode(NullTest);
+	nulltest->arg = (Expr *) makeVar(1, timeatt, target->time_type, -1,
+									 InvalidOid, 0);
+	nulltest->nulltesttype = IS_NULL;
+	nulltest->location = -1;
+	clause = makeBoolExpr(OR_EXPR, list_make2(clause, nulltest), -1);
 	return !predicate_refuted_by(list_make1(clause), partqual, false);
 }
 
@@ -412,6 +496,43 @@ engine_time_matches(AnonymizeRequest *r, Oid time_type, Datum t)
 			return DatumGetDateADT(t) <= r->to_date;
 	}
 	return false;
+}
+
+/*
+ * The canonical key of the identifier of a scanned row (see
+ * engine_value_key()): a text value as stored, a number as the digits of
+ * an international number.  0 when it is neither, or NULL.
+ */
+static int
+engine_row_key(AnonymizeTarget *target, TupleTableSlot *slot,
+			   AttrNumber idatt, char *key)
+{
+	bool		isnull;
+	Datum		d = slot_getattr(slot, idatt, &isnull);
+	struct varlena *v;
+	struct varlena *detoasted = NULL;
+	int			keylen;
+
+	if (isnull)
+		return 0;
+	if (anonymize_target_numeric(target))
+		return engine_number_key(target->col_type, d, key);
+	v = (struct varlena *) DatumGetPointer(d);
+	if (VARATT_IS_EXTENDED(v) && !VARATT_IS_SHORT(v))
+	{
+		/* toasted or compressed: long values are never identifiers */
+		if (toast_raw_datum_size(d) - VARHDRSZ > ANONYMIZE_MAX_VALUE_LEN)
+			return 0;
+		v = detoasted = detoast_attr(v);
+	}
+	if (VARSIZE_ANY_EXHDR(v) > ANONYMIZE_MAX_VALUE_LEN)
+		keylen = 0;
+	else
+		keylen = engine_value_key(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v),
+								  target->kind, key);
+	if (detoasted)
+		pfree(detoasted);
+	return keylen;
 }
 
 /* Scan one leaf of a target and report each matching row. */
@@ -443,8 +564,6 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 	{
 		bool		isnull;
 		Datum		d;
-		struct varlena *v;
-		struct varlena *detoasted = NULL;
 		int			keylen;
 		EngineMatchEntry *e;
 		uint32		hash;
@@ -452,23 +571,7 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 
 		CHECK_FOR_INTERRUPTS();
 		nrows++;
-		d = slot_getattr(slot, idatt, &isnull);
-		if (isnull)
-			continue;
-		v = (struct varlena *) DatumGetPointer(d);
-		if (VARATT_IS_EXTENDED(v) && !VARATT_IS_SHORT(v))
-		{
-			/* toasted or compressed: long values are never identifiers */
-			if (toast_raw_datum_size(d) - VARHDRSZ > ANONYMIZE_MAX_VALUE_LEN)
-				continue;
-			v = detoasted = detoast_attr(v);
-		}
-		if (VARSIZE_ANY_EXHDR(v) > ANONYMIZE_MAX_VALUE_LEN)
-			continue;
-		keylen = engine_value_key(VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), target->kind,
-								  key);
-		if (detoasted)
-			pfree(detoasted);
+		keylen = engine_row_key(target, slot, idatt, key);
 		if (keylen == 0)
 			continue;
 		hash = hash_bytes((const unsigned char *) key, keylen);
@@ -479,18 +582,25 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 		if (e == NULL)
 			continue;
 
+		/*
+		 * A contact of unknown time cannot be shown to be after the
+		 * request's date: it matches every request that names it.
+		 */
 		d = slot_getattr(slot, timeatt, &isnull);
-		if (isnull)
-			continue;			/* a contact of unknown time never matches */
 		for (int p = e->head; p >= 0; p = ms->postings[p].next)
 		{
 			AnonymizeRequest *r = &ms->reqs[ms->postings[p].req];
 
-			if (r->active && engine_time_matches(r, target->time_type, d))
+			if (r->active &&
+				(isnull || engine_time_matches(r, target->time_type, d)))
 				ms->matched[nmatched++] = ms->postings[p].req;
 		}
 		if (nmatched > 0)
+		{
+			if (isnull)
+				ms->undated++;
 			callback(arg, leafid, &slot->tts_tid, ms->matched, nmatched);
+		}
 	}
 	table_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);

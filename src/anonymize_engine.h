@@ -67,21 +67,37 @@ typedef struct AnonymizeTarget
 	int			kind;			/* ANONYMIZE_KIND_*_BIT */
 	int			scope;			/* ANONYMIZE_SCOPE_* */
 	Oid			time_type;		/* DATEOID, TIMESTAMPOID or TIMESTAMPTZOID */
+	Oid			col_type;		/* the identifier column's (base) type */
+	bool		erase_null;		/* erase 'null': matches are set to NULL */
+	char	   *replacement;	/* erase 'replace': NULL for the setting */
 } AnonymizeTarget;
 
 /*
  * The registered targets: oid, quoted name, col, kind, scope, time_col,
- * type of time_col; in a stable order.
+ * type of time_col, type of col, erase, replacement; in a stable order.
+ * Read with anonymize_target_fill().  Erase and replacement are read
+ * through to_jsonb(), so that the module also runs on the 1.0 schema,
+ * before ALTER EXTENSION anonymize UPDATE.
  */
 #define ANONYMIZE_TARGETS_SQL \
 	"SELECT t.tbl::oid, format('%I.%I', n.nspname, c.relname), t.col::text," \
-	" t.kind, t.scope, t.time_col::text, a.atttypid" \
+	" t.kind, t.scope, t.time_col::text, a.atttypid, ia.atttypid," \
+	" coalesce(pg_catalog.to_jsonb(t) ->> 'erase', 'replace')," \
+	" pg_catalog.to_jsonb(t) ->> 'replacement'" \
 	" FROM anonymize.target t" \
 	" JOIN pg_catalog.pg_class c ON c.oid = t.tbl" \
 	" JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace" \
 	" JOIN pg_catalog.pg_attribute a ON a.attrelid = t.tbl" \
 	"  AND a.attname = t.time_col AND NOT a.attisdropped" \
+	" JOIN pg_catalog.pg_attribute ia ON ia.attrelid = t.tbl" \
+	"  AND ia.attname = t.col AND NOT ia.attisdropped" \
 	" ORDER BY 2, 3"
+
+/* Fill a target from row row of ANONYMIZE_TARGETS_SQL's SPI result. */
+extern void anonymize_target_fill(AnonymizeTarget *t, int row);
+
+/* Is the identifier column a number (digits of an international number)? */
+extern bool anonymize_target_numeric(AnonymizeTarget *t);
 
 /* "archive", "sms_survey", "raw_data" -> ANONYMIZE_SCOPE_*; kinds -> bits */
 extern int	anonymize_scope_number(const char *scope);
@@ -108,9 +124,14 @@ extern AnonymizeMatchSet *anonymize_matchset_build(AnonymizeRequest *reqs,
 												   int nreqs, int kind,
 												   int scope);
 extern int	anonymize_matchset_size(AnonymizeMatchSet *ms);
+/* rows reported so far whose time is NULL (they match every request) */
+extern int64 anonymize_matchset_undated(AnonymizeMatchSet *ms);
 extern void anonymize_matchset_free(AnonymizeMatchSet *ms);
 
-/* Leaf tables of a target (itself unless partitioned), as OIDs. */
+/*
+ * Tables of a target that hold rows, as OIDs: itself, its leaf partitions,
+ * or an inheritance parent and all its children.
+ */
 extern List *anonymize_target_leaves(Oid relid);
 
 /* False when a leaf partition lies wholly after every request's to_date. */

@@ -29,7 +29,57 @@ preview_count(void *arg, Oid leaf, ItemPointer tid, const int *reqs, int nreqs)
 	(*(int64 *) arg)++;
 }
 
-/* preview(id bigint) returns table(target regclass, col name, rows bigint) */
+/*
+ * Count what the request would rewrite in one target and put the row:
+ * target, col, rows, then (1.1) undated rows, triggers, materialized views.
+ */
+static void
+preview_target(ReturnSetInfo *rsinfo, AnonymizeRequest *req, AnonymizeTarget *t)
+{
+	AnonymizeMatchSet *ms;
+	int64		rows = 0;
+	ListCell   *lc;
+	Datum		values[6];
+	bool		nulls[6] = {false, false, false, false, false, false};
+	int			natts = rsinfo->setDesc->natts;
+
+	ms = anonymize_matchset_build(req, 1, t->kind, t->scope);
+	foreach(lc, anonymize_target_leaves(t->relid))
+	{
+		Relation	rel = try_table_open(lfirst_oid(lc), AccessShareLock);
+
+		if (rel == NULL)
+			continue;
+		if (anonymize_leaf_may_match(ms, t, rel))
+			anonymize_engine_scan(ms, t, rel, preview_count, &rows);
+		table_close(rel, AccessShareLock);
+	}
+	values[0] = ObjectIdGetDatum(t->relid);
+	values[1] = DirectFunctionCall1(namein, CStringGetDatum(t->col));
+	values[2] = Int64GetDatum(rows);
+	values[3] = Int64GetDatum(anonymize_matchset_undated(ms));
+	anonymize_matchset_free(ms);
+	if (natts >= 6)
+	{
+		bool		isnull;
+
+		SPI_execute_with_args("SELECT anonymize._target_triggers($1::regclass),"
+							  " anonymize._target_matviews($1::regclass)",
+							  1, (Oid[]) {OIDOID}, (Datum[]) {ObjectIdGetDatum(t->relid)},
+							  NULL, true, 1);
+		values[4] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		nulls[4] = isnull;
+		values[5] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		nulls[5] = isnull;
+	}
+	/* 1.0's preview() has the first three columns only */
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
+/*
+ * preview(id bigint) returns table(target regclass, col name, rows bigint,
+ * undated bigint, triggers text[], materialized_views regclass[])
+ */
 Datum
 anonymize_preview(PG_FUNCTION_ARGS)
 {
@@ -76,44 +126,11 @@ anonymize_preview(PG_FUNCTION_ARGS)
 	ntargets = SPI_processed;
 	targets = palloc0(sizeof(AnonymizeTarget) * Max(ntargets, 1));
 	for (int i = 0; i < ntargets; i++)
-	{
-		targets[i].relid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		targets[i].name = anonymize_spi_text(i, 2);
-		targets[i].col = anonymize_spi_text(i, 3);
-		targets[i].kind = anonymize_kind_bits(anonymize_spi_text(i, 4));
-		targets[i].scope = anonymize_scope_number(anonymize_spi_text(i, 5));
-		targets[i].time_col = anonymize_spi_text(i, 6);
-		targets[i].time_type = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 7, &isnull));
-	}
+		anonymize_target_fill(&targets[i], i);
 
 	for (int i = 0; i < ntargets; i++)
-	{
-		AnonymizeTarget *t = &targets[i];
-		AnonymizeMatchSet *ms;
-		int64		rows = 0;
-		ListCell   *lc;
-		Datum		values[3];
-		bool		nulls[3] = {false, false, false};
-
-		if (!req.scope[t->scope])
-			continue;
-		ms = anonymize_matchset_build(&req, 1, t->kind, t->scope);
-		foreach(lc, anonymize_target_leaves(t->relid))
-		{
-			Relation	rel = try_table_open(lfirst_oid(lc), AccessShareLock);
-
-			if (rel == NULL)
-				continue;
-			if (anonymize_leaf_may_match(ms, t, rel))
-				anonymize_engine_scan(ms, t, rel, preview_count, &rows);
-			table_close(rel, AccessShareLock);
-		}
-		anonymize_matchset_free(ms);
-		values[0] = ObjectIdGetDatum(t->relid);
-		values[1] = DirectFunctionCall1(namein, CStringGetDatum(t->col));
-		values[2] = Int64GetDatum(rows);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
+		if (req.scope[targets[i].scope])
+			preview_target(rsinfo, &req, &targets[i]);
 	SPI_finish();
 	return (Datum) 0;
 }

@@ -36,6 +36,7 @@
 #include "pgtime.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -268,24 +269,29 @@ typedef struct RetentionLeaf
 	char	   *leaf;			/* schema-qualified, quoted leaf table */
 	char	   *col;
 	char	   *time_col;
+	bool		erase_null;		/* erase 'null': old answers become NULL */
+	char	   *replacement;	/* else this, or anonymize.replacement */
 } RetentionLeaf;
 
 /*
- * Every leaf partition of every sms_survey target, in cxt, ordered by
- * target and column; pg_partition_tree() returns nothing for a table that
- * is not partitioned, hence the UNION.
+ * Every table of every sms_survey target that holds rows (leaf
+ * partitions, an inheritance parent and its children), in cxt, ordered by
+ * target and column.
  */
 static RetentionLeaf *
 retention_sms_leaves(MemoryContext cxt, int *nleaves)
 {
 	RetentionLeaf *leaves;
 
-	if (SPI_execute("SELECT l.relid::oid, t.tbl::text, quote_ident(n.nspname) || '.' || quote_ident(c.relname),"
-					" t.col::text, t.time_col::text"
+	if (SPI_execute("SELECT l.rel::oid, t.tbl::text, quote_ident(n.nspname) || '.' || quote_ident(c.relname),"
+					" t.col::text, t.time_col::text,"
+					" coalesce(pg_catalog.to_jsonb(t) ->> 'erase', 'replace') = 'null',"
+					" pg_catalog.to_jsonb(t) ->> 'replacement'"
 					" FROM anonymize.target t,"
-					" LATERAL (SELECT p.relid FROM pg_catalog.pg_partition_tree(t.tbl) p"
-					"          WHERE p.isleaf UNION SELECT t.tbl) l"
-					" JOIN pg_catalog.pg_class c ON c.oid = l.relid"
+					" LATERAL (WITH RECURSIVE tree(rel) AS (SELECT t.tbl::oid UNION"
+					"  SELECT i.inhrelid FROM tree JOIN pg_catalog.pg_inherits i"
+					"  ON i.inhparent = tree.rel) SELECT rel FROM tree) l"
+					" JOIN pg_catalog.pg_class c ON c.oid = l.rel"
 					" JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
 					" WHERE t.scope = 'sms_survey' AND c.relkind = 'r'"
 					" ORDER BY t.tbl::text, t.col, 3",
@@ -304,6 +310,10 @@ retention_sms_leaves(MemoryContext cxt, int *nleaves)
 		leaves[i].leaf = MemoryContextStrdup(cxt, SPI_getvalue(tup, desc, 3));
 		leaves[i].col = MemoryContextStrdup(cxt, SPI_getvalue(tup, desc, 4));
 		leaves[i].time_col = MemoryContextStrdup(cxt, SPI_getvalue(tup, desc, 5));
+		leaves[i].erase_null = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
+		leaves[i].replacement = SPI_getvalue(tup, desc, 7);
+		if (leaves[i].replacement != NULL)
+			leaves[i].replacement = MemoryContextStrdup(cxt, leaves[i].replacement);
 	}
 	SPI_freetuptable(SPI_tuptable);
 	return leaves;
@@ -322,21 +332,36 @@ retention_sms_leaf(const RetentionLeaf *leaf, Datum cutoff)
 	Oid			argtypes[3] = {TEXTOID, TIMESTAMPTZOID, INT4OID};
 	Datum		values[3];
 	int64		rows = 0;
+	char	   *role;
 
 	/*
 	 * One batch: the first batch_size rows still to do, found by ctid in
-	 * this leaf only (a ctid is unique within one table).
+	 * this table only (a ctid is unique within one table); with the
+	 * target's erase and replacement, firing no ordinary trigger, as the
+	 * run does (doc/run-writes.md).
 	 */
-	sql = psprintf("UPDATE %s SET %s = $1 WHERE ctid = ANY (ARRAY("
-				   "SELECT ctid FROM ONLY %s WHERE %s < $2 AND %s IS NOT NULL"
-				   " AND %s::text <> $1 AND %s::text <> '' LIMIT $3))",
-				   leaf->leaf, col, leaf->leaf,
-				   quote_identifier(leaf->time_col), col, col, col);
+	if (leaf->erase_null)
+		sql = psprintf("UPDATE ONLY %s SET %s = NULL WHERE ctid = ANY (ARRAY("
+					   "SELECT ctid FROM ONLY %s WHERE %s < $2 AND %s IS NOT NULL"
+					   " LIMIT $3))",
+					   leaf->leaf, col, leaf->leaf,
+					   quote_identifier(leaf->time_col), col);
+	else
+		sql = psprintf("UPDATE ONLY %s SET %s = $1 WHERE ctid = ANY (ARRAY("
+					   "SELECT ctid FROM ONLY %s WHERE %s < $2 AND %s IS NOT NULL"
+					   " AND %s::text <> $1 AND %s::text <> '' LIMIT $3))",
+					   leaf->leaf, col, leaf->leaf,
+					   quote_identifier(leaf->time_col), col, col, col);
+	role = pstrdup(GetConfigOption("session_replication_role", false, false));
+	(void) set_config_option("session_replication_role", "replica",
+							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true,
+							 0, false);
 	plan = SPI_prepare(sql, 3, argtypes);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare the sms survey retention of %s: %s",
 			 leaf->leaf, SPI_result_code_string(SPI_result));
-	values[0] = CStringGetTextDatum(anonymize_replacement);
+	values[0] = CStringGetTextDatum(leaf->replacement ? leaf->replacement :
+									anonymize_replacement);
 	values[1] = cutoff;
 	values[2] = Int32GetDatum(anonymize_batch_size);
 
@@ -354,6 +379,10 @@ retention_sms_leaf(const RetentionLeaf *leaf, Datum cutoff)
 	}
 	SPI_freeplan(plan);
 	pfree(sql);
+	(void) set_config_option("session_replication_role", role,
+							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL, true,
+							 0, false);
+	pfree(role);
 	return rows;
 }
 

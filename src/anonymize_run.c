@@ -22,6 +22,7 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
@@ -347,7 +348,6 @@ anonymize_run_new_targets(RunState *st)
 														   1, &isnull));
 		char	   *col = anonymize_spi_text(i, 3);
 		int			scope = anonymize_scope_number(anonymize_spi_text(i, 5));
-		AnonymizeTarget *t;
 
 		if (run_target_known(st, relid, col) || !run_scope_wanted(st, scope))
 			continue;
@@ -360,18 +360,17 @@ anonymize_run_new_targets(RunState *st)
 			st->trows = st->trows
 				? repalloc(st->trows, sizeof(uint8 *) * st->maxtargets)
 				: palloc(sizeof(uint8 *) * st->maxtargets);
+			st->tfailed = st->tfailed
+				? repalloc(st->tfailed, sizeof(char *) * st->maxtargets)
+				: palloc(sizeof(char *) * st->maxtargets);
+			st->tchecked = st->tchecked
+				? repalloc(st->tchecked, sizeof(bool) * st->maxtargets)
+				: palloc(sizeof(bool) * st->maxtargets);
 		}
 		st->trows[st->ntargets] = palloc0(st->nreqs / 8 + 1);
-		t = &st->targets[st->ntargets++];
-		t->relid = relid;
-		t->name = anonymize_spi_text(i, 2);
-		t->col = col;
-		t->kind = anonymize_kind_bits(anonymize_spi_text(i, 4));
-		t->scope = scope;
-		t->time_col = anonymize_spi_text(i, 6);
-		t->time_type = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
-													  SPI_tuptable->tupdesc,
-													  7, &isnull));
+		st->tfailed[st->ntargets] = NULL;
+		st->tchecked[st->ntargets] = false;
+		anonymize_target_fill(&st->targets[st->ntargets++], i);
 	}
 	MemoryContextSwitchTo(old);
 	return first;
@@ -589,14 +588,24 @@ run_batch_update(RunState *st, AnonymizeTarget *target, Oid leaf,
 	anonymize_run_exec("SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off;"
 					   " SET LOCAL enable_mergejoin = off",
 					   0, NULL, NULL, NULL, SPI_OK_UTILITY);
-	sql = psprintf("UPDATE ONLY %s AS t SET %s = $1"
+	/*
+	 * As logical replication's apply: ordinary (ENABLE ORIGIN) triggers and
+	 * rules do not fire, so that no audit trigger copies the old value; the
+	 * ones that would fire were refused (anonymize._target_check()).
+	 */
+	anonymize_run_exec("SET LOCAL session_replication_role = replica",
+					   0, NULL, NULL, NULL, SPI_OK_UTILITY);
+	sql = psprintf("UPDATE ONLY %s AS t SET %s = %s"
 				   " FROM unnest($2, $3) AS m(tid, req)"
 				   " WHERE t.ctid = m.tid"
-				   " AND anonymize._rewrite_recheck(t.%s::pg_catalog.text, m.req)"
+				   " AND anonymize._rewrite_recheck(%st.%s::pg_catalog.text, m.req)"
 				   " RETURNING m.req",
 				   leafname, quote_identifier(target->col),
+				   target->erase_null ? "NULL" : "$1",
+				   anonymize_target_numeric(target) ? "'+' OPERATOR(pg_catalog.||) " : "",
 				   quote_identifier(target->col));
-	values[0] = CStringGetTextDatum(anonymize_replacement);
+	values[0] = CStringGetTextDatum(target->replacement ? target->replacement :
+									anonymize_replacement);
 	values[1] = PointerGetDatum(construct_array(tids, n, TIDOID,
 												sizeof(ItemPointerData), false,
 												TYPALIGN_SHORT));
@@ -622,14 +631,19 @@ run_batch_count(const int *ids, int nids, int64 *rcount)
 	}
 }
 
-/* Add the batch's rows to the requests' receipts for the target. */
+/*
+ * Add the batch's rows to the requests' receipts for the target.  For a
+ * target of several tables (partitions, inheritance children) the
+ * receipt's detail counts the rows per table, as a JSON object.
+ */
 static void
-run_batch_receipts(RunState *st, AnonymizeTarget *target, const int *ids,
-				   int nids, const int64 *rcount)
+run_batch_receipts(RunState *st, AnonymizeTarget *target, Oid leaf,
+				   const int *ids, int nids, const int64 *rcount)
 {
 	int64	   *rid = palloc(sizeof(int64) * nids);
-	Oid			types[4] = {INT8ARRAYOID, INT8ARRAYOID, TEXTOID, TEXTOID};
-	Datum		values[4];
+	Oid			types[5] = {INT8ARRAYOID, INT8ARRAYOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 
 	for (int i = 0; i < nids; i++)
 		rid[i] = st->reqs[ids[i]].id;
@@ -637,12 +651,23 @@ run_batch_receipts(RunState *st, AnonymizeTarget *target, const int *ids,
 	values[1] = PointerGetDatum(anonymize_run_int8_array(rcount, nids));
 	values[2] = CStringGetTextDatum(target->name);
 	values[3] = CStringGetTextDatum(target->col);
-	anonymize_run_exec("INSERT INTO anonymize.request_log (request_id, event, target, col, rows)"
-					   " SELECT r, 'rewrite', $3, $4, n FROM unnest($1, $2) AS u(r, n) WHERE n > 0"
+	if (leaf != target->relid || has_subclass(target->relid))
+		values[4] = CStringGetTextDatum(quote_qualified_identifier(get_namespace_name(get_rel_namespace(leaf)),
+																   get_rel_name(leaf)));
+	else
+		nulls[4] = 'n';
+	anonymize_run_exec("INSERT INTO anonymize.request_log AS l (request_id, event, target, col, rows, detail)"
+					   " SELECT r, 'rewrite', $3, $4, n,"
+					   "  CASE WHEN $5 IS NOT NULL THEN pg_catalog.jsonb_build_object($5, n)::text END"
+					   " FROM unnest($1, $2) AS u(r, n) WHERE n > 0"
 					   " ON CONFLICT (request_id, target, col) WHERE event = 'rewrite'"
-					   " DO UPDATE SET rows = anonymize.request_log.rows + EXCLUDED.rows,"
+					   " DO UPDATE SET rows = l.rows + EXCLUDED.rows,"
+					   "  detail = CASE WHEN $5 IS NOT NULL AND (l.detail IS NULL OR l.detail LIKE '{%') THEN"
+					   "   (coalesce(l.detail::jsonb, '{}') || pg_catalog.jsonb_build_object($5,"
+					   "    coalesce((l.detail::jsonb ->> $5)::bigint, 0) + EXCLUDED.rows))::text"
+					   "   ELSE l.detail END,"
 					   "  updated_at = pg_catalog.clock_timestamp()",
-					   4, types, values, NULL, SPI_OK_INSERT);
+					   5, types, values, nulls, SPI_OK_INSERT);
 }
 
 /*
@@ -667,6 +692,47 @@ run_batch_account(RunState *st, const RunMatch *first, const int *ids,
 		st->touched = lappend_oid(st->touched, first->leaf);
 		MemoryContextSwitchTo(old);
 	}
+}
+
+/*
+ * The batch's UPDATE and receipts, committed.  An error about what it
+ * writes (a constraint added after registration, a value too long) aborts
+ * the batch and fails the target (anonymize_run_fail_target()): false.
+ * Any other error is the run's.
+ */
+static bool
+run_batch_write(RunState *st, AnonymizeTarget *target, Oid leaf, int64 from,
+				int n, const int *ids, int nids, int64 *rcount)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ErrorData  *edata;
+
+	PG_TRY();
+	{
+		uint64		rewritten;
+
+		run_batch_update(st, target, leaf, from, n);
+		rewritten = SPI_processed;
+		run_batch_count(ids, nids, rcount);
+		if (rewritten > 0)
+			run_batch_receipts(st, target, leaf, ids, nids, rcount);
+		anonymize_xact_commit();
+		st->result->rows_rewritten += rewritten;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (!anonymize_run_target_error(edata->sqlerrcode))
+			PG_RE_THROW();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		anonymize_run_fail_target(st, st->matches[from].target, edata->message);
+		FreeErrorData(edata);
+		return false;
+	}
+	PG_END_TRY();
+	return true;
 }
 
 /*
@@ -698,13 +764,12 @@ run_rewrite_batch(RunState *st, int64 from, int64 to, int64 done, int64 total)
 	anonymize_run_activity(st, "rewriting %s, rows %lld to %lld of %lld (requests %s)",
 						   target->name, (long long) done + 1, (long long) done + n,
 						   (long long) total, anonymize_run_request_ids(st, ids, nids));
-	run_batch_update(st, target, first->leaf, from, n);
-	run_batch_count(ids, nids, rcount);
-	st->result->rows_rewritten += SPI_processed;
-	if (SPI_processed > 0)
-		run_batch_receipts(st, target, ids, nids, rcount);
-	anonymize_xact_commit();
-
+	if (!run_batch_write(st, target, first->leaf, from, n, ids, nids, rcount))
+	{
+		pfree(ids);
+		pfree(rcount);
+		return;
+	}
 	/* committed with their receipts: the run's own count of them */
 	run_batch_account(st, first, ids, nids, rcount);
 	pfree(ids);
@@ -749,6 +814,9 @@ run_rewrite(RunState *st)
 		for (int64 b = start; b < groupend; b += batch)
 		{
 			CHECK_FOR_INTERRUPTS();
+			/* checked before its first batch; failed: its rows are left */
+			if (!anonymize_run_target_usable(st, st->matches[start].target))
+				break;
 			if (b > 0)
 				run_batch_pause();
 			run_rewrite_batch(st, b, Min(b + batch, groupend), b - start,
@@ -780,6 +848,7 @@ run_targets(RunState *st, int first)
 			break;
 	}
 	st->nmatches = 0;
+	anonymize_run_refresh_matviews(st, first);
 }
 
 /* ---------------------------------------------------------------------

@@ -49,6 +49,8 @@ typedef struct RunState
 	/* what this run's committed batches rewrote, for the receipts */
 	int64	   *rewritten;		/* [request]: rows, all targets */
 	uint8	  **trows;			/* [target]: bit per request, some rows */
+	char	  **tfailed;		/* [target]: why it cannot be rewritten, or NULL */
+	bool	   *tchecked;		/* [target]: checked before its first rewrite */
 
 	/* matches of the current pass */
 	RunMatch   *matches;
@@ -83,6 +85,12 @@ extern void anonymize_run_page_write_end(void);
 
 /* append the targets not known yet; returns the index of the first new one */
 extern int	anonymize_run_new_targets(RunState *st);
+
+/* anonymize_run_target.c: checks, failed targets, materialized views */
+extern bool anonymize_run_target_error(int sqlerrcode);
+extern bool anonymize_run_target_usable(RunState *st, int t);
+extern void anonymize_run_fail_target(RunState *st, int t, const char *reason);
+extern void anonymize_run_refresh_matviews(RunState *st, int first);
 
 /* anonymize_run_finish.c: false when targets were added meanwhile */
 extern bool anonymize_run_finish(RunState *st);

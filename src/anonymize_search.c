@@ -81,14 +81,15 @@ search_guard_kinds(FunctionCallInfo fcinfo)
 /*
  * The common part of the guard: the latest to_date of a pending request in
  * the scope naming the value in argument 0, or false when there is none
- * (or the value or the time is NULL: such a row is never rewritten).
+ * (or the value is NULL).  The callers hide a row of NULL time that a
+ * pending request names: the run erases it.
  */
 static bool
 search_guard_pending(FunctionCallInfo fcinfo, DateADT *to_date)
 {
 	text	   *t;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+	if (PG_ARGISNULL(0))
 		return false;
 	t = PG_GETARG_TEXT_PP(0);
 	return anonymize_search_pending(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t),
@@ -101,8 +102,8 @@ search_guard_pending(FunctionCallInfo fcinfo, DateADT *to_date)
  * kind "char") returns boolean: false for a row the run will rewrite (its
  * value, read as the target's kind, names a request of the scope that is
  * not Done yet, and at is on or before the request's to_date in
- * anonymize.timezone), true for every other row, NULLs included (the run
- * never rewrites a row of unknown time).
+ * anonymize.timezone, or at is NULL: the run erases a row of unknown time),
+ * true for every other row.
  */
 Datum
 anonymize_guard_visible_date(PG_FUNCTION_ARGS)
@@ -111,6 +112,8 @@ anonymize_guard_visible_date(PG_FUNCTION_ARGS)
 
 	if (!search_guard_pending(fcinfo, &to_date))
 		PG_RETURN_BOOL(true);
+	if (PG_ARGISNULL(1))
+		PG_RETURN_BOOL(false);
 	PG_RETURN_BOOL(PG_GETARG_DATEADT(1) > to_date);
 }
 
@@ -125,6 +128,8 @@ anonymize_guard_visible_timestamp(PG_FUNCTION_ARGS)
 
 	if (!search_guard_pending(fcinfo, &to_date))
 		PG_RETURN_BOOL(true);
+	if (PG_ARGISNULL(1))
+		PG_RETURN_BOOL(false);
 	at = PG_GETARG_TIMESTAMP(1);
 	if (DATE_IS_NOBEGIN(to_date))
 		PG_RETURN_BOOL(true);
@@ -146,6 +151,8 @@ anonymize_guard_visible_timestamptz(PG_FUNCTION_ARGS)
 
 	if (!search_guard_pending(fcinfo, &to_date))
 		PG_RETURN_BOOL(true);
+	if (PG_ARGISNULL(1))
+		PG_RETURN_BOOL(false);
 	PG_RETURN_BOOL(PG_GETARG_TIMESTAMPTZ(1) >= anonymize_date_end(to_date));
 }
 

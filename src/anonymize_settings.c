@@ -7,8 +7,8 @@
  * zone, replacement) are PGC_SUSET, so that a superuser can try them in a
  * session while the portal's role cannot change them; the worker and run()
  * read them from the server's configuration.  Settings of the schedule are
- * PGC_SIGHUP, the worker's database PGC_POSTMASTER (see
- * settings_database_context()).
+ * PGC_SIGHUP, and so are the databases served (the launcher starts and
+ * stops workers on a reload).
  *
  *-------------------------------------------------------------------------
  */
@@ -19,10 +19,13 @@
 
 #include "access/xact.h"
 #include "miscadmin.h"
+#include "nodes/value.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
+#include "utils/varlena.h"
 
 #include "anonymize_retention.h"
 #include "anonymize_settings.h"
@@ -34,7 +37,9 @@ char	   *anonymize_timezone_name = NULL;
 char	   *anonymize_run_at = NULL;
 char	   *anonymize_replacement = NULL;
 int			anonymize_batch_size = 10000;
+int			anonymize_rescan_interval = 60;
 int			anonymize_batch_delay = 0;
+bool		anonymize_refresh_materialized_views = true;
 int			anonymize_max_rows_per_request = 100000;
 bool		anonymize_enabled = true;
 
@@ -128,31 +133,50 @@ settings_check_replacement(char **newval, void **extra, GucSource source)
 	return true;
 }
 
-/*
- * anonymize.database is fixed at server start, where the worker is started.
- * PostgreSQL refuses to define such a setting after start, so when the
- * module is loaded later (no shared_preload_libraries: no worker) it is a
- * reloadable setting that only status() and wake() read.
- */
-static GucContext
-settings_database_context(void)
+/* anonymize.database: "*" alone, database names separated by commas, or empty */
+static bool
+settings_check_database(char **newval, void **extra, GucSource source)
 {
-	return process_shared_preload_libraries_in_progress ?
-		PGC_POSTMASTER : PGC_SIGHUP;
+	bool		all;
+	List	   *names = anonymize_database_parse(*newval, &all);
+
+	/* empty: no database, no worker */
+	if (names == NIL && !all && (*newval)[strspn(*newval, " \t")] != '\0')
+	{
+		GUC_check_errdetail("anonymize.database is a database name, a comma-separated list of names, or * for every database that has the extension.");
+		return false;
+	}
+	list_free_deep(names);
+	return true;
 }
 
-/* The settings of identifiers: the worker's database, phone numbers, time. */
+/* The settings of the launcher: which databases, how often it looks. */
 static void
-settings_define_identity(void)
+settings_define_workers(void)
 {
 	DefineCustomStringVariable("anonymize.database",
-							   "Database the anonymize background worker serves.",
+							   "Databases the anonymize background workers serve: a name, a comma-separated list, or * for every database with the extension.",
 							   NULL,
 							   &anonymize_database,
 							   "postgres",
-							   settings_database_context(),
+							   PGC_SIGHUP,
 							   0,
-							   NULL, NULL, NULL);
+							   settings_check_database, NULL, NULL);
+
+	DefineCustomIntVariable("anonymize.rescan_interval",
+							"Seconds between two looks of the launcher, with anonymize.database = '*', at databases without the extension.",
+							"CREATE EXTENSION and wake() tell the launcher at once; this is for what they miss, and for tests.",
+							&anonymize_rescan_interval,
+							60, 1, 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							NULL, NULL, NULL);
+}
+
+/* The settings of identifiers: phone numbers, time. */
+static void
+settings_define_identity(void)
+{
 
 	DefineCustomStringVariable("anonymize.country_code",
 							   "Country code of national phone numbers, digits only (for example 47).",
@@ -239,6 +263,15 @@ settings_define_run(void)
 							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("anonymize.refresh_materialized_views",
+							 "Whether the run refreshes the materialized views that read the targets it rewrote.",
+							 "Off leaves them, with the old values, until they are refreshed.",
+							 &anonymize_refresh_materialized_views,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
 }
 
 /* The retention settings: intervals as text, checked as intervals. */
@@ -268,6 +301,7 @@ settings_define_retention(void)
 void
 anonymize_settings_init(void)
 {
+	settings_define_workers();
 	settings_define_identity();
 	settings_define_run();
 	settings_define_retention();
@@ -334,4 +368,80 @@ anonymize_date_end(DateADT d)
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
 				 errmsg("date out of range for a timestamp")));
 	return result;
+}
+
+/*
+ * The names of anonymize.database-style text (palloc'd, in order, without
+ * duplicates), and *all set when it is "*".  NIL and *all false when the
+ * text is not a valid list.
+ */
+List *
+anonymize_database_parse(const char *value, bool *all)
+{
+	char	   *raw = pstrdup(value);
+	List	   *parts = NIL;
+	List	   *names = NIL;
+	ListCell   *lc;
+
+	*all = false;
+	if (!SplitGUCList(raw, ',', &parts) || parts == NIL)
+		return NIL;
+	if (list_length(parts) == 1 && strcmp((char *) linitial(parts), "*") == 0)
+	{
+		*all = true;
+		return NIL;
+	}
+	foreach(lc, parts)
+	{
+		char	   *name = (char *) lfirst(lc);
+
+		if (name[0] == '\0' || strcmp(name, "*") == 0 ||
+			strlen(name) >= NAMEDATALEN)
+		{
+			list_free_deep(names);
+			return NIL;
+		}
+		if (!list_member(names, makeString(name)))
+			names = lappend(names, makeString(pstrdup(name)));
+	}
+	list_free(parts);
+	pfree(raw);
+	return names;
+}
+
+/*
+ * Whether anonymize.database serves the database of that name (NULL: any
+ * database with the extension, that is "*"), parsed in a memory context
+ * of its own, so that a worker's loop leaks nothing.
+ */
+static bool
+settings_database_check(const char *dbname)
+{
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext,
+											  "anonymize.database",
+											  ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	bool		all;
+	List	   *names = anonymize_database_parse(anonymize_database, &all);
+	bool		served = all;
+
+	if (!all && dbname != NULL)
+		served = list_member(names, makeString(pstrdup(dbname)));
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+	return served;
+}
+
+/* whether anonymize.database serves the database of that name */
+bool
+anonymize_database_serves(const char *dbname)
+{
+	return dbname != NULL && settings_database_check(dbname);
+}
+
+/* whether anonymize.database is "*" */
+bool
+anonymize_database_all(void)
+{
+	return settings_database_check(NULL);
 }

@@ -10,6 +10,7 @@
 #define ANONYMIZE_SETTINGS_H
 
 #include "datatype/timestamp.h"
+#include "nodes/pg_list.h"
 #include "pgtime.h"
 #include "utils/date.h"
 
@@ -20,11 +21,25 @@ extern char *anonymize_timezone_name;
 extern char *anonymize_run_at;
 extern char *anonymize_replacement;
 extern int	anonymize_batch_size;
+extern int	anonymize_rescan_interval;
 extern int	anonymize_batch_delay;
+extern bool anonymize_refresh_materialized_views;
 extern int	anonymize_max_rows_per_request;
 extern bool anonymize_enabled;
 
 extern void anonymize_settings_init(void);
+
+/*
+ * The database names of an anonymize.database value (a List of String
+ * nodes), or NIL with *all set for "*"; NIL with *all false when invalid.
+ */
+extern List *anonymize_database_parse(const char *value, bool *all);
+
+/* whether anonymize.database serves the database of that name */
+extern bool anonymize_database_serves(const char *dbname);
+
+/* whether anonymize.database is "*" */
+extern bool anonymize_database_all(void);
 
 /* anonymize.timezone, or the server's configured TimeZone when it is empty */
 extern pg_tz *anonymize_tz(void);

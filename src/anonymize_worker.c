@@ -1,15 +1,17 @@
 /*-------------------------------------------------------------------------
  *
  * anonymize_worker.c
- *	  The background worker: runs the erasure every day at anonymize.run_at
- *	  (in anonymize.timezone) and whenever wake() asks, in the database
- *	  anonymize.database, and the shared memory it reports through.
+ *	  A database's background worker: runs the erasure every day at
+ *	  anonymize.run_at (in anonymize.timezone) and whenever wake() asks.
  *
- * The worker is a static background worker registered when the module is
- * in shared_preload_libraries.  It starts once the server is consistent;
- * on a hot standby it idles (checking every few seconds whether the server
- * was promoted) and never writes.  It idles too while the extension is not
- * installed in its database.
+ * The launcher (anonymize_launcher.c) starts one such worker per database
+ * served, as a dynamic background worker with a slot of its own in shared
+ * memory (anonymize_slots.c).  On a hot standby the worker idles (checking
+ * every few seconds whether the server was promoted) and never writes.
+ * Where the extension is missing it idles until CREATE EXTENSION in a
+ * database named in anonymize.database, and leaves with "*" (the launcher
+ * starts it again once the extension is there).  It leaves at once when a
+ * DROP DATABASE or the like holds its database.
  *
  * Scheduled runs survive restarts through the one row of
  * anonymize.worker_state: the last scheduled instant handled (last_slot)
@@ -22,8 +24,8 @@
  *
  * Signals follow src/test/modules/worker_spi: SIGHUP reloads the
  * configuration, SIGTERM ends the worker at the next interrupt check (the
- * run checks for interrupts in its loops), and the postmaster restarts it
- * ANONYMIZE_WORKER_RESTART_SECONDS later; it exits with the postmaster.
+ * run checks for interrupts in its loops), and the launcher starts it
+ * again a few seconds later; it exits with the postmaster.
  *
  *-------------------------------------------------------------------------
  */
@@ -54,17 +56,16 @@
 #include "anonymize_run.h"
 #include "anonymize_schedule.h"
 #include "anonymize_settings.h"
+#include "anonymize_slots.h"
 #include "anonymize_worker.h"
+#include "anonymize_xact.h"
 
-#define ANONYMIZE_WORKER_RESTART_SECONDS 10
 #define ANONYMIZE_WORKER_POLL_MS 10000	/* standby, no extension */
 #define ANONYMIZE_WORKER_MAX_SLEEP_MS 60000
 #define ANONYMIZE_WORKER_MAX_ATTEMPTS 3
 
-AnonymizeWorkerShared *anonymize_worker_shared = NULL;
-
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+/* this worker's slot */
+static AnonymizeWorkerShared *worker_slot = NULL;
 
 /* the row of anonymize.worker_state, as the worker reads it */
 typedef struct AnonymizeWorkerRow
@@ -76,6 +77,7 @@ typedef struct AnonymizeWorkerRow
 	int			pending_attempts;
 } AnonymizeWorkerRow;
 
+/* the name of a state, as status() shows it */
 const char *
 anonymize_worker_state_name(AnonymizeWorkerState state)
 {
@@ -99,78 +101,21 @@ anonymize_worker_state_name(AnonymizeWorkerState state)
 	return "unknown";
 }
 
-/* ---------------------------------------------------------------------
- * Shared memory
- * ---------------------------------------------------------------------
- */
-
-static void
-anonymize_worker_shmem_request(void)
-{
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(MAXALIGN(sizeof(AnonymizeWorkerShared)));
-}
-
-static void
-anonymize_worker_shmem_startup(void)
-{
-	bool		found;
-
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	anonymize_worker_shared = ShmemInitStruct("anonymize worker",
-											  sizeof(AnonymizeWorkerShared),
-											  &found);
-	if (!found)
-	{
-		memset(anonymize_worker_shared, 0, sizeof(AnonymizeWorkerShared));
-		SpinLockInit(&anonymize_worker_shared->mutex);
-	}
-	LWLockRelease(AddinShmemInitLock);
-}
-
-void
-anonymize_worker_register(void)
-{
-	BackgroundWorker worker;
-
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = anonymize_worker_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = anonymize_worker_shmem_startup;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS |
-		BGWORKER_BACKEND_DATABASE_CONNECTION;
-	/* consistent state, so that it also starts (and idles) on a standby */
-	worker.bgw_start_time = BgWorkerStart_ConsistentState;
-	worker.bgw_restart_time = ANONYMIZE_WORKER_RESTART_SECONDS;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "anonymize");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "anonymize_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "anonymize worker");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "anonymize worker");
-	worker.bgw_main_arg = (Datum) 0;
-	worker.bgw_notify_pid = 0;
-	RegisterBackgroundWorker(&worker);
-}
-
+/* what the worker does now, for status() */
 static void
 anonymize_worker_set_state(AnonymizeWorkerState state, TimestampTz next_run)
 {
-	SpinLockAcquire(&anonymize_worker_shared->mutex);
-	anonymize_worker_shared->state = state;
-	anonymize_worker_shared->next_run = next_run;
-	SpinLockRelease(&anonymize_worker_shared->mutex);
+	SpinLockAcquire(&worker_slot->mutex);
+	worker_slot->state = state;
+	worker_slot->next_run = next_run;
+	SpinLockRelease(&worker_slot->mutex);
 }
 
 /* on exit: no longer reachable; a run cut short is reported as such */
 static void
 anonymize_worker_on_exit(int code, Datum arg)
 {
-	AnonymizeWorkerShared *s = anonymize_worker_shared;
+	AnonymizeWorkerShared *s = worker_slot;
 
 	SpinLockAcquire(&s->mutex);
 	if (s->state == ANONYMIZE_WORKER_RUNNING && s->last_finished == 0)
@@ -197,10 +142,7 @@ anonymize_worker_sql(const char *sql, int nargs, Oid *types, Datum *values,
 {
 	int			ret;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
+	anonymize_xact_begin();
 	ret = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
 	if (ret < 0)
 		elog(ERROR, "anonymize worker: SPI_execute_with_args failed: %d", ret);
@@ -227,12 +169,11 @@ anonymize_worker_sql(const char *sql, int nargs, Oid *types, Datum *values,
 			row->pending_attempts = isnull ? 0 : DatumGetInt32(d);
 		}
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	anonymize_xact_commit();
 	pgstat_report_stat(false);
 }
 
+/* the row of anonymize.worker_state */
 static void
 anonymize_worker_read_row(AnonymizeWorkerRow *row)
 {
@@ -266,6 +207,7 @@ anonymize_worker_skip(TimestampTz slot)
 						 1, types, values, NULL, NULL);
 }
 
+/* a run starts: recorded as pending, so that a restart resumes it */
 static void
 anonymize_worker_mark_started(const char *trigger, TimestampTz slot,
 							  TimestampTz started)
@@ -289,6 +231,7 @@ anonymize_worker_mark_started(const char *trigger, TimestampTz slot,
 						 3, types, values, nulls, NULL);
 }
 
+/* a run ended (or was given up): its outcome and counts */
 static void
 anonymize_worker_mark_finished(TimestampTz slot, const char *outcome,
 							   AnonymizeRunResult *r)
@@ -318,6 +261,7 @@ anonymize_worker_mark_finished(TimestampTz slot, const char *outcome,
  * ---------------------------------------------------------------------
  */
 
+/* whether the extension is installed in this database */
 static bool
 anonymize_worker_extension_installed(void)
 {
@@ -347,6 +291,7 @@ anonymize_worker_format_local(TimestampTz t, char *buf, size_t len)
 				 pg_get_timezone_name(tz));
 }
 
+/* sleeps until woken, or the timeout */
 static void
 anonymize_worker_wait(long timeout_ms)
 {
@@ -362,7 +307,7 @@ anonymize_worker_wait(long timeout_ms)
 static void
 anonymize_worker_run(const char *trigger, TimestampTz slot)
 {
-	AnonymizeWorkerShared *s = anonymize_worker_shared;
+	AnonymizeWorkerShared *s = worker_slot;
 	AnonymizeRunResult result;
 	TimestampTz started = GetCurrentTimestamp();
 	char		activity[128];
@@ -460,113 +405,190 @@ anonymize_worker_recover(void)
 	return false;
 }
 
+/*
+ * Takes the slot the launcher gave (main_arg: its index; bgw_extra: the
+ * database's oid) and connects to the database, unless a DROP DATABASE or
+ * the like holds it.
+ */
+static void
+anonymize_worker_attach(Datum main_arg)
+{
+	int			index = DatumGetInt32(main_arg);
+	Oid			dboid;
+	AnonymizeWorkerShared *s;
+
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	if (!anonymize_slots_ready() || index < 0 || index >= anonymize_slots_count())
+		elog(ERROR, "anonymize worker: no slot %d", index);
+	s = anonymize_slot_at(index);
+
+	SpinLockAcquire(&s->mutex);
+	if (s->dboid != dboid || s->pid != 0)
+	{
+		SpinLockRelease(&s->mutex);
+		elog(LOG, "anonymize worker: slot %d is not for database %u", index, dboid);
+		proc_exit(0);
+	}
+	s->pid = MyProcPid;
+	s->latch = MyLatch;
+	s->state = ANONYMIZE_WORKER_STARTING;
+	s->next_run = 0;
+	s->start_requested = false;
+	s->no_extension = false;
+	s->extension_seen = false;
+	SpinLockRelease(&s->mutex);
+	worker_slot = s;
+	on_shmem_exit(anonymize_worker_on_exit, (Datum) 0);
+
+	/* after the pid is set: a hold taken from now on waits for this exit */
+	if (anonymize_held(dboid))
+		proc_exit(0);
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	pgstat_report_activity(STATE_IDLE, "starting");
+}
+
+/* SIGHUP: reload; run_at or the time zone may have changed */
+static void
+anonymize_worker_reload(TimestampTz *next_slot)
+{
+	if (!ConfigReloadPending)
+		return;
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+	/* a due run stays due */
+	if (*next_slot > GetCurrentTimestamp())
+		*next_slot = 0;
+}
+
+/*
+ * The extension is there; if not, idle until it is created (a database
+ * named in anonymize.database), or leave (with "*": the launcher starts a
+ * worker again once it is created).
+ */
+static bool
+anonymize_worker_has_extension(void)
+{
+	if (anonymize_worker_extension_installed())
+	{
+		/* the launcher may start the next worker that looks ("*") */
+		if (!worker_slot->extension_seen)
+		{
+			SpinLockAcquire(&worker_slot->mutex);
+			worker_slot->extension_seen = true;
+			SpinLockRelease(&worker_slot->mutex);
+			anonymize_launcher_wakeup();
+		}
+		return true;
+	}
+	anonymize_worker_set_state(ANONYMIZE_WORKER_NO_EXTENSION, 0);
+	if (anonymize_database_all())
+	{
+		SpinLockAcquire(&worker_slot->mutex);
+		worker_slot->no_extension = true;
+		SpinLockRelease(&worker_slot->mutex);
+		elog(DEBUG1, "anonymize worker: no extension in this database, leaving");
+		proc_exit(0);
+	}
+	pgstat_report_activity(STATE_IDLE, "waiting for CREATE EXTENSION anonymize");
+	anonymize_worker_wait(ANONYMIZE_WORKER_POLL_MS);
+	return false;
+}
+
+/* a wake() not yet taken up, which this call takes */
+static bool
+anonymize_worker_take_wake(void)
+{
+	bool		wake;
+
+	SpinLockAcquire(&worker_slot->mutex);
+	wake = worker_slot->wake_requested;
+	worker_slot->wake_requested = false;
+	SpinLockRelease(&worker_slot->mutex);
+	return wake;
+}
+
+/* until the next scheduled instant (at most a minute), or until woken */
+static void
+anonymize_worker_idle(TimestampTz now, TimestampTz next_slot)
+{
+	char		when[64];
+	char		activity[128];
+
+	anonymize_worker_format_local(next_slot, when, sizeof(when));
+	if (anonymize_enabled)
+	{
+		anonymize_worker_set_state(ANONYMIZE_WORKER_WAITING, next_slot);
+		snprintf(activity, sizeof(activity), "waiting until %s", when);
+	}
+	else
+	{
+		anonymize_worker_set_state(ANONYMIZE_WORKER_DISABLED, 0);
+		snprintf(activity, sizeof(activity),
+				 "anonymize.enabled is off: waiting for wake()");
+	}
+	pgstat_report_activity(STATE_IDLE, activity);
+	anonymize_worker_wait(Min(TimestampDifferenceMilliseconds(now, next_slot),
+							  ANONYMIZE_WORKER_MAX_SLEEP_MS));
+}
+
+/* one turn of the schedule: a woken run, a scheduled run, or a wait */
+static void
+anonymize_worker_step(TimestampTz *next_slot)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (*next_slot == 0)
+		*next_slot = anonymize_schedule_next(now);
+
+	if (anonymize_worker_take_wake())
+		anonymize_worker_run("wake()", 0);
+	else if (now >= *next_slot)
+	{
+		TimestampTz slot = *next_slot;
+
+		*next_slot = anonymize_schedule_next(now);
+		if (anonymize_enabled)
+			anonymize_worker_run("schedule", slot);
+		else
+			anonymize_worker_skip(slot);
+	}
+	else
+		anonymize_worker_idle(now, *next_slot);
+}
+
+/* the worker: attach, then recover, then the schedule, until told to stop */
 void
 anonymize_worker_main(Datum main_arg)
 {
-	AnonymizeWorkerShared *s;
 	bool		recovered = false;
 	TimestampTz next_slot = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-
-	s = anonymize_worker_shared;
-	if (s == NULL)
-		elog(ERROR, "anonymize worker: shared memory not initialized");
-
-	SpinLockAcquire(&s->mutex);
-	s->pid = MyProcPid;
-	s->latch = MyLatch;
-	s->state = ANONYMIZE_WORKER_STARTING;
-	s->next_run = 0;
-	SpinLockRelease(&s->mutex);
-	on_shmem_exit(anonymize_worker_on_exit, (Datum) 0);
-
-	BackgroundWorkerInitializeConnection(anonymize_database, NULL, 0);
-	pgstat_report_activity(STATE_IDLE, "starting");
+	anonymize_worker_attach(main_arg);
 
 	for (;;)
 	{
-		TimestampTz now;
-		bool		wake;
-		char		when[64];
-		char		activity[128];
-
 		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-			/* run_at or the time zone may have changed; a due run stays due */
-			if (next_slot > GetCurrentTimestamp())
-				next_slot = 0;
-		}
+		anonymize_worker_reload(&next_slot);
 
-		if (RecoveryInProgress())
+		/* DROP DATABASE or the like wants the database to itself */
+		if (anonymize_held(MyDatabaseId))
+			proc_exit(0);
+
+		/* (a hot standby can read its catalogs: no worker without the extension) */
+		if (!anonymize_worker_has_extension())
+			continue;
+		else if (RecoveryInProgress())
 		{
 			anonymize_worker_set_state(ANONYMIZE_WORKER_STANDBY, 0);
 			pgstat_report_activity(STATE_IDLE, "hot standby: runs nothing until promoted");
 			anonymize_worker_wait(ANONYMIZE_WORKER_POLL_MS);
-			continue;
 		}
-
-		if (!anonymize_worker_extension_installed())
-		{
-			anonymize_worker_set_state(ANONYMIZE_WORKER_NO_EXTENSION, 0);
-			pgstat_report_activity(STATE_IDLE,
-								   "waiting for CREATE EXTENSION anonymize");
-			anonymize_worker_wait(ANONYMIZE_WORKER_POLL_MS);
-			continue;
-		}
-
-		if (!recovered)
-		{
-			if (!anonymize_worker_recover())
-				recovered = true;
-			continue;
-		}
-
-		now = GetCurrentTimestamp();
-		if (next_slot == 0)
-			next_slot = anonymize_schedule_next(now);
-
-		SpinLockAcquire(&s->mutex);
-		wake = s->wake_requested;
-		s->wake_requested = false;
-		SpinLockRelease(&s->mutex);
-		if (wake)
-		{
-			anonymize_worker_run("wake()", 0);
-			continue;
-		}
-
-		if (now >= next_slot)
-		{
-			TimestampTz slot = next_slot;
-
-			next_slot = anonymize_schedule_next(now);
-			if (anonymize_enabled)
-				anonymize_worker_run("schedule", slot);
-			else
-				anonymize_worker_skip(slot);
-			continue;
-		}
-
-		anonymize_worker_format_local(next_slot, when, sizeof(when));
-		if (anonymize_enabled)
-		{
-			anonymize_worker_set_state(ANONYMIZE_WORKER_WAITING, next_slot);
-			snprintf(activity, sizeof(activity), "waiting until %s", when);
-		}
+		else if (!recovered)
+			recovered = !anonymize_worker_recover();
 		else
-		{
-			anonymize_worker_set_state(ANONYMIZE_WORKER_DISABLED, 0);
-			snprintf(activity, sizeof(activity),
-					 "anonymize.enabled is off: waiting for wake()");
-		}
-		pgstat_report_activity(STATE_IDLE, activity);
-		anonymize_worker_wait(Min(TimestampDifferenceMilliseconds(now, next_slot),
-								  ANONYMIZE_WORKER_MAX_SLEEP_MS));
+			anonymize_worker_step(&next_slot);
 	}
 }

@@ -1,9 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * anonymize_worker.h
- *	  The background worker that runs the erasure daily and on wake(), and
- *	  the shared memory through which it reports to status() and is woken
- *	  by wake().
+ *	  The per-database background workers that run the erasure daily and
+ *	  on wake(), their slot in shared memory (through which they report to
+ *	  status() and are woken by wake()), and the launcher that starts them.
  *
  *-------------------------------------------------------------------------
  */
@@ -28,12 +28,20 @@ typedef enum AnonymizeWorkerState
 
 #define ANONYMIZE_WORKER_TEXTLEN 32
 
+/*
+ * One database's worker, in shared memory: a slot.  dboid changes only
+ * under the slots' lock (anonymize_slots.c); the rest under mutex.
+ */
 typedef struct AnonymizeWorkerShared
 {
 	slock_t		mutex;
+	Oid			dboid;			/* InvalidOid: the slot is free */
 	pid_t		pid;			/* 0 when not running */
 	Latch	   *latch;			/* the worker's latch, NULL when not running */
 	bool		wake_requested;
+	bool		start_requested;	/* CREATE EXTENSION asked for a worker */
+	bool		no_extension;	/* the worker left: no extension there */
+	bool		extension_seen; /* the worker found the extension */
 	AnonymizeWorkerState state;
 	TimestampTz next_run;		/* 0 when none is scheduled */
 	/* the last run this worker started since the server started */
@@ -47,14 +55,13 @@ typedef struct AnonymizeWorkerShared
 	int64		last_rows_rewritten;
 } AnonymizeWorkerShared;
 
-/* NULL unless the module was loaded through shared_preload_libraries */
-extern AnonymizeWorkerShared *anonymize_worker_shared;
-
-/* from _PG_init while shared_preload_libraries is processed */
-extern void anonymize_worker_register(void);
+/* the launcher's own worker, registered from _PG_init at preload */
+extern void anonymize_launcher_register(void);
+extern PGDLLEXPORT void anonymize_launcher_main(Datum main_arg);
 
 extern const char *anonymize_worker_state_name(AnonymizeWorkerState state);
 
+/* main_arg: the slot's index; bgw_extra: the database's oid */
 extern PGDLLEXPORT void anonymize_worker_main(Datum main_arg);
 
 #endif							/* ANONYMIZE_WORKER_H */

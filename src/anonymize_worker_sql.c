@@ -2,12 +2,14 @@
  *
  * anonymize_worker_sql.c
  *	  SQL functions of the background worker: wake() asks it to run now,
- *	  status() tells what it is doing, what it did last and when it runs
- *	  next.
+ *	  status() tells which database it serves, what it is doing, what it
+ *	  did last and when it runs next.
  *
- * Both work without shared_preload_libraries: wake() then fails with
- * SQLSTATE 55000 and a hint, status() says "not loaded" and shows the last
- * run recorded in anonymize.worker_state.
+ * Both are about the worker of the database they are called in.  wake()
+ * wakes it, or asks the launcher for it when it does not run yet.  Both
+ * work without shared_preload_libraries: wake() then fails with SQLSTATE
+ * 55000 and a hint, status() says "not loaded" and shows the last run
+ * recorded in anonymize.worker_state.
  *
  *-------------------------------------------------------------------------
  */
@@ -20,24 +22,44 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "nodes/value.h"
 #include "utils/backend_status.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 #include "anonymize_settings.h"
+#include "anonymize_slots.h"
 #include "anonymize_worker.h"
 
 PG_FUNCTION_INFO_V1(anonymize_wake);
 PG_FUNCTION_INFO_V1(anonymize_status);
 
+/* wake() where anonymize.database does not serve this database */
+static void
+anonymize_wake_not_served(void)
+{
+	bool		all;
+	List	   *names = anonymize_database_parse(anonymize_database, &all);
+
+	if (list_length(names) == 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the anonymize background worker serves database \"%s\", not this one",
+						strVal(linitial(names))),
+				 errhint("Call anonymize.wake() in database \"%s\", or add this database to anonymize.database and reload the configuration.",
+						 strVal(linitial(names)))));
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("no anonymize background worker serves this database"),
+			 errdetail("anonymize.database is \"%s\".", anonymize_database),
+			 errhint("Call anonymize.wake() in one of those databases, or add this database to anonymize.database and reload the configuration.")));
+}
+
+/* wake(): asks this database's worker to run now */
 Datum
 anonymize_wake(PG_FUNCTION_ARGS)
 {
-	AnonymizeWorkerShared *s = anonymize_worker_shared;
-	char	   *here;
-	Latch	   *latch;
-
-	if (s == NULL)
+	if (!anonymize_slots_ready())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the anonymize background worker is not loaded"),
@@ -48,25 +70,20 @@ anonymize_wake(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
 				 errmsg("cannot wake the anonymize worker on a hot standby"),
 				 errhint("Call anonymize.wake() on the primary.")));
-	here = get_database_name(MyDatabaseId);
-	if (here == NULL || strcmp(here, anonymize_database) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("the anonymize background worker serves database \"%s\", not this one",
-						anonymize_database),
-				 errhint("Call anonymize.wake() in database \"%s\", or set anonymize.database and restart the server.",
-						 anonymize_database)));
+	if (!anonymize_database_serves(get_database_name(MyDatabaseId)))
+		anonymize_wake_not_served();
 
-	SpinLockAcquire(&s->mutex);
-	s->wake_requested = true;
-	latch = s->latch;
-	SpinLockRelease(&s->mutex);
-	if (latch)
-		SetLatch(latch);
+	/* the worker's latch, or the launcher's when it has none yet */
+	if (!anonymize_slot_request(MyDatabaseId, true))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("no slot is free for the anonymize background worker of this database"),
+				 errdetail("There is one slot per background worker (max_worker_processes), and every one serves another database."),
+				 errhint("Raise max_worker_processes and restart the server, or serve fewer databases.")));
 	PG_RETURN_VOID();
 }
 
-#define STATUS_COLS 16
+#define STATUS_COLS 17
 
 /* columns of status(), in order */
 enum
@@ -86,7 +103,8 @@ enum
 	st_last_requests_done,
 	st_last_requests_held,
 	st_last_requests_failed,
-	st_last_rows_rewritten
+	st_last_rows_rewritten,
+	st_worker_database
 };
 
 /* the last run recorded in anonymize.worker_state, if any */
@@ -120,11 +138,27 @@ anonymize_status_from_table(Datum *values, bool *nulls)
 	SPI_finish();
 }
 
+/* a copy of this database's slot; all zero (not running) when it has none */
+static void
+anonymize_status_slot(AnonymizeWorkerShared *copy)
+{
+	AnonymizeWorkerShared *s = anonymize_slot_find(MyDatabaseId);
+
+	if (s == NULL)
+		return;
+	SpinLockAcquire(&s->mutex);
+	if (s->dboid == MyDatabaseId)
+		memcpy(copy, s, sizeof(*copy));
+	SpinLockRelease(&s->mutex);
+}
+
+/* status(): this database's worker, its schedule and its last run */
 Datum
 anonymize_status(PG_FUNCTION_ARGS)
 {
-	AnonymizeWorkerShared *s = anonymize_worker_shared;
 	TupleDesc	tupdesc;
+	char	   *here = get_database_name(MyDatabaseId);
+	bool		served = anonymize_database_serves(here);
 	Datum		values[STATUS_COLS];
 	bool		nulls[STATUS_COLS];
 	int			i;
@@ -144,24 +178,28 @@ anonymize_status(PG_FUNCTION_ARGS)
 	values[st_run_at] = CStringGetTextDatum(anonymize_run_at);
 	nulls[st_run_at] = false;
 
+	/* (a 1.0 status() has one column less: heap_form_tuple ignores it) */
+	if (served && anonymize_slots_ready())
+	{
+		values[st_worker_database] = CStringGetTextDatum(here);
+		nulls[st_worker_database] = false;
+	}
+
 	anonymize_status_from_table(values, nulls);
 
-	if (s == NULL)
-	{
+	nulls[st_worker_state] = false;
+	if (!anonymize_slots_ready())
 		values[st_worker_state] = CStringGetTextDatum("not loaded");
-		nulls[st_worker_state] = false;
-	}
+	else if (!served)
+		values[st_worker_state] = CStringGetTextDatum("not served");
 	else
 	{
 		AnonymizeWorkerShared copy;
 
-		SpinLockAcquire(&s->mutex);
-		memcpy(&copy, s, sizeof(copy));
-		SpinLockRelease(&s->mutex);
-
+		memset(&copy, 0, sizeof(copy));
+		anonymize_status_slot(&copy);
 		values[st_worker_state] =
 			CStringGetTextDatum(anonymize_worker_state_name(copy.state));
-		nulls[st_worker_state] = false;
 		values[st_wake_pending] = BoolGetDatum(copy.wake_requested);
 		nulls[st_wake_pending] = false;
 		if (copy.pid != 0)

@@ -13,8 +13,8 @@
  *
  * An error in between is left to the caller's PG_CATCH, which calls
  * AbortOutOfAnyTransaction() (that also closes SPI and pops the snapshot).
- * The scheduling worker (anonymize_worker.c) still has two copies of this
- * bracket; it can adopt these functions as they are.
+ * The scheduling worker (anonymize_worker.c) brackets its statements on
+ * anonymize.worker_state with them too.
  *
  *-------------------------------------------------------------------------
  */

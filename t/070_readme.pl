@@ -44,6 +44,7 @@ my @files = (
 	{ path => 'doc/request-page.md' },
 	{ path => 'doc/phone-numbers.md' },
 	{ path => 'doc/targets-and-run.md' },
+	{ path => 'doc/run-writes.md' },
 	{ path => 'doc/worker.md' },
 	{ path => 'doc/search-hooks.md' },
 	{ path => 'doc/settings.md' },
