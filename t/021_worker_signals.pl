@@ -28,12 +28,25 @@ restart_after_crash = on
 log_statement = none
 });
 
-# seconds until no process has this pid (the worker exited)
+# whether the process with this pid still runs: a zombie has exited (once
+# the postmaster is dead, the worker's exit is reaped by whatever process
+# adopts it, as late as that one likes)
+sub running
+{
+	my ($pid) = @_;
+	return 0 unless kill(0, $pid);
+	open(my $fh, '<', "/proc/$pid/stat") or return 1;
+	my $stat = <$fh> // '';
+	close $fh;
+	return $stat !~ /^\d+ \(.*\) Z /;
+}
+
+# seconds until the process with this pid has exited (the worker)
 sub seconds_to_exit
 {
 	my ($pid) = @_;
 	my $t0 = time();
-	while (kill(0, $pid) && time() - $t0 < 30)
+	while (running($pid) && time() - $t0 < 30)
 	{
 		usleep(10_000);
 	}
