@@ -33,7 +33,7 @@ use File::Basename;
 use IPC::Run;
 
 my $top = $ENV{TESTDIR};
-my $cli = -x "$top/pg_anonymize" ? "$top/pg_anonymize" : 'pg_anonymize';
+my $cli = -x "$top/cli/pg_anonymize" ? "$top/cli/pg_anonymize" : 'pg_anonymize';
 my $example_archive = 'doc/example-archive.sql';
 
 # The files whose blocks run, in a reader's order: each file's blocks run

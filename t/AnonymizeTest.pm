@@ -96,7 +96,7 @@ PGXS starts with PostgreSQL's bindir, where C<make install> put it.
 =cut
 
 our $cli =
-  -x "$ENV{TESTDIR}/cli/pg_anonymize"
+  defined $ENV{TESTDIR} && -x "$ENV{TESTDIR}/cli/pg_anonymize"
   ? "$ENV{TESTDIR}/cli/pg_anonymize"
   : 'pg_anonymize';
 
