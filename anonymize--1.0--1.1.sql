@@ -42,6 +42,21 @@ COMMENT ON EVENT TRIGGER anonymize_guard_grants IS
 'keeps EXECUTE on the search guard''s row filters in step with who may read a protected table (anonymize._guard_grants_trigger())';
 
 -- ---------------------------------------------------------------
+-- Grants of the functions this update re-creates: kept
+-- ---------------------------------------------------------------
+
+-- add_target(), preview() and status() change their arguments or result
+-- columns, which takes DROP and CREATE.  Whatever the DBA granted on them
+-- (the portal's EXECUTE on preview(), say) is kept here and given back
+-- at the end of this script.
+SELECT pg_catalog.set_config('anonymize_update.acl_' || p.proname,
+							 coalesce(p.proacl::text, ''), true)
+FROM pg_catalog.pg_proc p
+WHERE p.oid IN ('@extschema@.add_target(regclass, name, text, text, name)'::pg_catalog.regprocedure,
+				'@extschema@.preview(bigint)'::pg_catalog.regprocedure,
+				'@extschema@.status()'::pg_catalog.regprocedure);
+
+-- ---------------------------------------------------------------
 -- Targets: how each target is erased
 -- ---------------------------------------------------------------
 
@@ -594,15 +609,6 @@ COMMENT ON VIEW @extschema@.targets IS
 -- The run: preview() with rows of unknown time, triggers and copies
 -- ---------------------------------------------------------------
 
--- keep the EXECUTE grants that preview() had (the portal's) across its
--- re-creation
-SELECT pg_catalog.set_config('anonymize_update.preview_grantees',
-	coalesce((SELECT string_agg(a.grantee::text, ',')
-			  FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
-			  WHERE p.oid = '@extschema@.preview(bigint)'::pg_catalog.regprocedure
-				AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner
-				AND a.grantee <> 0), ''), true);
-
 DROP FUNCTION @extschema@.preview(bigint);
 
 CREATE FUNCTION @extschema@.preview(id bigint)
@@ -699,26 +705,14 @@ REVOKE ALL ON FUNCTION @extschema@._target_check(regclass, name, text, text, tex
 REVOKE ALL ON FUNCTION @extschema@.add_target(regclass, name, text, text, name, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.preview(bigint) FROM PUBLIC;
 
-DO $$
-DECLARE
-	v_grantee	text;
-BEGIN
-	FOREACH v_grantee IN ARRAY string_to_array(current_setting('anonymize_update.preview_grantees'), ',')
-	LOOP
-		EXECUTE format('GRANT EXECUTE ON FUNCTION @extschema@.preview(bigint) TO %I',
-					   (SELECT rolname FROM pg_catalog.pg_roles WHERE oid = v_grantee::oid));
-	END LOOP;
-END
-$$;
-
 -- ---------------------------------------------------------------
 -- The workers: one per database served
 -- ---------------------------------------------------------------
 
 -- status() also names the database whose worker it describes (this one
 -- when anonymize.database serves it, else NULL).  A new OUT column needs
--- a new function: the grants of status() are given again after the
--- update (nothing is granted to PUBLIC, as in a fresh install).
+-- a new function: the grants of status() are kept across it (the
+-- sections "Grants of the functions this update re-creates").
 DROP FUNCTION @extschema@.status();
 CREATE FUNCTION @extschema@.status(
 	OUT worker_pid integer,
@@ -748,3 +742,44 @@ REVOKE ALL ON FUNCTION @extschema@.status() FROM PUBLIC;
 
 COMMENT ON FUNCTION @extschema@.wake() IS
 'asks the background worker of this database to run now (also when anonymize.enabled is off); SQLSTATE 55000 when it is not loaded or anonymize.database does not serve this database';
+
+-- ---------------------------------------------------------------
+-- Grants of the functions this update re-created: given back
+-- ---------------------------------------------------------------
+
+-- The DBA's grants from before the update are given again, and the
+-- extension's own initial privileges (pg_init_privs) are set to what a
+-- fresh install records, so that pg_dump of the updated database dumps
+-- those grants as the DBA's, exactly as it would after a fresh install
+-- and the same GRANTs.
+DO $$
+DECLARE
+	v_fn		pg_catalog.regprocedure;
+	v_saved		pg_catalog.aclitem[];
+	v_fresh		pg_catalog.aclitem[];
+	v_grant		record;
+BEGIN
+	FOR v_fn IN SELECT unnest(ARRAY['@extschema@.add_target(regclass, name, text, text, name, text, text)',
+									'@extschema@.preview(bigint)',
+									'@extschema@.status()']::pg_catalog.regprocedure[])
+	LOOP
+		v_saved := nullif(pg_catalog.current_setting('anonymize_update.acl_' ||
+							  (SELECT p.proname FROM pg_catalog.pg_proc p WHERE p.oid = v_fn), true), '');
+		SELECT p.proacl INTO v_fresh FROM pg_catalog.pg_proc p WHERE p.oid = v_fn;
+		FOR v_grant IN
+			SELECT a.grantee, a.is_grantable
+			FROM pg_catalog.aclexplode(v_saved) a, pg_catalog.pg_proc p
+			WHERE p.oid = v_fn AND a.grantee <> p.proowner AND a.privilege_type = 'EXECUTE'
+		LOOP
+			EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s%s', v_fn,
+				CASE WHEN v_grant.grantee = 0 THEN 'PUBLIC'
+					 ELSE pg_catalog.quote_ident((SELECT r.rolname FROM pg_catalog.pg_roles r
+												  WHERE r.oid = v_grant.grantee)) END,
+				CASE WHEN v_grant.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+		END LOOP;
+		UPDATE pg_catalog.pg_init_privs i SET initprivs = v_fresh
+		WHERE i.objoid = v_fn AND i.classoid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+		  AND i.objsubid = 0;
+	END LOOP;
+END
+$$;

@@ -16,7 +16,8 @@
 #   3. the peer: the per-request UPDATE a DBA would write (bench/naive.sql),
 #      sampled and extrapolated to K;
 #   4. the run's peak memory at K = 100,000;
-#   5. the WAL a run writes, against the rows it rewrote;
+#   5. the WAL a run writes, against the rows it rewrote, and the part of
+#      the run's time and WAL that its page scrub takes (its log line);
 #   6. the portal's latency (bench/portal.pgbench at a steady rate), p50
 #      and p99, without a run and during runs;
 #   7. is_anonymized() and the protect() guard, when they exist;
@@ -216,6 +217,27 @@ phases() {
 		END {for (p in n) printf "%s %d ms, ", p, n[p] * (to - from) / (tot ? tot : 1); print ""}' "$out/phases"
 }
 
+# scrub_line TAG: the page scrub of the run that just ended, from its log
+# line, appended to $out/scrub as "TAG ms wal_bytes fpi scrubbed read
+# note_ms" (note_ms: noting the pages before the rewrites)
+scrub_line() {
+	grep -a 'anonymize run [0-9]*: scrubbed' "$work/cluster/server.log" | tail -1 |
+		sed -E 's/.*scrubbed ([0-9]+) of ([0-9]+) pages read in [0-9]+ relations \(([0-9.]+) ms, ([0-9]+) WAL bytes, ([0-9]+) full-page images\); noting the pages took ([0-9.]+) ms.*/\3 \4 \5 \1 \2 \6/' |
+		awk -v t="$1" 'NF == 6 {print t, $0}' >>"$out/scrub"
+}
+# scrub_row K: the scrub's share of the runs of K (medians), for RESULTS.md
+scrub_row() {
+	local k=$1 f
+	[ -s "$out/scrub" ] || { echo "| page scrub in run(), K = $k | not measured (no scrub) |"; return; }
+	f() { awk -v k="$k" -v c="$1" 'NR == FNR {if ($1 == k && $7 ~ /^k/) {ms[$7] = $2; wal[$7] = $3}; next}
+		($1 in ms) {v[1] = $2; v[2] = $3; v[3] = $4; v[4] = $5; v[5] = $6;
+			v[6] = ms[$1] ? 100 * $2 / ms[$1] : 0; v[7] = wal[$1] ? 100 * $3 / wal[$1] : 0;
+			v[8] = $5 ? $3 / $5 : 0; v[9] = $7; v[10] = ms[$1] ? 100 * $7 / ms[$1] : 0;
+			print v[c]}' "$out/runs" "$out/scrub" | median |
+		awk -v c="$1" '{if (c >= 6 && c != 8) printf "%.1f\n", $1; else if (c == 1) print $1; else printf "%d\n", $1}'; }
+	echo "| page scrub in run(), K = $k | $(f 1) ms ($(f 6) % of the run), and $(f 9) ms ($(f 10) %) noting the pages before the rewrites; WAL $(f 2) bytes ($(f 7) % of the run's WAL), $(f 3) full-page images, $(f 8) bytes a scrubbed page; $(f 4) pages scrubbed of $(f 5) read |"
+}
+
 # run_once K TAG: file K fresh requests and run them; appends
 # "K ms wal_bytes rows_rewritten done load" to $out/runs
 run_once() {
@@ -238,6 +260,7 @@ run_once() {
 		FROM anonymize.anonymize_request WHERE id > $before AND comment = 'bench'")
 	set -- $res
 	echo "$k $ms $wal $2 $1 $load $tag $cms" >>"$out/runs"
+	scrub_line "$tag"
 	echo "run K=$k: $ms ms ($cms ms until run() returned), $1 done, $2 rows rewritten, $wal WAL bytes, load $load" >&2
 	if [ "$1" != "$k" ]; then
 		log "run K=$k finished only $1 of $k requests"
@@ -247,6 +270,7 @@ run_once() {
 }
 
 : >"$out/runs"
+: >"$out/scrub"
 if [ "$has_run" = t ]; then
 	# ------------------------------------------------- 2. and 5. runs
 	log "2. run() for K = $ks ($reps times each, fresh requests each time)"
@@ -462,6 +486,9 @@ res=$out/RESULTS.md
 			echo "| run(), K = $k | not measured (no run()) |"
 		fi
 	done
+	if [ -n "$(runs_k 1)" ]; then
+		for k in $ks; do scrub_row "$k"; done
+	fi
 	if [ -n "$bulk_ms" ]; then
 		echo "| rewrite floor: about $bulk_rows rows (as many as K = $k_big) by one plain UPDATE per target, then VACUUM (INDEX_CLEANUP ON) | $bulk_ms ms ($bulk_upd_ms ms UPDATE); WAL $bulk_wal bytes |"
 	fi

@@ -14,7 +14,7 @@
 
 #include "libpq-fe.h"
 
-#define PGA_VERSION "1.0"
+#define PGA_VERSION "1.1"
 
 /* exit codes, documented in --help and README.md */
 #define PGA_EXIT_OK			0	/* done */

@@ -19,6 +19,9 @@
 
 #include "pg_anonymize.h"
 
+static void pga_vmessage(const char *level, const char *fmt, va_list ap)
+			__attribute__((format(printf, 2, 0)));
+
 /* "pg_anonymize: level: message" on stderr, one newline at the end. */
 static void
 pga_vmessage(const char *level, const char *fmt, va_list ap)

@@ -17,6 +17,19 @@
 #endif
 
 /*
+ * 16 gave _bt_search() the heap relation and took away its snapshot
+ * argument.  anonymize_bt_search(rel, heaprel, key, bufP) descends a btree
+ * for reading and returns the stack of parent pages.
+ */
+#if PG_VERSION_NUM >= 160000
+#define anonymize_bt_search(rel, heaprel, key, bufP) \
+	_bt_search((rel), (heaprel), (key), (bufP), BT_READ)
+#else
+#define anonymize_bt_search(rel, heaprel, key, bufP) \
+	_bt_search((rel), (key), (bufP), BT_READ, NULL)
+#endif
+
+/*
  * 17 replaced backend ids by proc numbers (an index into the PGPROC array,
  * BackendIdGetProc() by ProcNumberGetProc()), dropped PGPROC's pgprocno
  * field and moved its lxid into vxid.lxid.  run() keeps the caller's

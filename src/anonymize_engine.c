@@ -518,7 +518,8 @@ engine_row_key(AnonymizeTarget *target, TupleTableSlot *slot,
 	if (anonymize_target_numeric(target))
 		return engine_number_key(target->col_type, d, key);
 	v = (struct varlena *) DatumGetPointer(d);
-	if (VARATT_IS_EXTENDED(v) && !VARATT_IS_SHORT(v))
+	/* (an out-of-line pointer has a 1-byte header: not VARATT_IS_SHORT) */
+	if (VARATT_IS_EXTERNAL(v) || VARATT_IS_COMPRESSED(v))
 	{
 		/* toasted or compressed: long values are never identifiers */
 		if (toast_raw_datum_size(d) - VARHDRSZ > ANONYMIZE_MAX_VALUE_LEN)

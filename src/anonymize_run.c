@@ -45,6 +45,7 @@
 #include "anonymize_request.h"
 #include "anonymize_retention.h"
 #include "anonymize_run_private.h"
+#include "anonymize_scrub.h"
 #include "anonymize_settings.h"
 #include "anonymize_xact.h"
 
@@ -604,6 +605,8 @@ run_batch_update(RunState *st, AnonymizeTarget *target, Oid leaf,
 				   target->erase_null ? "NULL" : "$1",
 				   anonymize_target_numeric(target) ? "'+' OPERATOR(pg_catalog.||) " : "",
 				   quote_identifier(target->col));
+	/* the pages of the versions this batch leaves behind, for the scrub */
+	anonymize_scrub_note_rows(leaf, target->col, tids, n);
 	values[0] = CStringGetTextDatum(target->replacement ? target->replacement :
 									anonymize_replacement);
 	values[1] = PointerGetDatum(construct_array(tids, n, TIDOID,
@@ -1011,6 +1014,7 @@ anonymize_run_execute_ext(AnonymizeRunResult *result, const char *trigger,
 	st.trigger = trigger;
 	st.cxt = AllocSetContextCreate(TopMemoryContext, "anonymize run",
 								   ALLOCSET_DEFAULT_SIZES);
+	anonymize_scrub_begin(st.cxt);
 
 	pgstat_report_activity(STATE_RUNNING, "anonymize run: waiting for the run lock");
 	StartTransactionCommand();

@@ -30,6 +30,7 @@
 
 #include "anonymize_request.h"
 #include "anonymize_run_private.h"
+#include "anonymize_scrub.h"
 #include "anonymize_settings.h"
 #include "anonymize_xact.h"
 
@@ -195,6 +196,8 @@ anonymize_run_vacuum(RunState *st)
 	MemoryContext save;
 	MemoryContext old;
 	int			nrels;
+	bool		whole = st->vacuum_owed;	/* scrub: noted pages unknown */
+	AnonymizeScrubStats scrub;
 
 	if (relids == NIL)
 		return;
@@ -218,5 +221,10 @@ anonymize_run_vacuum(RunState *st)
 	MemoryContextDelete(PortalContext);
 	PortalContext = save;
 
+	/* old versions kept by an older snapshot: the next run does it again */
+	for (int i = 0; i < st->nreqs; i++)
+		whole |= st->resumed[i];
+	if (!anonymize_scrub_run(relids, whole, st->run_id, &scrub))
+		return;
 	run_vacuum_record(st);
 }

@@ -28,12 +28,25 @@ restart_after_crash = on
 log_statement = none
 });
 
-# seconds until no process has this pid (the worker exited)
+# whether the process with this pid still runs: a zombie has exited (once
+# the postmaster is dead, the worker's exit is reaped by whatever process
+# adopts it, as late as that one likes)
+sub running
+{
+	my ($pid) = @_;
+	return 0 unless kill(0, $pid);
+	open(my $fh, '<', "/proc/$pid/stat") or return 1;
+	my $stat = <$fh> // '';
+	close $fh;
+	return $stat !~ /^\d+ \(.*\) Z /;
+}
+
+# seconds until the process with this pid has exited (the worker)
 sub seconds_to_exit
 {
 	my ($pid) = @_;
 	my $t0 = time();
-	while (kill(0, $pid) && time() - $t0 < 10)
+	while (running($pid) && time() - $t0 < 30)
 	{
 		usleep(10_000);
 	}
@@ -109,8 +122,8 @@ is( $node->safe_psql('postgres',
 	'status() gives the pid of the worker');
 my $log_offset = -s $node->logfile;
 kill 'TERM', $pid;
-cmp_ok(seconds_to_exit($pid), '<', 1,
-	'SIGTERM stops the idle worker within a second');
+cmp_ok(seconds_to_exit($pid), '<', 5,
+	'SIGTERM stops the idle worker promptly (under 5 s, where its wait is hours)');
 ok( $node->log_contains(
 		'terminating background worker "anonymize worker" due to administrator command',
 		$log_offset),
@@ -133,7 +146,7 @@ ok(wait_mid_run(1), 'the run of request 1 is under way');
 like(status($node, 'activity'), qr/^anonymize run \d+: /, 'status() shows what the run does');
 kill 'TERM', $pid;
 my $secs = seconds_to_exit($pid);
-cmp_ok($secs, '<', 1, 'SIGTERM stops the worker in the middle of a run within a second');
+cmp_ok($secs, '<', 5, 'SIGTERM stops the worker in the middle of a run promptly (under 5 s, where its wait is hours)');
 note("stopped in $secs s");
 is( $node->safe_psql('postgres',
 		"SELECT status FROM anonymize.anonymize_request WHERE id = 1"),
@@ -190,7 +203,7 @@ ok($node->poll_query_until('postgres',
 	'the run after the crash has vacuumed');
 $pid = status($node, 'worker_pid');
 kill 'KILL', $node->{_pid};
-cmp_ok(seconds_to_exit($pid), '<', 2, 'the worker exits when the postmaster dies');
+cmp_ok(seconds_to_exit($pid), '<', 10, 'the worker exits when the postmaster dies (under 10 s, where its wait is hours)');
 unlink($node->data_dir . '/postmaster.pid');
 $node->_update_pid(0);
 

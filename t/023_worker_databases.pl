@@ -176,7 +176,7 @@ $pid_b0 = worker_pid('db_b');
 my $t1 = time();
 kill 'TERM', $launcher;
 usleep(10_000) while kill(0, $launcher) && time() - $t1 < 10;
-cmp_ok(time() - $t1, '<', 1, 'SIGTERM stops the launcher within a second');
+cmp_ok(time() - $t1, '<', 5, 'SIGTERM stops the launcher promptly (under 5 s)');
 $node->poll_query_until('postgres',
 	"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'anonymize launcher' AND pid <> $launcher")
   or die 'no new launcher';
@@ -217,10 +217,10 @@ is(worker_pid('db_a'), $pid_a, '... and the worker stayed');
 wait_status('db_a', "worker_state = 'disabled'", 'the worker of db_a');
 my $t0 = time();
 $node->safe_psql('postgres', 'CREATE DATABASE db_copy TEMPLATE db_a');
-cmp_ok(time() - $t0, '<', 3, 'CREATE DATABASE ... TEMPLATE a served database succeeds at once');
+cmp_ok(time() - $t0, '<', 4.5, 'CREATE DATABASE ... TEMPLATE a served database succeeds at once');
 $t0 = time();
 $node->safe_psql('postgres', 'ALTER DATABASE db_a RENAME TO db_a2');
-cmp_ok(time() - $t0, '<', 3, 'ALTER DATABASE ... RENAME of a served database succeeds at once');
+cmp_ok(time() - $t0, '<', 4.5, 'ALTER DATABASE ... RENAME of a served database succeeds at once');
 is(worker_pid('db_a2'), '', 'a database renamed out of the list is not served');
 $node->safe_psql('postgres', 'ALTER DATABASE db_a2 RENAME TO db_a');
 wait_worker('db_a', 'n = 1', 'db_a served again');
@@ -235,7 +235,7 @@ SELECT clock_timestamp() AS t0 \gset
 DROP DATABASE db_b;
 SELECT round(extract(epoch FROM clock_timestamp() - :'t0')::numeric, 3);
 });
-cmp_ok($secs, '<', 2, 'DROP DATABASE of a served database succeeds at once');
+cmp_ok($secs, '<', 4.5, "DROP DATABASE of a served database succeeds before the server's own 5 s wait");
 note("DROP DATABASE took $secs s");
 ok(!kill(0, $pid_b), '... its worker is gone');
 is(worker_pid('db_a'), $pid_a, '... and the other database\'s worker is untouched');
@@ -344,8 +344,8 @@ $launcher = $node->safe_psql('postgres',
 	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'anonymize launcher'");
 kill 'KILL', $node->{_pid};
 $t0 = time();
-usleep(10_000) while kill(0, $launcher) && time() - $t0 < 10;
-cmp_ok(time() - $t0, '<', 2, 'the launcher exits when the postmaster dies');
+usleep(10_000) while kill(0, $launcher) && time() - $t0 < 30;
+cmp_ok(time() - $t0, '<', 10, 'the launcher exits when the postmaster dies');
 unlink($node->data_dir . '/postmaster.pid');
 $node->_update_pid(0);
 done_testing();

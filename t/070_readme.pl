@@ -56,6 +56,7 @@ my @files = (
 	{ path => 'doc/pg_anonymize.md' },
 	{ path => 'doc/retention.md' },
 	{ path => 'doc/erasure-coverage.md' },
+	{ path => 'doc/page-bytes.md' },
 	{ path => 'doc/benchmarks.md' },
 	{ path => 'doc/faq.md' },
 	{ path => 'doc/upgrading.md' },

@@ -36,9 +36,18 @@ my $default = $node->safe_psql('postgres',
 isnt($default, '1.0', "the default version ($default) is newer than the released 1.0");
 
 # 1.0, installed and used
+# the DBA's grants on functions that 1.1 re-creates, given in both
+# databases: the update must keep them as the DBA's own
+my $grants = q{
+GRANT USAGE ON SCHEMA anonymize TO portal;
+GRANT EXECUTE ON FUNCTION anonymize.preview(bigint) TO portal;
+GRANT EXECUTE ON FUNCTION anonymize.status() TO portal WITH GRANT OPTION;
+};
+$node->safe_psql('postgres', 'CREATE ROLE portal');
 $node->safe_psql('postgres', 'CREATE DATABASE used');
 $node->safe_psql('used', q{
 CREATE EXTENSION anonymize VERSION '1.0';
+} . $grants . q{
 CREATE SCHEMA archive;
 CREATE TABLE archive.calls (id int PRIMARY KEY, caller text, started_at timestamptz NOT NULL);
 CREATE TABLE archive.sms (id int PRIMARY KEY, sender text, at timestamptz NOT NULL);
@@ -89,7 +98,10 @@ is($node->safe_psql('used', "SELECT extversion FROM pg_extension WHERE extname =
 is($node->safe_psql('used', $state_sql), $before, 'the upgrade keeps every request, receipt and target');
 
 $node->safe_psql('postgres', 'CREATE DATABASE fresh');
-$node->safe_psql('fresh', 'CREATE EXTENSION anonymize');
+$node->safe_psql('fresh', 'CREATE EXTENSION anonymize' . ";\n" . $grants);
+is($node->safe_psql('used', q{SELECT has_function_privilege('portal', 'anonymize.preview(bigint)', 'EXECUTE')
+	AND has_function_privilege('portal', 'anonymize.status()', 'EXECUTE WITH GRANT OPTION')}),
+	't', "the update keeps the DBA's grants on re-created functions");
 is($node->safe_psql('fresh', "SELECT extversion FROM pg_extension WHERE extname = 'anonymize'"),
 	$default, "CREATE EXTENSION anonymize: $default");
 

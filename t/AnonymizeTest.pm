@@ -29,6 +29,9 @@ AnonymizeTest - what the TAP tests of the anonymize extension share
   # no identifier anywhere in the server log
   log_has_no($node, '98765432', 'bob@example.com');
 
+  # nor in any page of the targets and the anonymize schema (pageinspect)
+  pages_have_no($node, 'postgres', 'all', '98765432', 'Bob@Example.com');
+
 =head1 DESCRIPTION
 
 AnonymizeTest holds what the t/*.pl files would otherwise each repeat: a
@@ -68,6 +71,8 @@ our @EXPORT = qw(
   status
   wait_status
   log_has_no
+  page_hits
+  pages_have_no
 );
 
 # the settings every test instance starts from, next to the Makefile
@@ -202,6 +207,75 @@ sub log_has_no
 		'the server log of node ' . $node->name . ' holds none of '
 		  . scalar(@identifiers) . ' identifiers');
 	diag('found in the server log: ' . join(', ', @found)) if @found;
+	return $ok;
+}
+
+=pod
+
+=item page_hits(node, db, relations, strings...)
+
+The pages of I<relations> in database I<db> of I<node> whose raw bytes,
+read with pageinspect's C<get_raw_page()>, hold one of the I<strings>
+(byte for byte: give each format and case an identifier was stored in):
+C<"relation:pages,..."> in the order of the names, C<''> when none.
+I<relations> is an array of names, or C<'all'>: every table of the
+anonymize schema and every target table, with their indexes, their TOAST
+tables and the TOAST tables' indexes.  Every page is read: the tuples,
+the line pointers and the free space.  Needs C<CREATE EXTENSION
+pageinspect> in I<db>; reads only, so it works on a standby too.
+
+=cut
+
+sub page_hits
+{
+	my ($node, $db, $rels, @strings) = @_;
+	my $quote = sub { my $v = shift; $v =~ s/'/''/g; return "'$v'"; };
+	my $arr = join(', ', map { $quote->($_) } @strings);
+	my $tables = ref $rels
+	  ? 'SELECT unnest(ARRAY[' . join(', ', map { $quote->($_) } @$rels) . ']::regclass[])::oid'
+	  : q{SELECT c.oid FROM pg_class c
+			WHERE c.relkind IN ('r', 'm')
+			  AND (c.relnamespace = 'anonymize'::regnamespace
+			       OR c.oid IN (SELECT tbl FROM anonymize.target))};
+	# with 'all', the tables' indexes and TOAST; named relations as they are
+	my $all = ref $rels ? 'false' : 'true';
+	return $node->safe_psql($db, qq{
+		WITH tbl AS ($tables),
+		toast AS (
+			SELECT reltoastrelid AS oid FROM pg_class
+			WHERE $all AND oid IN (SELECT * FROM tbl) AND reltoastrelid <> 0),
+		rel AS (
+			SELECT * FROM tbl UNION SELECT oid FROM toast
+			UNION SELECT indexrelid FROM pg_index
+			WHERE $all AND indrelid IN (SELECT * FROM tbl UNION SELECT oid FROM toast))
+		SELECT coalesce(string_agg(name || ':' || pages, ',' ORDER BY name), '')
+		FROM (SELECT r.oid::regclass::text AS name, count(DISTINCT b) AS pages
+		      FROM rel AS r(oid),
+		           generate_series(0, pg_relation_size(r.oid) / current_setting('block_size')::int - 1) AS b,
+		           unnest(ARRAY[$arr]::text[]) AS s(str)
+		      WHERE position(convert_to(s.str, 'UTF8')
+		                     IN get_raw_page(r.oid::regclass::text, b::int)) > 0
+		      GROUP BY 1) h});
+}
+
+=pod
+
+=item pages_have_no(node, db, relations, strings...)
+
+One test: C<page_hits()> finds none of the I<strings> in any page of
+I<relations> (C<'all'> or an array of names).  On failure, the relations
+and their pages that hold one are listed.
+
+=cut
+
+sub pages_have_no
+{
+	my ($node, $db, $rels, @strings) = @_;
+	my $hits = page_hits($node, $db, $rels, @strings);
+	my $ok = is($hits, '',
+		'no page of ' . (ref $rels ? join(', ', @$rels) : 'the targets and the anonymize schema')
+		  . ' on node ' . $node->name . ' holds any of ' . scalar(@strings)
+		  . " strings ($strings[0], ...)");
 	return $ok;
 }
 

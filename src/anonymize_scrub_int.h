@@ -1,0 +1,59 @@
+/*-------------------------------------------------------------------------
+ *
+ * anonymize_scrub_int.h
+ *	  What the scrub's two files share: the pages a run noted before its
+ *	  rewrite (anonymize_scrub_note.c), which the scrub after the vacuum
+ *	  visits (anonymize_scrub.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ANONYMIZE_SCRUB_INT_H
+#define ANONYMIZE_SCRUB_INT_H
+
+#include "access/itup.h"
+#include "access/xlogdefs.h"
+#include "nodes/pg_list.h"
+#include "storage/itemptr.h"
+#include "utils/relcache.h"
+
+/* the noted pages of one relation */
+typedef struct ScrubRel
+{
+	Oid			relid;
+	AttrNumber	attnum;			/* heap: the target column */
+	ItemPointerData *tids;		/* heap: old versions; TOAST: chunks */
+	int			ntids;
+	int			maxtids;
+	BlockNumber *blocks;		/* btree: leaves and parents found */
+	int			nblocks;
+	int			maxblocks;
+	bool		whole;			/* read whole, pages changed since the run
+								 * began: too many notes, or a btree without
+								 * heap TID keys */
+} ScrubRel;
+
+/* the noting of the current run */
+typedef struct ScrubState
+{
+	MemoryContext cxt;
+	XLogRecPtr	since;			/* insert LSN when the run began */
+	List	   *rels;			/* ScrubRel * */
+	Size		bytes;			/* of the notes' arrays, at most
+								 * SCRUB_NOTE_BUDGET */
+	double		note_ms;		/* time spent noting */
+} ScrubState;
+
+/*
+ * Past this many bytes of notes (about 500,000 rows rewritten), the
+ * relation whose notes grow is read whole after the vacuum instead (its
+ * pages changed since the run began): the run's memory stays bounded.
+ */
+#define SCRUB_NOTE_BUDGET	(4 * 1024 * 1024)
+
+extern ScrubState *scrub_state;
+
+extern ScrubRel *scrub_rel(Oid relid, bool create);
+extern bool scrub_index_uses(Relation irel, AttrNumber attnum);
+extern void scrub_sort_blocks(ScrubRel *sr);
+
+#endif							/* ANONYMIZE_SCRUB_INT_H */
