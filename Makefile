@@ -46,6 +46,18 @@ PG_CPPFLAGS = -I$(srcdir)/src
 PG_CFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare
 
 PG_CONFIG ?= pg_config
+
+# PostgreSQL 15 to 18 (15, 17 and 18 tested); any other stops here with a
+# message rather than with a compiler error
+ANONYMIZE_PG_VERSION := $(shell $(PG_CONFIG) --version 2>/dev/null)
+ANONYMIZE_PG_MAJOR := $(shell echo '$(ANONYMIZE_PG_VERSION)' | sed -n 's/^PostgreSQL \([0-9][0-9]*\).*/\1/p')
+ifeq ($(ANONYMIZE_PG_VERSION),)
+$(error cannot run $(PG_CONFIG): set PG_CONFIG to the pg_config of PostgreSQL 15, 16, 17 or 18)
+endif
+ifeq ($(filter $(ANONYMIZE_PG_MAJOR),15 16 17 18),)
+$(error anonymize supports PostgreSQL 15, 16, 17 and 18, but $(PG_CONFIG) is $(ANONYMIZE_PG_VERSION))
+endif
+
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 

@@ -95,6 +95,10 @@ acls AS (
 	UNION ALL
 	SELECT m.classid, m.objid, coalesce(t.typacl, acldefault('T'::"char", t.typowner))
 	FROM members m JOIN pg_type t ON m.classid = 'pg_type'::regclass AND t.oid = m.objid
+	-- not a table's or view's row type nor an array type: they follow their
+	-- relation or element type (17 and later list them as members too)
+	WHERE NOT EXISTS (SELECT FROM pg_class r WHERE r.oid = t.typrelid AND r.relkind <> 'c')
+	  AND NOT EXISTS (SELECT FROM pg_type e WHERE e.typarray = t.oid)
 	UNION ALL
 	SELECT 'pg_namespace'::regclass, n.oid, coalesce(n.nspacl, acldefault('n'::"char", n.nspowner))
 	FROM pg_namespace n WHERE n.nspname = 'anonymize'

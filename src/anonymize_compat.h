@@ -29,4 +29,36 @@
 	_bt_search((rel), (key), (bufP), BT_READ, NULL)
 #endif
 
+/*
+ * 17 replaced backend ids by proc numbers (an index into the PGPROC array,
+ * BackendIdGetProc() by ProcNumberGetProc()), dropped PGPROC's pgprocno
+ * field and moved its lxid into vxid.lxid.  run() keeps the caller's
+ * backend to wait for its transaction to end, and the search cache the
+ * local transaction id it was last checked in:
+ *
+ * AnonymizeBackend			a backend's id (15) or proc number (17)
+ * anonymize_my_backend		this backend's
+ * anonymize_backend_proc(b)	its PGPROC (NULL when none, 15 only)
+ * anonymize_proc_number(p)	a PGPROC's index in ProcGlobal->allProcs
+ * anonymize_proc_lxid(p)		a PGPROC's local transaction id
+ */
+#include "storage/proc.h"
+#include "storage/procarray.h"
+#if PG_VERSION_NUM >= 170000
+#include "storage/procnumber.h"
+typedef ProcNumber AnonymizeBackend;
+#define anonymize_my_backend		MyProcNumber
+#define anonymize_backend_proc(b)	ProcNumberGetProc(b)
+#define anonymize_proc_number(p)	((int) GetNumberFromPGProc(p))
+#define anonymize_proc_lxid(p)		((p)->vxid.lxid)
+#else
+#include "storage/backendid.h"
+#include "storage/sinvaladt.h"
+typedef BackendId AnonymizeBackend;
+#define anonymize_my_backend		MyBackendId
+#define anonymize_backend_proc(b)	BackendIdGetProc(b)
+#define anonymize_proc_number(p)	((p)->pgprocno)
+#define anonymize_proc_lxid(p)		((p)->lxid)
+#endif
+
 #endif							/* ANONYMIZE_COMPAT_H */

@@ -123,7 +123,9 @@ anonymize_launcher_register(void)
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "anonymize_launcher_main");
 	snprintf(worker.bgw_name, BGW_MAXLEN, "anonymize launcher");
 	snprintf(worker.bgw_type, BGW_MAXLEN, "anonymize launcher");
-	RegisterBackgroundWorker(&worker);
+	/* not in pg_upgrade's servers: a worker's session would block their restore */
+	if (!IsBinaryUpgrade)
+		RegisterBackgroundWorker(&worker);
 }
 
 /* pg_database's rows, in the turn's memory */

@@ -11,6 +11,7 @@
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 
+#include "anonymize_compat.h"
 #include "anonymize_core.h"
 
 PG_FUNCTION_INFO_V1(anonymize_mask_phone);

@@ -16,6 +16,7 @@
 #include "fmgr.h"
 #include "utils/builtins.h"
 
+#include "anonymize_compat.h"
 #include "anonymize_normalize.h"
 #include "anonymize_settings.h"
 

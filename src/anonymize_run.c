@@ -627,7 +627,7 @@ run_batch_count(const int *ids, int nids, int64 *rcount)
 		int			req = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
 													  SPI_tuptable->tupdesc, 1,
 													  &isnull));
-		int		   *pos = bsearch(&req, ids, nids, sizeof(int), run_cmp_int);
+		const int  *pos = bsearch(&req, ids, nids, sizeof(int), run_cmp_int);
 
 		if (pos)
 			rcount[pos - ids]++;

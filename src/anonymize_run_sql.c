@@ -84,9 +84,9 @@ run_sql_create_shared(void)
 	shared->state = RUN_STATE_STARTING;
 	shared->database = MyDatabaseId;
 	shared->caller_pid = MyProcPid;
-	shared->caller_pgprocno = MyProc->pgprocno;
-	shared->caller_backend = MyBackendId;
-	shared->caller_lxid = MyProc->lxid;
+	shared->caller_pgprocno = anonymize_proc_number(MyProc);
+	shared->caller_backend = anonymize_my_backend;
+	shared->caller_lxid = anonymize_proc_lxid(MyProc);
 	return seg;
 }
 

@@ -22,7 +22,6 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "storage/procarray.h"
-#include "storage/sinvaladt.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -48,10 +47,10 @@ run_worker_wait_for_caller(RunShared *shared)
 						   "anonymize run: waiting for the transaction that called run() to end, to vacuum");
 	for (int waited = 0;; waited += 20)
 	{
-		PGPROC	   *proc = BackendIdGetProc(shared->caller_backend);
+		PGPROC	   *proc = anonymize_backend_proc(shared->caller_backend);
 
 		if (proc == NULL || proc->pid != shared->caller_pid ||
-			proc->lxid != shared->caller_lxid)
+			anonymize_proc_lxid(proc) != shared->caller_lxid)
 			break;
 		if (waited >= RUN_CALLER_WAIT_MS)
 		{

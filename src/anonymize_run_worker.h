@@ -11,9 +11,9 @@
 #ifndef ANONYMIZE_RUN_WORKER_H
 #define ANONYMIZE_RUN_WORKER_H
 
-#include "storage/backendid.h"
 #include "storage/spin.h"
 
+#include "anonymize_compat.h"
 #include "anonymize_run.h"
 
 /* RunShared.state */
@@ -31,7 +31,7 @@ typedef struct RunShared
 	Oid			database;
 	int			caller_pid;
 	int			caller_pgprocno;
-	BackendId	caller_backend;
+	AnonymizeBackend caller_backend;
 	LocalTransactionId caller_lxid;
 	AnonymizeRunResult result;
 	int			sqlerrcode;

@@ -18,6 +18,7 @@
 #include "utils/date.h"
 #include "utils/timestamp.h"
 
+#include "anonymize_compat.h"
 #include "anonymize_search_cache.h"
 #include "anonymize_settings.h"
 

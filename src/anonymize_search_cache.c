@@ -57,6 +57,7 @@
 #include "utils/syscache.h"
 
 #include "anonymize_bloom.h"
+#include "anonymize_compat.h"
 #include "anonymize_digest.h"
 #include "anonymize_hmac_core.h"
 #include "anonymize_normalize.h"
@@ -677,7 +678,7 @@ cache_ensure(void)
 {
 	TimestampTz stmt = GetCurrentStatementStartTimestamp();
 
-	if (stmt != checked_stmt || MyProc->lxid != checked_lxid ||
+	if (stmt != checked_stmt || anonymize_proc_lxid(MyProc) != checked_lxid ||
 		anonymize_country_code != checked_country_code ||
 		anonymize_trunk_prefix != checked_trunk_prefix)
 	{
@@ -685,7 +686,7 @@ cache_ensure(void)
 		if (!cache_settings_unchanged())
 			cache_valid = false;
 		checked_stmt = stmt;
-		checked_lxid = MyProc->lxid;
+		checked_lxid = anonymize_proc_lxid(MyProc);
 		checked_country_code = anonymize_country_code;
 		checked_trunk_prefix = anonymize_trunk_prefix;
 	}

@@ -196,7 +196,11 @@ note("rows rewritten: request 1 $expect_a, request 2 $expect_b");
 # no identifier in the server log, in any format
 log_has_no($node, '98765432', '987 65 432', '12345678', '12 345 678');
 
-# the worker exits with the postmaster (WL_EXIT_ON_PM_DEATH)
+# the worker exits with the postmaster (WL_EXIT_ON_PM_DEATH), once idle:
+# the vacuum after its run (cost-delayed) does not look at the postmaster
+ok($node->poll_query_until('postgres',
+		'SELECT vacuumed_at IS NOT NULL FROM anonymize.runs ORDER BY id DESC LIMIT 1'),
+	'the run after the crash has vacuumed');
 $pid = status($node, 'worker_pid');
 kill 'KILL', $node->{_pid};
 cmp_ok(seconds_to_exit($pid), '<', 10, 'the worker exits when the postmaster dies (under 10 s, where its wait is hours)');

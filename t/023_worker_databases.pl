@@ -15,10 +15,14 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use File::Basename;
+use File::Spec;
 use IPC::Run;
 use Time::HiRes qw(time usleep);
 
-my $cli = -x "$ENV{TESTDIR}/pg_anonymize" ? "$ENV{TESTDIR}/pg_anonymize" : 'pg_anonymize';
+# the source tree (PGXS of 15 sets TESTDIR to it, 17 and later do not)
+my $top = dirname(dirname(File::Spec->rel2abs(__FILE__)));
+my $cli = -x "$top/cli/pg_anonymize" ? "$top/cli/pg_anonymize" : 'pg_anonymize';
 
 my $node = PostgreSQL::Test::Cluster->new('databases');
 $node->init(allows_streaming => 1);

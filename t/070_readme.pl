@@ -30,9 +30,11 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use File::Basename;
+use File::Spec;
 use IPC::Run;
 
-my $top = $ENV{TESTDIR};
+# the source tree (PGXS of 15 sets TESTDIR to it, 17 and later do not)
+my $top = dirname(dirname(File::Spec->rel2abs(__FILE__)));
 my $cli = -x "$top/cli/pg_anonymize" ? "$top/cli/pg_anonymize" : 'pg_anonymize';
 my $example_archive = 'doc/example-archive.sql';
 
@@ -57,6 +59,7 @@ my @files = (
 	{ path => 'doc/page-bytes.md' },
 	{ path => 'doc/benchmarks.md' },
 	{ path => 'doc/faq.md' },
+	{ path => 'doc/upgrading.md' },
 	{ path => 'src/README.md', optional => 1 },
 	{ path => 't/README.md' },
 );

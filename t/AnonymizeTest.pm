@@ -88,16 +88,19 @@ my $test_conf =
 =item $cli
 
 The pg_anonymize to test: the one C<make> built in F<cli/> of the build
-directory (C<$ENV{TESTDIR}>, set by PGXS), else the one on the PATH, which
+directory (this file's parent: PGXS of 15 sets C<$ENV{TESTDIR}> to it, 17
+and later do not), else the one on the PATH, which
 PGXS starts with PostgreSQL's bindir, where C<make install> put it.
 
 =back
 
 =cut
 
+my $top = File::Basename::dirname(
+	File::Basename::dirname(File::Spec->rel2abs(__FILE__)));
 our $cli =
-  defined $ENV{TESTDIR} && -x "$ENV{TESTDIR}/cli/pg_anonymize"
-  ? "$ENV{TESTDIR}/cli/pg_anonymize"
+  -x "$top/cli/pg_anonymize"
+  ? "$top/cli/pg_anonymize"
   : 'pg_anonymize';
 
 =pod
