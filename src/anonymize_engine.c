@@ -390,7 +390,10 @@ engine_number_key(Oid type, Datum d, char *key)
 
 		if (len == 0 || len > (int) sizeof(buf) - 2 ||
 			strspn(s, "0123456789") != (size_t) len)
+		{
+			pfree(s);
 			return 0;
+		}
 		buf[0] = '+';
 		memcpy(buf + 1, s, len + 1);
 		pfree(s);
