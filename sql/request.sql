@@ -147,14 +147,15 @@ WHERE grantee = 0;
 SELECT proname FROM pg_proc
 WHERE pronamespace = 'anonymize'::regnamespace AND proacl IS NULL;
 
--- "today" is the server's (anonymize.timezone is empty here, so the
--- configured TimeZone, Europe/Oslo), not a session's SET TimeZone: the run
--- in its background process must agree with the page.  At any instant the
--- date in at least one of these two zones differs from Oslo's.
+-- "today" is the zone a session starts with (anonymize.timezone is empty
+-- here, so TimeZone's reset value: postgresql.conf, ALTER DATABASE/ROLE SET,
+-- or a client's PGTZ, which pg_regress sets), not a session's SET TimeZone.
+-- At any instant the date in at least one of these two zones differs from
+-- the reset zone's.
 SET timezone = 'Pacific/Kiritimati';
-SELECT anonymize._today() = (now() AT TIME ZONE 'Europe/Oslo')::date AS server_today;
+SELECT anonymize._today() = (now() AT TIME ZONE (SELECT reset_val FROM pg_settings WHERE name = 'TimeZone'))::date AS server_today;
 SET timezone = 'Pacific/Niue';
-SELECT anonymize._today() = (now() AT TIME ZONE 'Europe/Oslo')::date AS server_today;
+SELECT anonymize._today() = (now() AT TIME ZONE (SELECT reset_val FROM pg_settings WHERE name = 'TimeZone'))::date AS server_today;
 RESET timezone;
 
 -- clean up for the tests that follow (internal rows stay: they are not Waiting)
