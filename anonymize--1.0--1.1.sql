@@ -744,6 +744,250 @@ COMMENT ON FUNCTION @extschema@.wake() IS
 'asks the background worker of this database to run now (also when anonymize.enabled is off); SQLSTATE 55000 when it is not loaded or anonymize.database does not serve this database';
 
 -- ---------------------------------------------------------------
+-- The ledger: Done stays done
+-- ---------------------------------------------------------------
+
+-- The keyed digests of every Done request, with what the run needs to
+-- keep applying it: its to_date and scopes.  The run adds a Done
+-- request's entries as it finishes it; request_retention leaves them
+-- (anonymize.ledger_retention purges them); ledger_import() adds those of
+-- another copy of the database.  No plaintext, ever.
+CREATE TABLE @extschema@.ledger (
+	request_id	bigint NOT NULL,
+	kind		text NOT NULL CHECK (kind IN ('phone', 'email')),
+	digest		bytea NOT NULL CHECK (length(digest) = 32),
+	to_date		date NOT NULL,
+	archive		boolean NOT NULL,
+	sms_survey	boolean NOT NULL,
+	raw_data	boolean NOT NULL,
+	done_at		timestamptz NOT NULL,
+	added_at	timestamptz NOT NULL DEFAULT now(),
+	source		text NOT NULL DEFAULT 'run' CHECK (source IN ('run', 'upgrade', 'import')),
+	PRIMARY KEY (request_id, kind)
+);
+COMMENT ON TABLE @extschema@.ledger IS
+'keyed digests of every Done request, with its to_date and scopes: later runs keep erasing what it names (late rows, restored backups); no plaintext';
+
+-- Which rows the next run checks against the ledger: those written by
+-- transactions from horizon on, in this cluster and database; every row
+-- when full_recheck (no horizon yet, a ledger import, another cluster or
+-- database), and every row of a target not in targets (registered since,
+-- or failed).  Not dumped: a restored dump re-checks every row once.
+CREATE TABLE @extschema@.ledger_state (
+	id					integer PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+	horizon				xid8,
+	system_identifier	bigint,
+	database_oid		oid,
+	full_recheck		boolean NOT NULL DEFAULT true,
+	imports				bigint NOT NULL DEFAULT 0,
+	targets				text[],
+	updated_at			timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE @extschema@.ledger_state IS
+'the run''s ledger horizon: rows written since it, or every row after an import or a restore, are checked against the ledger';
+
+-- The ledger of the requests Done before this update.
+INSERT INTO @extschema@.ledger (request_id, kind, digest, to_date, archive, sms_survey,
+								raw_data, done_at, source)
+SELECT r.id, k.kind, k.digest, r.to_date, r.archive, r.sms_survey, r.raw_data,
+	   coalesce(r.done_at, now()), 'upgrade'
+FROM @extschema@.anonymize_request r
+JOIN @extschema@.request_private p ON p.request_id = r.id
+CROSS JOIN LATERAL (VALUES ('phone', p.phone_digest), ('email', p.email_digest)) AS k(kind, digest)
+WHERE r.status = 'Done' AND k.digest IS NOT NULL;
+
+-- A late erasure is a receipt of its own: event 'late', with the target
+-- and the rows, one per request, target and run.
+ALTER TABLE @extschema@.request_log
+	DROP CONSTRAINT request_log_event_check,
+	DROP CONSTRAINT request_log_check1,
+	ADD CONSTRAINT request_log_event_check
+		CHECK (event IN ('status', 'rewrite', 'cancelled', 'confirmed', 'late')),
+	ADD CONSTRAINT request_log_check1
+		CHECK ((event IN ('rewrite', 'late')) = (target IS NOT NULL AND col IS NOT NULL AND rows IS NOT NULL));
+COMMENT ON TABLE @extschema@.request_log IS
+'receipts: status changes of each request, rows rewritten per target, and rows erased late by a Done request (event late), with times; no identifier';
+
+-- anonymize.ledger_retention purges ledger entries; retention_log says so.
+ALTER TABLE @extschema@.retention_log
+	DROP CONSTRAINT retention_log_kind_check,
+	ADD CONSTRAINT retention_log_kind_check CHECK (kind IN ('requests', 'sms_survey', 'ledger'));
+
+CREATE FUNCTION @extschema@._key_fingerprint()
+RETURNS text
+AS 'MODULE_PATHNAME', 'anonymize_key_fingerprint'
+LANGUAGE C STABLE;
+COMMENT ON FUNCTION @extschema@._key_fingerprint() IS
+'a fingerprint of the digest key (an HMAC of a fixed text, not the key), NULL when there is none: two databases whose digests can match have the same';
+
+CREATE FUNCTION @extschema@._ledger_changed()
+RETURNS void
+AS 'MODULE_PATHNAME', 'anonymize_ledger_changed'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@._ledger_changed() IS
+'after a change of the ledger: every session''s search cache is rebuilt at its next statement';
+
+-- The ledger as one portable JSON document: entries ordered by request
+-- and kind, digests in hex, and the key's fingerprint.
+CREATE FUNCTION @extschema@.ledger_export()
+RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT jsonb_build_object(
+		'format', 'anonymize ledger',
+		'version', 1,
+		'key_fingerprint', @extschema@._key_fingerprint(),
+		'exported_at', now(),
+		'entries', coalesce((
+			SELECT jsonb_agg(jsonb_build_object(
+					'request_id', l.request_id,
+					'kind', l.kind,
+					'digest', encode(l.digest, 'hex'),
+					'to_date', l.to_date,
+					'scopes', to_jsonb(array_remove(ARRAY[
+						CASE WHEN l.archive THEN 'archive' END,
+						CASE WHEN l.sms_survey THEN 'sms_survey' END,
+						CASE WHEN l.raw_data THEN 'raw_data' END], NULL)),
+					'done_at', l.done_at)
+				ORDER BY l.request_id, l.kind)
+			FROM @extschema@.ledger l), '[]'::jsonb))::text
+$$;
+COMMENT ON FUNCTION @extschema@.ledger_export() IS
+'the ledger as one portable document (JSON): digests, kinds, dates, scopes, request ids and the key''s fingerprint; no plaintext';
+
+-- The entries of a document that this database lacks, all or nothing;
+-- then the next run re-checks every row of every target.
+CREATE FUNCTION @extschema@.ledger_import(doc text)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_doc		jsonb;
+	v_fp		text;
+	v_bad		bigint;
+	v_added		integer;
+	v_max		bigint;
+BEGIN
+	IF doc IS NULL THEN
+		RAISE EXCEPTION 'argument of ledger_import must not be null'
+			USING ERRCODE = 'null_value_not_allowed',
+				  HINT = 'Pass the text that anonymize.ledger_export() returned.';
+	END IF;
+	BEGIN
+		v_doc := doc::jsonb;
+	EXCEPTION WHEN others THEN
+		RAISE EXCEPTION 'malformed ledger document'
+			USING ERRCODE = 'invalid_text_representation',
+				  DETAIL = 'It is not JSON.',
+				  HINT = 'Pass the text that anonymize.ledger_export() returned, unchanged.';
+	END;
+	IF jsonb_typeof(v_doc) IS DISTINCT FROM 'object'
+	   OR v_doc ->> 'format' IS DISTINCT FROM 'anonymize ledger'
+	   OR v_doc ->> 'version' IS DISTINCT FROM '1'
+	   OR jsonb_typeof(v_doc -> 'entries') IS DISTINCT FROM 'array' THEN
+		RAISE EXCEPTION 'malformed ledger document'
+			USING ERRCODE = 'invalid_text_representation',
+				  DETAIL = 'It lacks the format "anonymize ledger", version 1, or its entries.',
+				  HINT = 'Pass the text that anonymize.ledger_export() returned, unchanged.';
+	END IF;
+
+	v_fp := @extschema@._key_fingerprint();
+	IF v_fp IS NULL OR v_fp IS DISTINCT FROM v_doc ->> 'key_fingerprint' THEN
+		RAISE EXCEPTION 'the ledger was made with another digest key'
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('The document''s key fingerprint is %s; this database''s is %s.',
+								  coalesce(v_doc ->> 'key_fingerprint', 'missing'), coalesce(v_fp, 'missing (no key)')),
+				  HINT = 'Its digests would match nothing here: restore anonymize.secret from the same database (a dump or backup of it carries the key), then import again.';
+	END IF;
+
+	-- every entry well formed, or nothing
+	SELECT count(*) INTO v_bad
+	FROM jsonb_array_elements(v_doc -> 'entries') e
+	WHERE jsonb_typeof(e) IS DISTINCT FROM 'object'
+	   OR coalesce(e ->> 'request_id', '') !~ '^[1-9][0-9]{0,17}$'
+	   OR coalesce(e ->> 'kind', '') NOT IN ('phone', 'email')
+	   OR coalesce(e ->> 'digest', '') !~ '^[0-9a-f]{64}$'
+	   OR coalesce(e ->> 'to_date', '') !~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}$'
+	   OR coalesce(e ->> 'done_at', '') = ''
+	   OR jsonb_typeof(e -> 'scopes') IS DISTINCT FROM 'array'
+	   OR jsonb_array_length(e -> 'scopes') = 0
+	   OR EXISTS (SELECT FROM jsonb_array_elements_text(e -> 'scopes') s
+				  WHERE s NOT IN ('archive', 'sms_survey', 'raw_data'));
+	IF v_bad > 0 THEN
+		RAISE EXCEPTION 'malformed ledger document'
+			USING ERRCODE = 'invalid_text_representation',
+				  DETAIL = format('%s of its entries lack a request id, kind, digest, date or scope.', v_bad),
+				  HINT = 'Pass the text that anonymize.ledger_export() returned, unchanged.';
+	END IF;
+
+	BEGIN
+		CREATE TEMPORARY TABLE anonymize_ledger_import ON COMMIT DROP AS
+		SELECT (e ->> 'request_id')::bigint AS request_id, e ->> 'kind' AS kind,
+			   decode(e ->> 'digest', 'hex') AS digest, (e ->> 'to_date')::date AS to_date,
+			   (e -> 'scopes') ? 'archive' AS archive, (e -> 'scopes') ? 'sms_survey' AS sms_survey,
+			   (e -> 'scopes') ? 'raw_data' AS raw_data, (e ->> 'done_at')::timestamptz AS done_at
+		FROM jsonb_array_elements(v_doc -> 'entries') e;
+	EXCEPTION WHEN data_exception THEN
+		RAISE EXCEPTION 'malformed ledger document'
+			USING ERRCODE = 'invalid_text_representation',
+				  DETAIL = 'A date or time of an entry is not valid.',
+				  HINT = 'Pass the text that anonymize.ledger_export() returned, unchanged.';
+	END;
+
+	-- a request id that names something else here: refused
+	SELECT min(i.request_id) INTO v_bad
+	FROM anonymize_ledger_import i
+	WHERE EXISTS (SELECT FROM @extschema@.ledger l
+				  WHERE l.request_id = i.request_id AND l.kind = i.kind AND l.digest <> i.digest)
+	   OR EXISTS (SELECT FROM @extschema@.anonymize_request r
+				  WHERE r.id = i.request_id AND r.status <> 'Done')
+	   OR (SELECT count(*) FROM anonymize_ledger_import j
+		   WHERE j.request_id = i.request_id AND j.kind = i.kind) > 1;
+	IF v_bad IS NOT NULL THEN
+		RAISE EXCEPTION 'ledger entry of request % conflicts with this database', v_bad
+			USING ERRCODE = 'unique_violation',
+				  DETAIL = 'This database has another request, or another digest, under that id.',
+				  HINT = 'Import the ledger before filing new requests in a restored database.';
+	END IF;
+
+	INSERT INTO @extschema@.ledger (request_id, kind, digest, to_date, archive, sms_survey,
+									raw_data, done_at, source)
+	SELECT request_id, kind, digest, to_date, archive, sms_survey, raw_data, done_at, 'import'
+	FROM anonymize_ledger_import
+	ON CONFLICT (request_id, kind) DO NOTHING;
+	GET DIAGNOSTICS v_added = ROW_COUNT;
+	DROP TABLE anonymize_ledger_import;
+
+	-- new requests here must not take the ids of imported ones
+	SELECT max(request_id) INTO v_max FROM @extschema@.ledger;
+	IF v_max IS NOT NULL THEN
+		PERFORM setval('@extschema@.anonymize_request_id_seq', v_max)
+		FROM @extschema@.anonymize_request_id_seq s
+		WHERE NOT s.is_called OR s.last_value < v_max;
+	END IF;
+
+	INSERT INTO @extschema@.ledger_state AS s (id, full_recheck, imports)
+	VALUES (1, true, 1)
+	ON CONFLICT (id) DO UPDATE SET full_recheck = true, imports = s.imports + 1,
+		updated_at = now();
+	PERFORM @extschema@._ledger_changed();
+	RETURN v_added;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.ledger_import(text) IS
+'adds the entries of a ledger_export() document that this database lacks (refused when made with another key) and makes the next run re-check every row; returns how many it added';
+
+REVOKE ALL ON TABLE @extschema@.ledger FROM PUBLIC;
+REVOKE ALL ON TABLE @extschema@.ledger_state FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._key_fingerprint() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._ledger_changed() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.ledger_export() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.ledger_import(text) FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.ledger', '');
+
+-- ---------------------------------------------------------------
 -- Grants of the functions this update re-created: given back
 -- ---------------------------------------------------------------
 

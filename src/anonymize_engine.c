@@ -38,6 +38,7 @@
 
 #include "anonymize_bloom.h"
 #include "anonymize_engine.h"
+#include "anonymize_ledger.h"
 #include "anonymize_normalize.h"
 #include "anonymize_settings.h"
 
@@ -71,6 +72,7 @@ struct AnonymizeMatchSet
 	int			maxpostings;
 	int		   *matched;		/* scratch: requests a row matches */
 	int64		undated;		/* rows matched whose time is NULL */
+	AnonymizeLedgerSet *ledger; /* Done requests still in force, or NULL */
 
 	/*
 	 * A Bloom filter of the keys' hashes (two bits a key): a row that
@@ -250,7 +252,23 @@ anonymize_matchset_free(AnonymizeMatchSet *ms)
 	pfree(ms->postings);
 	pfree(ms->matched);
 	anonymize_bloom_free(&ms->bloom);
+	if (ms->ledger)
+		anonymize_ledger_set_free(ms->ledger);
 	pfree(ms);
+}
+
+/* Check the rows the ledger says are due against ls as well. */
+void
+anonymize_matchset_set_ledger(AnonymizeMatchSet *ms, AnonymizeLedgerSet *ls)
+{
+	ms->ledger = ls;
+}
+
+/* Nothing to look for: no key and no ledger. */
+bool
+anonymize_matchset_empty(AnonymizeMatchSet *ms)
+{
+	return ms->nkeys == 0 && ms->ledger == NULL;
 }
 
 /* A scope's name as ANONYMIZE_SCOPE_*. */
@@ -539,6 +557,70 @@ engine_row_key(AnonymizeTarget *target, TupleTableSlot *slot,
 	return keylen;
 }
 
+/* Is request req among the first n of matched[]? */
+static inline bool
+engine_matched_has(const int *matched, int n, int req)
+{
+	for (int i = 0; i < n; i++)
+		if (matched[i] == req)
+			return true;
+	return false;
+}
+
+/*
+ * The requests a row of key matches, by the match set's entry e (or
+ * NULL) and, when the row is due, by the ledger's digests; the time
+ * compared with each request's cut-off; the callback when any matched.
+ */
+static void
+engine_report_row(AnonymizeMatchSet *ms, AnonymizeTarget *target, Oid leafid,
+				  TupleTableSlot *slot, AttrNumber timeatt,
+				  EngineMatchEntry *e, bool ledger_due, const char *key,
+				  int keylen, anonymize_match_callback callback, void *arg)
+{
+	const int  *late = NULL;
+	int			nlate = 0;
+	int			nmatched = 0;
+	bool		isnull;
+	Datum		d;
+
+	if (ledger_due)
+		nlate = anonymize_ledger_probe(ms->ledger, key, keylen, &late);
+	if (e == NULL && nlate == 0)
+		return;
+
+	/*
+	 * A contact of unknown time cannot be shown to be after the request's
+	 * date: it matches every request that names it.
+	 */
+	d = slot_getattr(slot, timeatt, &isnull);
+	for (int p = e ? e->head : -1; p >= 0; p = ms->postings[p].next)
+	{
+		AnonymizeRequest *r = &ms->reqs[ms->postings[p].req];
+
+		if (r->active &&
+			(isnull || engine_time_matches(r, target->time_type, d)))
+			ms->matched[nmatched++] = ms->postings[p].req;
+	}
+	for (int i = 0; i < nlate; i++)
+	{
+		AnonymizeRequest *r = &ms->reqs[late[i]];
+
+		if (r->active && !engine_matched_has(ms->matched, nmatched, late[i]) &&
+			(isnull || engine_time_matches(r, target->time_type, d)))
+		{
+			anonymize_ledger_fill(ms->ledger, r, key, keylen);
+			ms->matched[nmatched++] = late[i];
+		}
+	}
+	if (nmatched > 0)
+	{
+		if (isnull)
+			ms->undated++;
+		callback(arg, leafid, &slot->tts_tid, ms->matched, nmatched);
+	}
+}
+
 /* Scan one leaf of a target and report each matching row. */
 int64
 anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
@@ -559,52 +641,36 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 				 errmsg("a column of target %s is missing from table \"%s\"",
 						target->name, RelationGetRelationName(leaf)),
 				 errhint("Re-register the target with anonymize.add_target() or remove it with anonymize.remove_target().")));
-	if (ms->nkeys == 0)
+	if (anonymize_matchset_empty(ms))
 		return 0;
 
 	slot = table_slot_create(leaf, NULL);
 	scan = table_beginscan(leaf, GetActiveSnapshot(), 0, NULL);
 	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
 	{
-		bool		isnull;
-		Datum		d;
 		int			keylen;
-		EngineMatchEntry *e;
-		uint32		hash;
-		int			nmatched = 0;
+		EngineMatchEntry *e = NULL;
+		bool		ledger_due;
 
 		CHECK_FOR_INTERRUPTS();
 		nrows++;
+		/* with the ledger only, a row it need not check costs no more */
+		ledger_due = ms->ledger != NULL && anonymize_ledger_row_due(ms->ledger, slot);
+		if (ms->nkeys == 0 && !ledger_due)
+			continue;
 		keylen = engine_row_key(target, slot, idatt, key);
 		if (keylen == 0)
 			continue;
-		hash = hash_bytes((const unsigned char *) key, keylen);
-		if (!anonymize_bloom_may_contain(&ms->bloom, hash,
-										 engine_bloom_second(hash)))
-			continue;
-		e = engine_matchset_lookup(ms, key, keylen, hash, false);
-		if (e == NULL)
-			continue;
-
-		/*
-		 * A contact of unknown time cannot be shown to be after the
-		 * request's date: it matches every request that names it.
-		 */
-		d = slot_getattr(slot, timeatt, &isnull);
-		for (int p = e->head; p >= 0; p = ms->postings[p].next)
+		if (ms->nkeys > 0)
 		{
-			AnonymizeRequest *r = &ms->reqs[ms->postings[p].req];
+			uint32		hash = hash_bytes((const unsigned char *) key, keylen);
 
-			if (r->active &&
-				(isnull || engine_time_matches(r, target->time_type, d)))
-				ms->matched[nmatched++] = ms->postings[p].req;
+			if (anonymize_bloom_may_contain(&ms->bloom, hash,
+											engine_bloom_second(hash)))
+				e = engine_matchset_lookup(ms, key, keylen, hash, false);
 		}
-		if (nmatched > 0)
-		{
-			if (isnull)
-				ms->undated++;
-			callback(arg, leafid, &slot->tts_tid, ms->matched, nmatched);
-		}
+		engine_report_row(ms, target, leafid, slot, timeatt, e, ledger_due, key,
+						  keylen, callback, arg);
 	}
 	table_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);

@@ -51,6 +51,7 @@ typedef struct AnonymizeRequest
 	bool		scope[ANONYMIZE_NSCOPES];
 	bool		confirmed;		/* Held and confirmed: no row limit */
 	bool		active;			/* false once Held or Failed in this run */
+	bool		late;			/* a Done request of the ledger (anonymize_ledger.h) */
 	int64		matched;		/* rows matched in the counting pass */
 } AnonymizeRequest;
 
@@ -127,6 +128,16 @@ extern int	anonymize_matchset_size(AnonymizeMatchSet *ms);
 /* rows reported so far whose time is NULL (they match every request) */
 extern int64 anonymize_matchset_undated(AnonymizeMatchSet *ms);
 extern void anonymize_matchset_free(AnonymizeMatchSet *ms);
+
+/*
+ * The ledger's digests for the target scanned with ms (anonymize_ledger.h),
+ * or NULL; freed with the match set.  A match set with one checks the
+ * rows the ledger says are due against it, even with no key of its own.
+ */
+struct AnonymizeLedgerSet;
+extern void anonymize_matchset_set_ledger(AnonymizeMatchSet *ms,
+										  struct AnonymizeLedgerSet *ls);
+extern bool anonymize_matchset_empty(AnonymizeMatchSet *ms);
 
 /*
  * Tables of a target that hold rows, as OIDs: itself, its leaf partitions,

@@ -42,6 +42,7 @@
 #include "utils/syscache.h"
 
 #include "anonymize_engine.h"
+#include "anonymize_ledger.h"
 #include "anonymize_request.h"
 #include "anonymize_retention.h"
 #include "anonymize_run_private.h"
@@ -297,6 +298,8 @@ run_load_requests(RunState *st)
 						   1, (Oid[]) {INT8ARRAYOID}, values, NULL, SPI_OK_INSERT);
 		st->result->requests_failed += nfailed;
 	}
+	/* the Done requests still in force, as late requests after these */
+	anonymize_ledger_load(st);
 	anonymize_run_page_write_end();
 	anonymize_xact_commit();
 	pfree(failed);
@@ -437,7 +440,8 @@ run_scan_targets(RunState *st, int first)
 
 		ms = anonymize_matchset_build(st->reqs, st->nreqs, target->kind,
 									  target->scope);
-		if (anonymize_matchset_size(ms) == 0)
+		anonymize_matchset_set_ledger(ms, anonymize_ledger_set_build(st, target));
+		if (anonymize_matchset_empty(ms))
 		{
 			anonymize_matchset_free(ms);
 			continue;
@@ -648,10 +652,17 @@ run_batch_receipts(RunState *st, AnonymizeTarget *target, Oid leaf,
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 
+	int64	   *rn = palloc(sizeof(int64) * nids);
+
+	/* a late request's rows are receipts of their own (event 'late') */
+	anonymize_ledger_receipts(st, target, leaf, ids, nids, rcount);
 	for (int i = 0; i < nids; i++)
+	{
 		rid[i] = st->reqs[ids[i]].id;
+		rn[i] = st->reqs[ids[i]].late ? 0 : rcount[i];
+	}
 	values[0] = PointerGetDatum(anonymize_run_int8_array(rid, nids));
-	values[1] = PointerGetDatum(anonymize_run_int8_array(rcount, nids));
+	values[1] = PointerGetDatum(anonymize_run_int8_array(rn, nids));
 	values[2] = CStringGetTextDatum(target->name);
 	values[3] = CStringGetTextDatum(target->col);
 	if (leaf != target->relid || has_subclass(target->relid))
@@ -942,7 +953,9 @@ run_steps(RunState *st, anonymize_run_committed_hook committed, void *arg)
 	if (st->nreqs > 0)
 		run_requests(st);
 	anonymize_engine_set_recheck(NULL, 0);
+	anonymize_ledger_save(st);
 	anonymize_retention_run(&st->touched, st->cxt);
+	anonymize_ledger_retention_run(st->cxt);
 	run_record(st, "ok", NULL);
 	ereport(LOG,
 			(errmsg("anonymize run %lld finished: %lld requests done, %lld held, %lld failed, %lld rows rewritten",

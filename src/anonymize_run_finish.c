@@ -22,6 +22,7 @@
 #include "utils/memutils.h"
 
 #include "anonymize_digest.h"
+#include "anonymize_ledger.h"
 #include "anonymize_run_private.h"
 #include "anonymize_xact.h"
 
@@ -180,7 +181,7 @@ run_finish_next_chunk(RunState *st, int *next, int *idx)
 	int			n = 0;
 
 	for (; *next < st->nreqs && n < FINISH_CHUNK; (*next)++)
-		if (st->reqs[*next].active)
+		if (st->reqs[*next].active && !st->reqs[*next].late)
 			idx[n++] = *next;
 	return n;
 }
@@ -215,6 +216,7 @@ anonymize_run_finish(RunState *st)
 		run_finish_digests(st, idx, n);
 		run_finish_zero_receipts(st, idx, n);
 		run_finish_mark_done(st, idx, n);
+		anonymize_ledger_record(st, idx, n);
 		anonymize_xact_commit();
 
 		for (int j = 0; j < n; j++)

@@ -62,6 +62,7 @@ typedef struct RunState
 	List	   *touched;		/* leaf OIDs rewritten, to vacuum */
 	List	   *scanned_leaves; /* leaf OIDs scanned */
 	bool		vacuum_owed;	/* an earlier run never finished its vacuum */
+	struct RunLedger *ledger;	/* anonymize_ledger.c: Done requests in force */
 } RunState;
 
 /* anonymize_run.c: helpers of every step */

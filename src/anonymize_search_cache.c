@@ -70,6 +70,10 @@
 #define Anum_private_phone_digest	2
 #define Anum_private_email_digest	3
 #define Anum_secret_key				2
+/* ... and of anonymize.ledger (1.1) */
+#define Anum_ledger_request_id		1
+#define Anum_ledger_digest			3
+#define Anum_ledger_archive			5
 
 #define ENTRY_USED			0x01
 #define ENTRY_DONE			0x02
@@ -569,6 +573,38 @@ cache_scan_private(CacheBuild *b, Relation private, Snapshot snap)
 }
 
 /*
+ * Done archive requests no longer on the page (purged by request_retention,
+ * or imported): the digests the ledger keeps.
+ */
+static void
+cache_scan_ledger(CacheBuild *b, Relation ledger, Snapshot snap)
+{
+	TupleDesc	desc = RelationGetDescr(ledger);
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	scan = table_beginscan(ledger, snap, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		bool		isnull;
+		int64		id;
+		Datum		archive;
+		const uint8 *digest;
+
+		id = DatumGetInt64(heap_getattr(tup, Anum_ledger_request_id, desc, &isnull));
+		if (isnull || hash_search(b->done_ids, &id, HASH_FIND, NULL) != NULL)
+			continue;
+		archive = heap_getattr(tup, Anum_ledger_archive, desc, &isnull);
+		if (isnull || !DatumGetBool(archive))
+			continue;
+		digest = cache_fixed_bytea(tup, Anum_ledger_digest, desc, ANONYMIZE_DIGEST_LEN);
+		if (digest != NULL)
+			cache_list_add(&b->list, digest, ENTRY_DONE, NULL, 0);
+	}
+	table_endscan(scan);
+}
+
+/*
  * Make the tables of the build (powers of two at least twice the entries)
  * in newcxt and swap them in as the cache; valid unless an invalidation
  * arrived since generation.
@@ -617,6 +653,8 @@ cache_build(void)
 	Oid			private_relid;
 	Relation	page;
 	Relation	private;
+	Oid			ledger_relid;
+	Relation	ledger;
 	Snapshot	snap;
 	uint64		generation;
 	MemoryContext newcxt;
@@ -641,6 +679,8 @@ cache_build(void)
 	 */
 	page = table_open(page_relid, AccessShareLock);
 	private = table_open(private_relid, AccessShareLock);
+	ledger_relid = get_relname_relid("ledger", nsp);
+	ledger = OidIsValid(ledger_relid) ? table_open(ledger_relid, AccessShareLock) : NULL;
 	generation = cache_inval_generation;
 	snap = RegisterSnapshot(GetCatalogSnapshot(page_relid));
 
@@ -649,8 +689,12 @@ cache_build(void)
 	cache_scan_page(&b, page, snap);
 	if (hash_get_num_entries(b.done_ids) > 0)
 		cache_scan_private(&b, private, snap);
+	if (ledger != NULL)
+		cache_scan_ledger(&b, ledger, snap);
 
 	UnregisterSnapshot(snap);
+	if (ledger != NULL)
+		table_close(ledger, AccessShareLock);
 	table_close(private, AccessShareLock);
 	table_close(page, AccessShareLock);
 

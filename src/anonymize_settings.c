@@ -27,6 +27,7 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
+#include "anonymize_ledger.h"
 #include "anonymize_retention.h"
 #include "anonymize_settings.h"
 
@@ -291,6 +292,15 @@ settings_define_retention(void)
 							   "SMS-survey answers older than this are anonymized by the nightly run; empty means never.",
 							   NULL,
 							   &anonymize_sms_survey_retention,
+							   "",
+							   PGC_SUSET,
+							   0,
+							   anonymize_check_retention, NULL, NULL);
+
+	DefineCustomStringVariable("anonymize.ledger_retention",
+							   "Digests of requests purged from the page stay in force this long after they were done; empty means forever.",
+							   "While in force, every run erases rows of their identifiers up to their to_date, and is_anonymized() answers true.",
+							   &anonymize_ledger_retention,
 							   "",
 							   PGC_SUSET,
 							   0,
