@@ -27,7 +27,8 @@ REGRESS_SHAPES = targets_checks run_inheritance run_shapes
 REGRESS_HOOKS = hooks hooks_done
 REGRESS_HARDENING = hostile privileges
 REGRESS_OPERATIONS = retention
-REGRESS = $(REGRESS_FOUNDATION) $(REGRESS_RUN) $(REGRESS_SHAPES) $(REGRESS_HOOKS) $(REGRESS_HARDENING) $(REGRESS_OPERATIONS)
+REGRESS_LEDGER = ledger
+REGRESS = $(REGRESS_FOUNDATION) $(REGRESS_RUN) $(REGRESS_SHAPES) $(REGRESS_HOOKS) $(REGRESS_HARDENING) $(REGRESS_OPERATIONS) $(REGRESS_LEDGER)
 REGRESS_OPTS = --inputdir=. --load-extension=anonymize
 ISOLATION := $(sort $(basename $(notdir $(wildcard specs/*.spec))))
 ISOLATION_OPTS = --load-extension=anonymize

@@ -11,7 +11,7 @@
  * transaction its first snapshot could not see (pg_snapshot_xmin) as the
  * horizon, with the cluster's system identifier and the database's oid.
  * The next run checks a row only when its inserting transaction is that
- * one or later (a frozen xmin is old).  Every row is checked when there is
+ * one or later (by its raw xmin, frozen or not).  Every row is checked when there is
  * no horizon yet, after ledger_import(), in another cluster or database (a
  * restored dump carries no horizon: ledger_state is not dumped), when the
  * horizon is 2^30 transactions old or more (32-bit comparisons would no
@@ -91,6 +91,7 @@ struct AnonymizeLedgerSet
 	AnonymizeBloom bloom;
 	bool		full;
 	TransactionId horizon;
+	uint32		window;			/* transactions from horizon on that are due */
 	const anon_hmac_key *key;
 	MemoryContext reqcxt;		/* where the late requests live */
 };
@@ -363,6 +364,7 @@ anonymize_ledger_set_build(RunState *st, AnonymizeTarget *target)
 	anonymize_bloom_init(&ls->bloom, n, 3);
 	ls->full = lg->full || !ledger_target_checked(lg, target);
 	ls->horizon = lg->horizon;
+	ls->window = (uint32) (ReadNextTransactionId() - lg->horizon);
 	ls->key = &lg->key;
 	ls->reqcxt = st->cxt;
 	for (int i = 0; i < lg->nentries; i++)
@@ -393,9 +395,14 @@ anonymize_ledger_set_free(AnonymizeLedgerSet *ls)
 }
 
 /*
- * Was the row written since the horizon?  A frozen xmin, or one before the
- * horizon, is old: the last run checked that row.  A table that is not
- * heap has no xmin to read: every row.
+ * Was the row written since the horizon, by a transaction from the
+ * horizon to the latest one when the set was built?  The raw xmin says,
+ * frozen or not (freezing keeps it since PostgreSQL 9.4): a row frozen
+ * between two runs is still checked.  A frozen xmin from before the last
+ * wraparound may fall in that window by chance: one digest more, never one
+ * less.  A row written after the set was built has an xmin past the
+ * window: the next run checks it, its horizon being this run's.  A table
+ * that is not heap has no xmin to read: every row.
  */
 bool
 anonymize_ledger_row_due(AnonymizeLedgerSet *ls, TupleTableSlot *slot)
@@ -408,12 +415,10 @@ anonymize_ledger_row_due(AnonymizeLedgerSet *ls, TupleTableSlot *slot)
 	tuple = ((BufferHeapTupleTableSlot *) slot)->base.tuple;
 	if (tuple == NULL || tuple->t_data == NULL)
 		return true;
-	if (HeapTupleHeaderXminFrozen(tuple->t_data))
-		return false;
 	xmin = HeapTupleHeaderGetRawXmin(tuple->t_data);
 	if (!TransactionIdIsNormal(xmin))
-		return false;
-	return !TransactionIdPrecedes(xmin, ls->horizon);
+		return false;			/* bootstrap, or frozen before 9.4: old */
+	return (uint32) (xmin - ls->horizon) < ls->window;
 }
 
 /* The late requests whose digest is key's (see anonymize_ledger.h). */
