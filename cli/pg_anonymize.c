@@ -3,7 +3,8 @@
  * pg_anonymize.c
  *	  The command-line client of the anonymize extension: files, lists,
  *	  shows, previews, cancels and confirms erasure requests, runs the
- *	  erasure with a progress display and reports the worker's status.
+ *	  erasure with a progress display, reports the worker's status, and
+ *	  exports and imports the ledger of Done requests.
  *
  * It follows PostgreSQL's client conventions: the connection options of
  * psql (-h -p -U -d, a conninfo string or URI as -d, the PG* environment),
@@ -45,7 +46,8 @@ pga_usage(void)
 {
 	printf("%s manages the erasure requests of the anonymize extension.\n\n", progname);
 	printf("Usage:\n");
-	printf("  %s [OPTION]... COMMAND [ID]\n\n", progname);
+	printf("  %s [OPTION]... COMMAND [ID]\n", progname);
+	printf("  %s [OPTION]... ledger {export|import} FILE\n\n", progname);
 	printf("Commands:\n");
 	printf("  add              file a request (Waiting) on the Anonymize page\n");
 	printf("  list             the page as a table\n");
@@ -55,6 +57,10 @@ pga_usage(void)
 	printf("  confirm ID       release a Held request for the next run\n");
 	printf("  run              run the erasure now and wait for it, showing progress\n");
 	printf("  status           the worker: last run, next run, what it does now\n");
+	printf("  ledger export FILE  the ledger of Done requests (digests, no identifier)\n");
+	printf("                   to FILE (\"-\": standard output)\n");
+	printf("  ledger import FILE  add a ledger's entries this database lacks (after a\n");
+	printf("                   restore); the next run checks every row against it\n");
 	printf("\nOptions of add:\n");
 	printf("      --phone=NUMBER       phone number: national, or 00 and the country code\n");
 	printf("      --email=ADDRESS      email address\n");
@@ -97,6 +103,7 @@ pga_usage(void)
 	printf("  %s -d archive add --phone=98765432 --to-date=2024-02-21 --comment='Ticket 4711'\n", progname);
 	printf("  %s -d archive preview 12\n", progname);
 	printf("  %s -d archive run\n", progname);
+	printf("  %s -d archive ledger export /backup/anonymize-ledger.json\n", progname);
 }
 
 /* A usage error: the message, a hint to --help, exit status 2. */
@@ -160,18 +167,20 @@ typedef struct PgaCommand
 	const char *name;
 	int			(*handler) (PGconn *conn);	/* a command without an id */
 	int			(*id_handler) (PGconn *conn, const char *id);	/* on one request */
+	int			(*file_handler) (PGconn *conn, const char *action, const char *path);
 } PgaCommand;
 
 /* the subcommands, as --help lists them */
 static const PgaCommand pga_commands[] = {
-	{"add", pga_cmd_add, NULL},
-	{"list", pga_cmd_list, NULL},
-	{"show", NULL, pga_cmd_show},
-	{"preview", NULL, pga_cmd_preview},
-	{"cancel", NULL, pga_cmd_cancel},
-	{"confirm", NULL, pga_cmd_confirm},
-	{"run", pga_cmd_run, NULL},
-	{"status", pga_cmd_status, NULL},
+	{"add", pga_cmd_add, NULL, NULL},
+	{"list", pga_cmd_list, NULL, NULL},
+	{"show", NULL, pga_cmd_show, NULL},
+	{"preview", NULL, pga_cmd_preview, NULL},
+	{"cancel", NULL, pga_cmd_cancel, NULL},
+	{"confirm", NULL, pga_cmd_confirm, NULL},
+	{"run", pga_cmd_run, NULL, NULL},
+	{"status", pga_cmd_status, NULL, NULL},
+	{"ledger", NULL, NULL, pga_cmd_ledger},
 };
 
 /* The command of that name, or NULL. */
@@ -353,7 +362,7 @@ pga_parse_options(int argc, char **argv, const char **used)
 
 /* The command after the options, and its request id when it takes one. */
 static const PgaCommand *
-pga_parse_command(int argc, char **argv, const char **id)
+pga_parse_command(int argc, char **argv, const char **id, const char **path)
 {
 	const PgaCommand *cmd;
 
@@ -369,6 +378,17 @@ pga_parse_command(int argc, char **argv, const char **id)
 			pga_usage_error("command \"%s\" needs a request id", cmd->name);
 		if (!pga_parse_id(argv[optind++], id))
 			exit(PGA_EXIT_USAGE);
+	}
+	if (cmd->file_handler != NULL)
+	{
+		/* ledger export|import FILE: *id is the action */
+		if (optind >= argc ||
+			(strcmp(argv[optind], "export") != 0 && strcmp(argv[optind], "import") != 0))
+			pga_usage_error("command \"%s\" needs export or import", cmd->name);
+		*id = argv[optind++];
+		if (optind >= argc)
+			pga_usage_error("command \"ledger %s\" needs a file name (\"-\": standard input or output)", *id);
+		*path = argv[optind++];
 	}
 	if (optind < argc)
 		pga_usage_error("too many arguments, starting with \"%s\"", argv[optind]);
@@ -404,16 +424,20 @@ main(int argc, char **argv)
 	const char *used[OPT_INTERVAL - OPT_PHONE + 1] = {0};
 	const PgaCommand *cmd;
 	const char *id = NULL;
+	const char *path = NULL;
 	PGconn	   *conn;
 	int			rc;
 
 	pga_early_options(argc, argv);
 	pga_parse_options(argc, argv, used);
-	cmd = pga_parse_command(argc, argv, &id);
+	cmd = pga_parse_command(argc, argv, &id, &path);
 	pga_check_options(cmd, used);
 
 	conn = pga_connect();
-	rc = cmd->id_handler ? cmd->id_handler(conn, id) : cmd->handler(conn);
+	if (cmd->file_handler)
+		rc = cmd->file_handler(conn, id, path);
+	else
+		rc = cmd->id_handler ? cmd->id_handler(conn, id) : cmd->handler(conn);
 	fflush(stdout);
 	PQfinish(conn);
 	return rc;

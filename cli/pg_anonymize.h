@@ -76,6 +76,9 @@ extern int	pga_cmd_cancel(PGconn *conn, const char *id);
 extern int	pga_cmd_confirm(PGconn *conn, const char *id);
 extern int	pga_cmd_status(PGconn *conn);
 
+/* pga_ledger.c: action "export" or "import" */
+extern int	pga_cmd_ledger(PGconn *conn, const char *action, const char *path);
+
 /* pga_run.c */
 extern int	pga_cmd_run(PGconn *conn);
 
