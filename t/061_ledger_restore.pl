@@ -149,6 +149,17 @@ $copy->init_from_backup($node, 'base');
 $copy->start;
 check_restored($copy, 'archive', 'base backup');
 
+# usage errors of the client
+($rc, undef, $err) = cli('-h', $node->host, '-p', $node->port, '-d', 'archive', 'ledger');
+is($rc, 2, 'ledger without export or import exits 2');
+like($err, qr/^pg_anonymize: error: command "ledger" needs export or import$/m, 'ledger: the usage error');
+($rc, undef, $err) = cli('-h', $node->host, '-p', $node->port, '-d', 'archive', 'ledger', 'export');
+is($rc, 2, 'ledger export without a file exits 2');
+like($err, qr/needs a file name/, 'ledger export: the usage error');
+($rc, $out) = cli('-h', $node->host, '-p', $node->port, '-d', 'archive', 'ledger', 'export', '-');
+is($rc, 0, 'ledger export - exits 0');
+like($out, qr/^\{.*"format": "anonymize ledger".*\}\n\z/s, 'ledger export -: the document on standard output');
+
 # an import into a database with another key is refused, changing nothing
 $node->safe_psql('postgres', q{
 CREATE DATABASE other;

@@ -168,13 +168,24 @@ FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x(rel, cond), pg_cla
 WHERE e.extname = 'anonymize' AND c.oid = x.rel};
 my $config = $node->safe_psql('fresh', $config_sql);
 is($config,
-	'anonymize.anonymize_request,anonymize.anonymize_request_id_seq,'
+	'anonymize.anonymize_request,anonymize.anonymize_request_id_seq,anonymize.ledger,'
 	  . 'anonymize.request_log,anonymize.request_log_daily,anonymize.request_log_id_seq,'
 	  . 'anonymize.request_private,anonymize.retention_log,anonymize.retention_log_id_seq,'
 	  . 'anonymize.run_log,anonymize.run_log_id_seq,anonymize.secret,anonymize.target',
 	'fresh install: the configuration tables are registered with pg_extension_config_dump');
 is($node->safe_psql('used', $config_sql), $config,
 	'upgraded: the same configuration tables');
+
+# the ledger of the requests Done under 1.0, made by the update
+is($node->safe_psql('used', q{
+	SELECT string_agg(l.request_id || ':' || l.kind || ':' || l.source, ',' ORDER BY l.request_id, l.kind)
+	  = (SELECT string_agg(r.id || ':' || k.kind || ':upgrade', ',' ORDER BY r.id, k.kind)
+		 FROM anonymize.anonymize_request r JOIN anonymize.request_private p ON p.request_id = r.id,
+			  LATERAL (VALUES ('phone', p.phone_digest), ('email', p.email_digest)) k(kind, digest)
+		 WHERE r.status = 'Done' AND k.digest IS NOT NULL)
+	  AND count(*) > 0
+	FROM anonymize.ledger l}), 't',
+	'upgraded: the ledger holds the digests of every request Done under 1.0');
 
 # the upgraded extension goes on from its data
 is($node->safe_psql('used', 'SELECT anonymize.run()'), '2',
