@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# bench/ledger.sh: what the ledger costs the nightly run.
+#
+#   bench/ledger.sh [--rows N] [--reps R] [--k K] [--done D]
+#
+# On the benchmark archive (bench/schema.sql, N calls, default 2,000,000:
+# about 1.9 N rows in 5 targets), in a private throwaway cluster set up as
+# bench/run.sh's, measures runs of K fresh requests (default 100: a night)
+# from run() until the run's process has vacuumed and left, R times each
+# (default 3), with:
+#
+#   none:   an empty ledger;
+#   ledger: D Done requests in the ledger (default 100,000, a phone and an
+#           email digest each, every scope), every row older than the last
+#           run's horizon (the nightly case: only rows written since are
+#           checked against the ledger);
+#   full:   the same ledger after ledger_import() (full_recheck: every row
+#           of every target is checked against the ledger once);
+#
+# and prints the ratios ledger/none (target <= 1.2) and full/none (target
+# <= 3), with the medians, as the lines bench/RESULTS.md holds.
+set -euo pipefail
+. "$(dirname "$0")/../tools/lib.sh"
+
+rows=2000000
+reps=3
+k=100
+done_reqs=100000
+while [ $# -gt 0 ]; do
+	case $1 in
+		--rows) rows=$2; shift 2 ;;
+		--reps) reps=$2; shift 2 ;;
+		--k) k=$2; shift 2 ;;
+		--done) done_reqs=$2; shift 2 ;;
+		*) echo "usage: bench/ledger.sh [--rows N] [--reps R] [--k K] [--done D]" >&2; exit 2 ;;
+	esac
+done
+
+ensure_deps
+work=$(mktemp -d /tmp/anonymize-bench-ledger.XXXXXX)
+chmod 755 "$work"
+trap 'stop_cluster "$work/cluster"' EXIT
+stage_tree "$work/src"
+private_pg "$work/pg"
+build_install "$work/src"
+port=$(shuf -i 56000-56999 -n 1)
+start_cluster "$work/cluster" "$port" \
+	"anonymize.database = 'archive'" "anonymize.country_code = '47'" \
+	"timezone = 'Europe/Oslo'" "anonymize.enabled = off" "shared_buffers = 1GB" \
+	"max_wal_size = 50GB" "checkpoint_timeout = 1h" \
+	"max_parallel_workers_per_gather = 0" "autovacuum = off"
+export PGDATABASE=archive
+as_pg createdb archive
+
+q() { as_pg psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+ms_now() { echo $(($(date +%s%N) / 1000000)); }
+median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f\n", a / b}'; }
+
+q -c 'CREATE EXTENSION anonymize'
+log "building the archive: $rows calls plus chats, emails, SMS answers and raw events"
+q -v rows="$rows" -f "$work/src/bench/schema.sql" >/dev/null
+q -c 'VACUUM (FREEZE, ANALYZE)'
+q -c 'CHECKPOINT'
+archive_rows=$(q -c "SELECT sum(c) FROM (SELECT count(*) c FROM archive.calls UNION ALL SELECT count(*) FROM archive.chats
+	UNION ALL SELECT count(*) FROM archive.emails UNION ALL SELECT count(*) FROM sms.answers UNION ALL SELECT count(*) FROM raw.events) s")
+
+# one run of K fresh requests, until its process is gone; prints ms
+run_ms() {
+	local t0
+	q -c "SELECT bench.file_requests($k)" >/dev/null
+	q -c 'CHECKPOINT'
+	t0=$(ms_now)
+	q -c 'SELECT anonymize.run()' >/dev/null
+	while [ "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'anonymize run()'")" != 0 ]; do
+		sleep 0.02
+	done
+	echo $(($(ms_now) - t0))
+}
+
+# a first run: the key, the horizon
+run_ms >/dev/null
+: >"$work/none"; : >"$work/ledger"; : >"$work/full"
+fill_ledger() {
+	q -c "DELETE FROM anonymize.ledger"
+	q -c "INSERT INTO anonymize.ledger (request_id, kind, digest, to_date, archive, sms_survey, raw_data, done_at, source)
+		SELECT 1000000000 + g, kd, sha256(convert_to(kd || g, 'UTF8')), current_date, true, true, true, now(), 'import'
+		FROM generate_series(1, $done_reqs) g, (VALUES ('phone'), ('email')) k(kd)"
+}
+for i in $(seq "$reps"); do
+	q -c "DELETE FROM anonymize.ledger"
+	ms=$(run_ms); echo "$ms" >>"$work/none"
+	echo "rep $i: none $ms ms, load $(cut -d' ' -f1 /proc/loadavg)" >&2
+	fill_ledger
+	ms=$(run_ms); echo "$ms" >>"$work/ledger"
+	echo "rep $i: ledger of $done_reqs $ms ms, load $(cut -d' ' -f1 /proc/loadavg)" >&2
+	q -c "UPDATE anonymize.ledger_state SET full_recheck = true"
+	ms=$(run_ms); echo "$ms" >>"$work/full"
+	echo "rep $i: full re-check $ms ms, load $(cut -d' ' -f1 /proc/loadavg)" >&2
+done
+none=$(median <"$work/none"); ledger=$(median <"$work/ledger"); full=$(median <"$work/full")
+echo "| ledger: run of K = $k, empty ledger | $none ms ($(sort -g "$work/none" | tr '\n' ' ')) |"
+echo "| ledger: run of K = $k, $done_reqs Done requests in the ledger (rows written since the last run checked) | $ledger ms ($(sort -g "$work/ledger" | tr '\n' ' ')) |"
+echo "| ledger: run of K = $k, full re-check after an import (every one of $archive_rows rows checked) | $full ms ($(sort -g "$work/full" | tr '\n' ' ')) |"
+echo "| ratio ledger / none | $(ratio "$ledger" "$none") | target <= 1.2 |"
+echo "| ratio full re-check / none | $(ratio "$full" "$none") | target <= 3 |"
