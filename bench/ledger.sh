@@ -17,8 +17,9 @@
 #   full:   the same ledger after ledger_import() (full_recheck: every row
 #           of every target is checked against the ledger once);
 #
-# and prints the ratios ledger/none (target <= 1.2) and full/none (target
-# <= 3), with the medians, as the lines bench/RESULTS.md holds.
+# and writes the medians and the ratios ledger/none (target <= 1.2) and
+# full/none (target <= 3) to bench/RESULTS-ledger.md (bench/RESULTS.md
+# links to it), with the machine and its load.
 set -euo pipefail
 . "$(dirname "$0")/../tools/lib.sh"
 
@@ -99,8 +100,22 @@ for i in $(seq "$reps"); do
 	echo "rep $i: full re-check $ms ms, load $(cut -d' ' -f1 /proc/loadavg)" >&2
 done
 none=$(median <"$work/none"); ledger=$(median <"$work/ledger"); full=$(median <"$work/full")
-echo "| ledger: run of K = $k, empty ledger | $none ms ($(sort -g "$work/none" | tr '\n' ' ')) |"
-echo "| ledger: run of K = $k, $done_reqs Done requests in the ledger (rows written since the last run checked) | $ledger ms ($(sort -g "$work/ledger" | tr '\n' ' ')) |"
-echo "| ledger: run of K = $k, full re-check after an import (every one of $archive_rows rows checked) | $full ms ($(sort -g "$work/full" | tr '\n' ' ')) |"
-echo "| ratio ledger / none | $(ratio "$ledger" "$none") | target <= 1.2 |"
-echo "| ratio full re-check / none | $(ratio "$full" "$none") | target <= 3 |"
+res=$TOP/bench/RESULTS-ledger.md
+{
+	echo "# anonymize benchmark: the ledger"
+	echo
+	echo "Produced by \`bench/ledger.sh --rows $rows --reps $reps --k $k --done $done_reqs\` on $(date -u '+%Y-%m-%d %H:%M UTC'), branch \`$(git -C "$TOP" rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?')\` at \`$(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')\`."
+	echo
+	echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo) memory, $(as_pg postgres --version), shared_buffers 1GB, autovacuum off; the cores are shared with other work (load average 1 min at the end: $(cut -d' ' -f1 /proc/loadavg))."
+	echo
+	echo "Archive: $archive_rows rows in 5 targets (bench/schema.sql), frozen. Each run: $k fresh requests (every scope), timed from run() until its process has vacuumed and left. Medians of $reps, with every value."
+	echo
+	echo "| measurement | value | |"
+	echo "|---|---|---|"
+	echo "| run, empty ledger | $none ms ($(sort -g "$work/none" | paste -sd' ')) | |"
+	echo "| run, $done_reqs Done requests in the ledger (only rows written since the last run checked) | $ledger ms ($(sort -g "$work/ledger" | paste -sd' ')) | |"
+	echo "| run, full re-check after an import (every row checked against the ledger) | $full ms ($(sort -g "$work/full" | paste -sd' ')) | |"
+	echo "| ratio: ledger / empty | $(ratio "$ledger" "$none") | target <= 1.2 |"
+	echo "| ratio: full re-check / empty | $(ratio "$full" "$none") | target <= 3 |"
+} >"$res"
+cat "$res"

@@ -559,9 +559,21 @@ anonymize_ledger_record(RunState *st, const int *idx, int n)
 	pfree(ids);
 }
 
+/* Did the run fail the target of that name (ledger_target_name())? */
+static bool
+ledger_target_failed(RunState *st, const char *name)
+{
+	for (int t = 0; t < st->ntargets; t++)
+		if (st->tfailed[t] != NULL &&
+			strcmp(ledger_target_name(&st->targets[t]), name) == 0)
+			return true;
+	return false;
+}
+
 /*
  * The targets checked now: those checked before and those this run
- * scanned, but a target that failed (its late rows may be left).
+ * scanned, but one that failed (its late rows may be left): the next run
+ * checks it again in full.
  */
 static Datum
 ledger_checked_array(RunState *st)
@@ -571,20 +583,11 @@ ledger_checked_array(RunState *st)
 	int			n = 0;
 
 	for (int i = 0; i < lg->nchecked; i++)
-		elems[n++] = CStringGetTextDatum(lg->checked[i]);
+		if (!ledger_target_failed(st, lg->checked[i]))
+			elems[n++] = CStringGetTextDatum(lg->checked[i]);
 	for (int t = 0; t < st->ntargets; t++)
 		if (st->tfailed[t] == NULL)
 			elems[n++] = CStringGetTextDatum(ledger_target_name(&st->targets[t]));
-	for (int t = 0; t < st->ntargets; t++)
-		if (st->tfailed[t] != NULL)
-		{
-			char	   *name = ledger_target_name(&st->targets[t]);
-
-			/* failed now: checked again, in full, by the next run */
-			for (int i = 0; i < n; i++)
-				if (strcmp(TextDatumGetCString(elems[i]), name) == 0)
-					elems[i] = elems[--n], i--;
-		}
 	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
 }
 

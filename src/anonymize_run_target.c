@@ -200,8 +200,12 @@ anonymize_run_fail_target(RunState *st, int t, const char *reason)
 
 	st->tfailed[t] = MemoryContextStrdup(st->cxt, reason);
 	run_fail_scan(st, target, hit);
+	/*
+	 * A late request (the ledger's) stays: it was Done, and goes on with
+	 * the other targets; the ledger checks this one again in full next time.
+	 */
 	for (int i = 0; i < st->nreqs; i++)
-		if (hit[i] && st->reqs[i].active)
+		if (hit[i] && st->reqs[i].active && !st->reqs[i].late)
 		{
 			st->reqs[i].active = false;
 			ids[n++] = st->reqs[i].id;
