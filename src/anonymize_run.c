@@ -651,7 +651,6 @@ run_batch_receipts(RunState *st, AnonymizeTarget *target, Oid leaf,
 	Oid			types[5] = {INT8ARRAYOID, INT8ARRAYOID, TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-
 	int64	   *rn = palloc(sizeof(int64) * nids);
 
 	/* a late request's rows are receipts of their own (event 'late') */
