@@ -191,13 +191,13 @@ SELECT anonymize.run() AS finished;
 SELECT regress.wait_run();
 SELECT id, caller FROM ledg.calls WHERE id = 9;
 SELECT l.event, l.target, l.rows FROM anonymize.request_log l JOIN before b ON b.id = l.request_id
-WHERE l.logged_at > now() - interval '1 minute' ORDER BY l.id;
+ORDER BY l.id;
 
 -- anonymize.ledger_retention purges the entries of requests no longer on
 -- the page, and their late receipts
 ALTER SYSTEM SET anonymize.ledger_retention = '1 second';
 SELECT pg_reload_conf();
-SELECT pg_sleep(0.5);
+SELECT pg_sleep(1);
 SELECT anonymize.run() AS finished;
 SELECT regress.wait_run();
 ALTER SYSTEM RESET anonymize.ledger_retention;
