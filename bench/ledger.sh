@@ -7,7 +7,8 @@
 # about 1.9 N rows in 5 targets), in a private throwaway cluster set up as
 # bench/run.sh's, measures runs of K fresh requests (default 100: a night)
 # from run() until the run's process has vacuumed and left, R times each
-# (default 3), with:
+# (default 3), with anonymize.rebuild_indexes off (the index rebuilds cost
+# the same with or without a ledger, and take minutes on a busy machine):
 #
 #   none:   an empty ledger;
 #   ledger: D Done requests in the ledger (default 100,000, a phone and an
@@ -49,7 +50,8 @@ start_cluster "$work/cluster" "$port" \
 	"anonymize.database = 'archive'" "anonymize.country_code = '47'" \
 	"timezone = 'Europe/Oslo'" "anonymize.enabled = off" "shared_buffers = 1GB" \
 	"max_wal_size = 50GB" "checkpoint_timeout = 1h" \
-	"max_parallel_workers_per_gather = 0" "autovacuum = off"
+	"max_parallel_workers_per_gather = 0" "autovacuum = off" \
+	"anonymize.rebuild_indexes = off"
 export PGDATABASE=archive
 as_pg createdb archive
 
@@ -106,7 +108,7 @@ res=$TOP/bench/RESULTS-ledger.md
 	echo
 	echo "Produced by \`bench/ledger.sh --rows $rows --reps $reps --k $k --done $done_reqs\` on $(date -u '+%Y-%m-%d %H:%M UTC'), branch \`$(git -C "$TOP" rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?')\` at \`$(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')\`."
 	echo
-	echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo) memory, $(as_pg postgres --version), shared_buffers 1GB, autovacuum off; the cores are shared with other work (load average 1 min at the end: $(cut -d' ' -f1 /proc/loadavg))."
+	echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo) memory, $(as_pg postgres --version), shared_buffers 1GB, autovacuum off, anonymize.rebuild_indexes off; the cores are shared with other work (load average 1 min at the end: $(cut -d' ' -f1 /proc/loadavg))."
 	echo
 	echo "Archive: $archive_rows rows in 5 targets (bench/schema.sql), frozen. Each run: $k fresh requests (every scope), timed from run() until its process has vacuumed and left. Medians of $reps, with every value."
 	echo
@@ -117,5 +119,6 @@ res=$TOP/bench/RESULTS-ledger.md
 	echo "| run, full re-check after an import (every row checked against the ledger) | $full ms ($(sort -g "$work/full" | paste -sd' ')) | |"
 	echo "| ratio: ledger / empty | $(ratio "$ledger" "$none") | target <= 1.2 |"
 	echo "| ratio: full re-check / empty | $(ratio "$full" "$none") | target <= 3 |"
+	echo "| ratios of the fastest runs (least disturbed by other work): ledger / empty, full / empty | $(ratio "$(sort -g "$work/ledger" | head -1)" "$(sort -g "$work/none" | head -1)"), $(ratio "$(sort -g "$work/full" | head -1)" "$(sort -g "$work/none" | head -1)") | |"
 } >"$res"
 cat "$res"
