@@ -40,6 +40,7 @@
 #include "anonymize_engine.h"
 #include "anonymize_normalize.h"
 #include "anonymize_settings.h"
+#include "anonymize_throttle.h"
 
 PG_FUNCTION_INFO_V1(anonymize_rewrite_recheck);
 
@@ -574,6 +575,7 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 		int			nmatched = 0;
 
 		CHECK_FOR_INTERRUPTS();
+		anonymize_throttle_point();
 		nrows++;
 		keylen = engine_row_key(target, slot, idatt, key);
 		if (keylen == 0)

@@ -47,6 +47,7 @@
 #include "anonymize_run_private.h"
 #include "anonymize_scrub.h"
 #include "anonymize_settings.h"
+#include "anonymize_throttle.h"
 #include "anonymize_xact.h"
 
 /* ---------------------------------------------------------------------
@@ -787,22 +788,6 @@ run_rewrite_batch(RunState *st, int64 from, int64 to, int64 done, int64 total)
 	pfree(rcount);
 }
 
-/*
- * anonymize.batch_delay: a pause between batches, so that the portal's
- * statements get the cores and the disk for a while.  Like
- * vacuum_delay_point(): interruptible, ends with the postmaster.
- */
-static void
-run_batch_pause(void)
-{
-	if (anonymize_batch_delay <= 0)
-		return;
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 anonymize_batch_delay, PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
-	CHECK_FOR_INTERRUPTS();
-}
-
 /* Rewrite the matches in batches, (target, leaf) group by group. */
 static void
 run_rewrite(RunState *st)
@@ -828,10 +813,10 @@ run_rewrite(RunState *st)
 			/* checked before its first batch; failed: its rows are left */
 			if (!anonymize_run_target_usable(st, st->matches[start].target))
 				break;
-			if (b > 0)
-				run_batch_pause();
 			run_rewrite_batch(st, b, Min(b + batch, groupend), b - start,
 							  groupend - start);
+			/* the throttle: what the batch cost, slept off at once */
+			anonymize_throttle_point();
 		}
 		i = groupend;
 	}
@@ -845,6 +830,7 @@ static void
 run_targets(RunState *st, int first)
 {
 	st->counting = true;
+	anonymize_throttle_begin();
 	for (;;)
 	{
 		run_scan_targets(st, first);
@@ -858,6 +844,7 @@ run_targets(RunState *st, int first)
 		if (!st->overflow)
 			break;
 	}
+	anonymize_throttle_end();
 	st->nmatches = 0;
 	anonymize_run_refresh_matviews(st, first);
 }
@@ -937,6 +924,10 @@ run_steps(RunState *st, anonymize_run_committed_hook committed, void *arg)
 	ereport(LOG,
 			(errmsg("anonymize run %lld started (%s)", (long long) st->run_id,
 					st->trigger)));
+	if (anonymize_batch_delay > 0)
+		ereport(WARNING,
+				(errmsg("anonymize.batch_delay is obsolete and ignored"),
+				 errhint("Remove it from the configuration: anonymize.cost_delay and anonymize.cost_limit throttle the run.")));
 	anonymize_run_activity(st, "marking due requests");
 	run_load_requests(st);
 	if (st->nreqs > 0)
@@ -1000,6 +991,7 @@ run_failed(RunState *st, MemoryContext cxt)
 static void
 run_release(RunState *st)
 {
+	anonymize_throttle_end();
 	run_lock(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	MemoryContextDelete(st->cxt);

@@ -146,17 +146,18 @@ run_vacuum_stmt(List *relids, int *nrels)
 }
 
 /*
- * Run the statement.  With anonymize.batch_delay, the vacuum is cost-delayed
- * too, as autovacuum is by default (2 ms a pause, vacuum_cost_limit): a
- * longer pause a vacuum_cost_limit makes it many times slower.
+ * Run the statement with the run's throttle (anonymize.cost_delay and
+ * anonymize.cost_limit) as its cost-based delay, as autovacuum uses its
+ * own settings.
  */
 static void
 run_vacuum_exec(ParseState *pstate, VacuumStmt *stmt)
 {
 	double		save_delay = VacuumCostDelay;
+	int			save_limit = VacuumCostLimit;
 
-	if (anonymize_batch_delay > 0)
-		VacuumCostDelay = Min(anonymize_batch_delay, 2);
+	VacuumCostDelay = anonymize_cost_delay;
+	VacuumCostLimit = anonymize_cost_limit;
 	PG_TRY();
 	{
 		ExecVacuum(pstate, stmt, true);
@@ -164,6 +165,7 @@ run_vacuum_exec(ParseState *pstate, VacuumStmt *stmt)
 	PG_FINALLY();
 	{
 		VacuumCostDelay = save_delay;
+		VacuumCostLimit = save_limit;
 	}
 	PG_END_TRY();
 }
