@@ -613,6 +613,26 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 	return nrows;
 }
 
+/*
+ * The run's recheck of a row before it rewrites it: the row (fetched
+ * again, it may have changed since the scan) still holds an identifier of
+ * request r in the target's column idatt.
+ */
+bool
+anonymize_engine_recheck_row(AnonymizeTarget *target, TupleTableSlot *slot,
+							 AttrNumber idatt, const AnonymizeRequest *r)
+{
+	char		key[ANONYMIZE_MAX_VALUE_LEN + 2];
+	int			keylen = engine_row_key(target, slot, idatt, key);
+
+	if (keylen == 0)
+		return false;
+	key[keylen] = '\0';
+	if (key[0] == ANONYMIZE_KIND_PHONE_CHAR)
+		return r->has_phone && strcmp(key + 1, r->phone) == 0;
+	return r->email != NULL && strcmp(key + 1, r->email) == 0;
+}
+
 /* the requests of the run in progress in this process, for the recheck */
 static AnonymizeRequest *recheck_reqs = NULL;
 static int	recheck_nreqs = 0;
