@@ -101,6 +101,14 @@ extern int64 anonymize_run_rewrite_rows(RunState *st, AnonymizeTarget *target,
 										const int *ids, int nids,
 										int64 *rcount);
 
+/*
+ * anonymize_run_reindex.c: tell the scrub each target leaf's column; after
+ * the scrub, rebuild the indexes that may keep an erased identifier as a
+ * live key (false when one could not be rebuilt)
+ */
+extern void anonymize_run_reindex_columns(void);
+extern bool anonymize_run_reindex(RunState *st, List *indexes);
+
 /* anonymize_run_finish.c: false when targets were added meanwhile */
 extern bool anonymize_run_finish(RunState *st);
 

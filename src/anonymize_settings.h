@@ -30,6 +30,7 @@ extern int	anonymize_cost_limit;
 #define ANONYMIZE_COST_DELAY_DEFAULT	2.0
 #define ANONYMIZE_COST_LIMIT_DEFAULT	200
 extern bool anonymize_refresh_materialized_views;
+extern bool anonymize_rebuild_indexes;
 extern int	anonymize_max_rows_per_request;
 extern bool anonymize_enabled;
 
