@@ -227,6 +227,19 @@ scrub_line() {
 		sed -E 's/.*scrubbed ([0-9]+) of ([0-9]+) pages read in [0-9]+ relations \(([0-9.]+) ms, ([0-9]+) WAL bytes, ([0-9]+) full-page images\); noting the pages took ([0-9.]+) ms.*/\3 \4 \5 \1 \2 \6/' |
 		awk -v t="$1" 'NF == 6 {print t, $0}' >>"$out/scrub"
 }
+# vacuum_line TAG: the vacuum of the run that just ended, from the server
+# log's timestamps (log_line_prefix '%m'): from the line that says the run
+# finished (committed) to the scrub's line, less the scrub's own time;
+# appended to $out/vacuum as "TAG ms"
+vacuum_line() {
+	local fin scr ms
+	fin=$(grep -a 'anonymize run [0-9]* finished:' "$work/cluster/server.log" | tail -1 | awk '{print $1 " " $2}')
+	scr=$(grep -a 'anonymize run [0-9]*: scrubbed' "$work/cluster/server.log" | tail -1)
+	[ -n "$fin" ] && [ -n "$scr" ] || return 0
+	ms=$(echo "$scr" | sed -E 's/.*pages read in [0-9]+ relations \(([0-9.]+) ms.*/\1/')
+	awk -v t="$1" -v a="$(date -d "$fin" +%s.%N)" -v b="$(date -d "$(echo "$scr" | awk '{print $1 " " $2}')" +%s.%N)" -v s="$ms" \
+		'BEGIN {printf "%s %d\n", t, (b - a) * 1000 - s}' >>"$out/vacuum"
+}
 # scrub_row K: the scrub's share of the runs of K (medians), for RESULTS.md
 scrub_row() {
 	local k=$1 f
@@ -263,6 +276,7 @@ run_once() {
 	set -- $res
 	echo "$k $ms $wal $2 $1 $load $tag $cms" >>"$out/runs"
 	scrub_line "$tag"
+	vacuum_line "$tag"
 	echo "run K=$k: $ms ms ($cms ms until run() returned), $1 done, $2 rows rewritten, $wal WAL bytes, load $load" >&2
 	if [ "$1" != "$k" ]; then
 		log "run K=$k finished only $1 of $k requests"
@@ -273,6 +287,7 @@ run_once() {
 
 : >"$out/runs"
 : >"$out/scrub"
+: >"$out/vacuum"
 # the throttle (anonymize.cost_delay, cost_limit) as configured: the runs
 # below are measured at full speed, and section 6 compares both
 has_throttle=$(q -c "SELECT count(*) > 0 FROM pg_settings WHERE name = 'anonymize.cost_delay'")
@@ -542,11 +557,11 @@ res=$out/RESULTS.md
 		echo "| portal during throttled runs ($throttle_conf): p50 / p99 | $p50_throttled / $p99_throttled ms ($n_throttled transactions during $runs_throttled runs of K = $k_portal, each $runms_throttled ms, load $load_throttled) |"
 		echo "| the throttle's price: a run of K = $k_portal throttled / at full speed | $runms_throttled / $runms_during ms ($(ratio "$runms_throttled" "$runms_during")x) |"
 	fi
-	if [ -s "$out/run_times" ] && [ -s "$out/phases" ]; then
+	if [ -s "$out/vacuum" ]; then
 		for k in $ks; do
-			vac=$(phases "k$k.r1" | grep -o 'vacuuming [0-9]*' | awk '{print $2}' || true)
-			tot=$(awk -v t="k$k.r1" '$1 == t {print $3 - $2}' "$out/run_times")
-			echo "| the vacuum's share of run(), K = $k (first repetition, sampled) | ${vac:-0} of $tot ms ($(awk -v a="${vac:-0}" -v b="$tot" 'BEGIN {printf "%.0f", b ? 100 * a / b : 0}') %) |"
+			vac=$(awk -v k="$k" 'NR == FNR {v[$1] = $2; next} $1 == k && ($7 in v) {print v[$7]}' "$out/vacuum" "$out/runs" | median)
+			share=$(awk -v k="$k" 'NR == FNR {v[$1] = $2; next} $1 == k && ($7 in v) && $2 > 0 {print 100 * v[$7] / $2}' "$out/vacuum" "$out/runs" | median)
+			echo "| the vacuum's share of run(), K = $k (server log: from the run's commit to its scrub, less the scrub) | ${vac:-n/a} ms ($(awk -v s="${share:-0}" 'BEGIN {printf "%.0f", s}') % of the run) |"
 		done
 	fi
 	echo "| $hooks_line | |"
