@@ -744,6 +744,78 @@ COMMENT ON FUNCTION @extschema@.wake() IS
 'asks the background worker of this database to run now (also when anonymize.enabled is off); SQLSTATE 55000 when it is not loaded or anonymize.database does not serve this database';
 
 -- ---------------------------------------------------------------
+-- Citus tables: matching, rewriting and scrubbing on the shards
+-- ---------------------------------------------------------------
+
+-- The run's distributed statements call these on every shard of a Citus
+-- target: plan holds keyed digests of the requests' identifiers (under a
+-- key made for that statement alone), their cut-offs and the settings of
+-- the canonical forms; never an identifier.  IMMUTABLE: the answer
+-- depends on the arguments only, as Citus requires in a distributed UPDATE.
+CREATE FUNCTION @extschema@._citus_match(value text, at date, plan bytea)
+RETURNS integer[]
+LANGUAGE C IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'anonymize_citus_match';
+CREATE FUNCTION @extschema@._citus_match(value text, at timestamp, plan bytea)
+RETURNS integer[]
+LANGUAGE C IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'anonymize_citus_match';
+CREATE FUNCTION @extschema@._citus_match(value text, at timestamptz, plan bytea)
+RETURNS integer[]
+LANGUAGE C IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'anonymize_citus_match';
+COMMENT ON FUNCTION @extschema@._citus_match(text, date, bytea) IS
+'the run on a Citus table: the indexes of the plan''s requests that a row matches, or NULL';
+COMMENT ON FUNCTION @extschema@._citus_match(text, timestamp, bytea) IS
+'the run on a Citus table: the indexes of the plan''s requests that a row matches, or NULL';
+COMMENT ON FUNCTION @extschema@._citus_match(text, timestamptz, bytea) IS
+'the run on a Citus table: the indexes of the plan''s requests that a row matches, or NULL';
+
+CREATE FUNCTION @extschema@._citus_scrub(tbl regclass)
+RETURNS bigint
+LANGUAGE C STRICT
+AS 'MODULE_PATHNAME', 'anonymize_citus_scrub';
+COMMENT ON FUNCTION @extschema@._citus_scrub(regclass) IS
+'the run on a Citus table: zeroes the free space of every page of a vacuumed shard placement';
+
+-- One target's rewrite, in one transaction: the rows per request (each
+-- counted for the lowest id it matches), then the UPDATE, whose row count
+-- comes last as request -1.  Called as a function so that Citus runs both
+-- statements in one transaction on the same shard connections.
+CREATE FUNCTION @extschema@._citus_rewrite(tbl regclass, col text, time_col text,
+										   is_number boolean, plan bytea, value text)
+RETURNS TABLE (req integer, n bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_match		text;
+	v_rows		bigint;
+BEGIN
+	v_match := format(CASE WHEN is_number
+					  THEN '@extschema@._citus_match(CASE WHEN (t.%1$I)::text ~ ''^[0-9]+$'' THEN ''+'' || (t.%1$I)::text END, t.%2$I, $1)'
+					  ELSE '@extschema@._citus_match((t.%1$I)::text, t.%2$I, $1)' END,
+					  col, time_col);
+	RETURN QUERY EXECUTE format('SELECT m[1], count(*) FROM (SELECT %s AS m FROM %s AS t) AS s'
+								' WHERE m IS NOT NULL GROUP BY 1', v_match, tbl) USING plan;
+	EXECUTE format('UPDATE %s AS t SET %I = $2 WHERE %s IS NOT NULL', tbl, col, v_match)
+		USING plan, value;
+	GET DIAGNOSTICS v_rows = ROW_COUNT;
+	req := -1;
+	n := v_rows;
+	RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._citus_rewrite(regclass, text, text, boolean, bytea, text) IS
+'the run on a Citus table: counts the matching rows per request on every shard, then rewrites them';
+
+REVOKE ALL ON FUNCTION @extschema@._citus_match(text, date, bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._citus_match(text, timestamp, bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._citus_match(text, timestamptz, bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._citus_scrub(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._citus_rewrite(regclass, text, text, boolean, bytea, text) FROM PUBLIC;
+
+-- ---------------------------------------------------------------
 -- Grants of the functions this update re-created: given back
 -- ---------------------------------------------------------------
 

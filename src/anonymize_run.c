@@ -437,8 +437,9 @@ run_scan_targets(RunState *st, int first)
 
 		ms = anonymize_matchset_build(st->reqs, st->nreqs, target->kind,
 									  target->scope);
-		if (anonymize_matchset_size(ms) == 0)
+		if (anonymize_matchset_size(ms) == 0 || anonymize_citus_run_scan(st, t))
 		{
+			/* nothing due, or a Citus table: counted and rewritten on its shards */
 			anonymize_matchset_free(ms);
 			continue;
 		}
@@ -859,6 +860,7 @@ run_targets(RunState *st, int first)
 			break;
 	}
 	st->nmatches = 0;
+	anonymize_citus_run_rewrite(st, first);
 	anonymize_run_refresh_matviews(st, first);
 }
 

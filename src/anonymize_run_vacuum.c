@@ -226,5 +226,7 @@ anonymize_run_vacuum(RunState *st)
 		whole |= st->resumed[i];
 	if (!anonymize_scrub_run(relids, whole, st->run_id, &scrub))
 		return;
+	if (!anonymize_citus_run_vacuum(st))
+		return;
 	run_vacuum_record(st);
 }
