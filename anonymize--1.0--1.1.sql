@@ -798,7 +798,9 @@ BEGIN
 					  col, time_col);
 	RETURN QUERY EXECUTE format('SELECT m[1], count(*) FROM (SELECT %s AS m FROM %s AS t) AS s'
 								' WHERE m IS NOT NULL GROUP BY 1', v_match, tbl) USING plan;
-	EXECUTE format('UPDATE %s AS t SET %I = $2 WHERE %s IS NOT NULL', tbl, col, v_match)
+	-- erase 'null': a NULL of the column's own type
+	EXECUTE format('UPDATE %s AS t SET %I = %s WHERE %s IS NOT NULL', tbl, col,
+				   CASE WHEN value IS NULL THEN 'NULL' ELSE '$2' END, v_match)
 		USING plan, value;
 	GET DIAGNOSTICS v_rows = ROW_COUNT;
 	req := -1;
