@@ -80,17 +80,17 @@ citus_build() {
 	patchfile="$(dirname "$archive")/citus-$CITUS_VERSION-pg15-headers.patch"
 	log "building Citus $CITUS_VERSION for PostgreSQL 15 in $build (about 3.5 minutes)"
 	rm -rf "$build" "$stage"
-	mkdir -p "$build"
-	tar -xzf "$archive" -C "$build"
-	cd "$build/citus-$CITUS_VERSION"
+	mkdir -p "$build" || return 1
+	tar -xzf "$archive" -C "$build" || return 1
+	cd "$build/citus-$CITUS_VERSION" || return 1
 	if [ -f "$patchfile" ]; then
-		patch -s -p1 <"$patchfile"
+		patch -s -p1 <"$patchfile" || return 1
 	fi
 	./configure -q PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config >"$build/configure.log" 2>&1 ||
 		{ tail -30 "$build/configure.log"; return 1; }
 	make -s -j"$(nproc)" >"$build/make.log" 2>&1 || { tail -40 "$build/make.log"; return 1; }
 	make -s install DESTDIR="$stage" >>"$build/make.log" 2>&1 || { tail -20 "$build/make.log"; return 1; }
-	touch "$stage/$CITUS_MARKER"
+	touch "$stage/$CITUS_MARKER" || return 1
 	rm -rf "$build"
 	log "Citus $CITUS_VERSION is built in $stage"
 }
