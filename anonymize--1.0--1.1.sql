@@ -646,6 +646,18 @@ BEGIN
 			USING ERRCODE = 'undefined_object',
 				  HINT = 'Register its identifier columns with anonymize.add_target() first; anonymize.targets lists them.';
 	END IF;
+	-- on a Citus table the policy runs on the workers, whose pages of
+	-- requests are empty: it would hide nothing
+	IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+		EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
+			INTO v_rls USING tbl;
+		IF v_rls THEN
+			RAISE EXCEPTION 'relation "%" is a Citus table, which protect() cannot guard', tbl
+				USING ERRCODE = 'feature_not_supported',
+					  DETAIL = 'The guard''s row filter would run on the worker nodes, which do not hold the requests; it would hide nothing.',
+					  HINT = 'Have the portal''s searches call anonymize.is_anonymized() on the coordinator, or search a view that filters with it.';
+		END IF;
+	END IF;
 	IF 0::oid IN (SELECT @extschema@._guard_readers(tbl)) THEN
 		RAISE EXCEPTION 'relation "%" is readable by PUBLIC', tbl
 			USING ERRCODE = 'object_not_in_prerequisite_state',

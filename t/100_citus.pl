@@ -226,6 +226,26 @@ like($err, qr/0A000: anonymize runs on the Citus coordinator, not on a worker no
 is($workers[0]->safe_psql('postgres', 'SELECT count(*) FROM anonymize.anonymize_request'),
 	'0', 'the extension\'s tables stay on the coordinator');
 
+# protect(): refused on a Citus table (its row filter would run on the
+# workers, which hold no request); GRANT and REVOKE on a distributed
+# table go through, the guard's event trigger with them
+($rc, $out, $err) = $coord->psql('postgres', q{
+	\set VERBOSITY verbose
+	SELECT anonymize.protect('calls')});
+like($err, qr/0A000: relation "(public\.)?calls" is a Citus table, which protect\(\) cannot guard/,
+	'protect() refuses a Citus table rather than put a guard that hides nothing');
+$coord->safe_psql('postgres', q{
+CREATE ROLE portal LOGIN;
+GRANT USAGE ON SCHEMA anonymize TO portal;
+GRANT EXECUTE ON FUNCTION anonymize.is_anonymized(text) TO portal;
+GRANT SELECT ON calls, chats TO portal;
+});
+is($coord->safe_psql('postgres', q{SELECT count(*) FROM calls WHERE caller = 'Anonymized'},
+	extra_params => [ '-U', 'portal' ]),
+	$single->safe_psql('postgres', q{SELECT count(*) FROM calls WHERE caller = 'Anonymized'}),
+	'GRANT on a distributed table propagates: the portal reads it through the coordinator');
+$coord->safe_psql('postgres', 'REVOKE SELECT ON chats FROM portal');
+
 # no server log names an identifier (the page checks below name them)
 log_has_no($_, '98765432', 'bob.test@mytest.no') for ($coord, @workers);
 
