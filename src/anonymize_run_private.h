@@ -93,6 +93,14 @@ extern bool anonymize_run_target_usable(RunState *st, int t);
 extern void anonymize_run_fail_target(RunState *st, int t, const char *reason);
 extern void anonymize_run_refresh_matviews(RunState *st, int first);
 
+/*
+ * anonymize_run_reindex.c: tell the scrub each target leaf's column; after
+ * the scrub, rebuild the indexes that may keep an erased identifier as a
+ * live key (false when one could not be rebuilt)
+ */
+extern void anonymize_run_reindex_columns(void);
+extern bool anonymize_run_reindex(RunState *st, List *indexes);
+
 /* anonymize_run_finish.c: false when targets were added meanwhile */
 extern bool anonymize_run_finish(RunState *st);
 

@@ -224,7 +224,10 @@ anonymize_run_vacuum(RunState *st)
 	/* old versions kept by an older snapshot: the next run does it again */
 	for (int i = 0; i < st->nreqs; i++)
 		whole |= st->resumed[i];
+	anonymize_run_reindex_columns();
 	if (!anonymize_scrub_run(relids, whole, st->run_id, &scrub))
+		return;
+	if (!anonymize_run_reindex(st, scrub.rebuild))
 		return;
 	if (!anonymize_citus_run_vacuum(st))
 		return;

@@ -338,6 +338,7 @@ scrub_indexes(Relation heap, ScrubRel *hsr, bool whole,
 		else
 			anonymize_scrub_relation_blocks(irel, NULL, 0, scrub_state->since,
 											stats);
+		scrub_keys_check_index(heap, irel, hsr, whole);
 		index_close(irel, AccessShareLock);
 	}
 	list_free(indexes);
@@ -420,6 +421,7 @@ anonymize_scrub_run(List *relids, bool whole, int64 run_id,
 	stats->wal_bytes = pgWalUsage.wal_bytes - wal0.wal_bytes;
 	stats->wal_fpi = pgWalUsage.wal_fpi - wal0.wal_fpi;
 	stats->note_ms = scrub_state->note_ms;
+	stats->rebuild = scrub_state->rebuild;
 	ereport(LOG,
 			(errmsg("anonymize run %lld: scrubbed %lld of %lld pages read in %lld relations (%.1f ms, %lld WAL bytes, %lld full-page images); noting the pages took %.1f ms",
 					(long long) run_id, (long long) stats->pages_scrubbed,

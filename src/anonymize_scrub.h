@@ -28,6 +28,8 @@ typedef struct AnonymizeScrubStats
 	int64		wal_fpi;
 	double		ms;
 	double		note_ms;		/* noting the pages, before the rewrites */
+	List	   *rebuild;		/* indexes that may keep an erased identifier
+								 * as a live key (in the run's context) */
 } AnonymizeScrubStats;
 
 /*
@@ -49,12 +51,20 @@ extern void anonymize_scrub_note_rows(Oid relid, const char *col,
 									  const Datum *tids, int ntids);
 
 /*
+ * Tell the scrub that column attnum of relid (a target leaf) holds
+ * identifiers: after a killed run, its indexes over it are rebuilt.
+ */
+extern void anonymize_scrub_target_column(Oid relid, AttrNumber attnum);
+
+/*
  * After the vacuum of relids, outside a transaction: scrub what was noted
  * and, for relids in the anonymize schema or all of them when whole (an
  * earlier run's pages are unknown), every page of the table, its TOAST
  * table and its indexes.  Logs one line with the counts and returns false
  * when some old row version was still there (a snapshot older than the
- * run): the caller must not record the vacuum as done.
+ * run): the caller must not record the vacuum as done.  stats->rebuild
+ * lists the indexes that may still hold an erased identifier as a live key
+ * (a btree separator, a GIN entry): the caller rebuilds them.
  */
 extern bool anonymize_scrub_run(List *relids, bool whole, int64 run_id,
 								AnonymizeScrubStats *stats);

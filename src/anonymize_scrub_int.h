@@ -27,6 +27,10 @@ typedef struct ScrubRel
 	BlockNumber *blocks;		/* btree: leaves and parents found */
 	int			nblocks;
 	int			maxblocks;
+	uint64	   *keys;			/* btree: hashes of the old keys' values
+								 * of the target column */
+	int			nkeys;
+	int			maxkeys;
 	bool		whole;			/* read whole, pages changed since the run
 								 * began: too many notes, or a btree without
 								 * heap TID keys */
@@ -41,7 +45,17 @@ typedef struct ScrubState
 	Size		bytes;			/* of the notes' arrays, at most
 								 * SCRUB_NOTE_BUDGET */
 	double		note_ms;		/* time spent noting */
+	List	   *columns;		/* ScrubColumn *: the target column of each
+								 * target leaf */
+	List	   *rebuild;		/* indexes that may keep an erased key live */
 } ScrubState;
+
+/* a target leaf's identifier column */
+typedef struct ScrubColumn
+{
+	Oid			relid;
+	AttrNumber	attnum;
+} ScrubColumn;
 
 /*
  * Past this many bytes of notes (about 500,000 rows rewritten), the
@@ -54,6 +68,10 @@ extern ScrubState *scrub_state;
 
 extern ScrubRel *scrub_rel(Oid relid, bool create);
 extern bool scrub_index_uses(Relation irel, AttrNumber attnum);
+extern uint32 scrub_index_key_columns(Relation irel, AttrNumber attnum);
+extern uint64 scrub_key_hash(Form_pg_attribute att, Datum value);
+extern void scrub_keys_check_index(Relation heap, Relation irel,
+								   ScrubRel *hsr, bool whole);
 extern void scrub_sort_blocks(ScrubRel *sr);
 
 #endif							/* ANONYMIZE_SCRUB_INT_H */

@@ -32,10 +32,12 @@
 #include "access/xlog.h"
 #include "catalog/index.h"
 #include "catalog/pg_am_d.h"
+#include "common/hashfn.h"
 #include "executor/executor.h"
 #include "executor/tuptable.h"
 #include "optimizer/optimizer.h"
 #include "portability/instr_time.h"
+#include "fmgr.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -109,14 +111,18 @@ scrub_budget(ScrubRel *sr, Size n)
 		return true;
 	}
 	scrub_state->bytes -= sizeof(ItemPointerData) * sr->maxtids +
-		sizeof(BlockNumber) * sr->maxblocks;
+		sizeof(BlockNumber) * sr->maxblocks + sizeof(uint64) * sr->maxkeys;
 	if (sr->tids)
 		pfree(sr->tids);
 	if (sr->blocks)
 		pfree(sr->blocks);
+	if (sr->keys)
+		pfree(sr->keys);
 	sr->tids = NULL;
 	sr->blocks = NULL;
+	sr->keys = NULL;
 	sr->ntids = sr->maxtids = sr->nblocks = sr->maxblocks = 0;
+	sr->nkeys = sr->maxkeys = 0;
 	sr->whole = true;
 	return false;
 }
@@ -138,6 +144,25 @@ scrub_add_tid(ScrubRel *sr, ItemPointer tid)
 								 sizeof(ItemPointerData) * sr->maxtids);
 	}
 	sr->tids[sr->ntids++] = *tid;
+}
+
+/* Add the hash of an old key's value (btree). */
+static void
+scrub_add_key(ScrubRel *sr, uint64 hash)
+{
+	if (sr->nkeys == sr->maxkeys)
+	{
+		int			more = Max(64, sr->maxkeys);
+
+		if (!scrub_budget(sr, sizeof(uint64) * more))
+			return;
+		sr->maxkeys += more;
+		sr->keys = sr->keys
+			? repalloc(sr->keys, sizeof(uint64) * sr->maxkeys)
+			: MemoryContextAlloc(scrub_state->cxt,
+								 sizeof(uint64) * sr->maxkeys);
+	}
+	sr->keys[sr->nkeys++] = hash;
 }
 
 /* qsort order of block numbers. */
@@ -249,6 +274,63 @@ scrub_index_uses(Relation irel, AttrNumber attnum)
 }
 
 /*
+ * The key columns of irel over heap column attnum (the column itself, or
+ * an expression of it), as a bit mask: bit i for key column i.
+ */
+uint32
+scrub_index_key_columns(Relation irel, AttrNumber attnum)
+{
+	uint32		mask = 0;
+	List	   *exprs = RelationGetIndexExpressions(irel);
+	ListCell   *expr = list_head(exprs);
+
+	for (int i = 0; i < IndexRelationGetNumberOfKeyAttributes(irel); i++)
+	{
+		AttrNumber	key = irel->rd_index->indkey.values[i];
+
+		if (key == attnum)
+			mask |= (uint32) 1 << i;
+		else if (key == 0 && expr != NULL)
+		{
+			Bitmapset  *attrs = NULL;
+
+			pull_varattnos(lfirst(expr), 1, &attrs);
+			if (bms_is_member(attnum - FirstLowInvalidHeapAttributeNumber, attrs))
+				mask |= (uint32) 1 << i;
+			expr = lnext(exprs, expr);
+		}
+	}
+	return mask;
+}
+
+/* A hash of an index column's value: its bytes, detoasted. */
+uint64
+scrub_key_hash(Form_pg_attribute att, Datum value)
+{
+	uint64		hash;
+
+	if (att->attlen == -1)
+	{
+		struct varlena *v = PG_DETOAST_DATUM_PACKED(value);
+
+		hash = hash_bytes_extended((const unsigned char *) VARDATA_ANY(v),
+								   VARSIZE_ANY_EXHDR(v), 0);
+		if ((Pointer) v != DatumGetPointer(value))
+			pfree(v);
+	}
+	else if (att->attbyval)
+		hash = hash_bytes_extended((const unsigned char *) &value,
+								   sizeof(Datum), 0);
+	else if (att->attlen == -2)
+		hash = hash_bytes_extended((const unsigned char *) DatumGetCString(value),
+								   strlen(DatumGetCString(value)), 0);
+	else
+		hash = hash_bytes_extended((const unsigned char *) DatumGetPointer(value),
+								   att->attlen, 0);
+	return hash;
+}
+
+/*
  * Descend irel with itup (key and heap TID) and note the leaf and its
  * parents.  A btree without the heap TID in its keys (version 2 or 3, from
  * pg_upgrade) is read whole instead.
@@ -279,20 +361,30 @@ scrub_btree_descend(Relation irel, Relation heap, IndexTuple itup)
 	pfree(key);
 }
 
-/* The btree entry of the row in slot: its leaf and parents. */
+/*
+ * The btree entry of the row in slot: its leaf and parents, and the hashes
+ * of its values of the target column (keymask), which a separator or high
+ * key left after the vacuum may repeat.
+ */
 static void
-scrub_note_btree(Relation irel, IndexInfo *ii, Relation heap,
+scrub_note_btree(Relation irel, IndexInfo *ii, uint32 keymask, Relation heap,
 				 TupleTableSlot *slot, EState *estate, ItemPointer tid)
 {
 	Datum		values[INDEX_MAX_KEYS];
 	bool		isnull[INDEX_MAX_KEYS];
 	IndexTuple	itup;
+	ScrubRel   *sr;
 
 	FormIndexDatum(ii, slot, estate, values, isnull);
 	itup = index_form_tuple(RelationGetDescr(irel), values, isnull);
 	itup->t_tid = *tid;
 	scrub_btree_descend(irel, heap, itup);
 	pfree(itup);
+	sr = scrub_rel(RelationGetRelid(irel), true);
+	for (int i = 0; i < INDEX_MAX_KEYS && !sr->whole; i++)
+		if ((keymask & ((uint32) 1 << i)) && !isnull[i])
+			scrub_add_key(sr, scrub_key_hash(TupleDescAttr(RelationGetDescr(irel), i),
+											 values[i]));
 }
 
 /* Open the btree indexes of heap, with what FormIndexDatum needs. */
@@ -332,6 +424,7 @@ anonymize_scrub_note_rows(Oid relid, const char *col, const Datum *tids,
 	Relation	heap;
 	Relation   *irels;
 	IndexInfo **iis;
+	uint32	   *masks;
 	int			nidx;
 	TupleTableSlot *slot;
 	EState	   *estate;
@@ -354,6 +447,9 @@ anonymize_scrub_note_rows(Oid relid, const char *col, const Datum *tids,
 	sr = scrub_rel(relid, true);
 	sr->attnum = get_attnum(relid, col);
 	nidx = scrub_open_btrees(heap, sr->attnum, &irels, &iis);
+	masks = palloc(sizeof(uint32) * Max(nidx, 1));
+	for (int j = 0; j < nidx; j++)
+		masks[j] = scrub_index_key_columns(irels[j], sr->attnum);
 	slot = table_slot_create(heap, NULL);
 	estate = CreateExecutorState();
 	econtext = GetPerTupleExprContext(estate);
@@ -370,7 +466,8 @@ anonymize_scrub_note_rows(Oid relid, const char *col, const Datum *tids,
 		if (sr->attnum != InvalidAttrNumber)
 			scrub_note_toast(slot, sr->attnum);
 		for (int j = 0; j < nidx; j++)
-			scrub_note_btree(irels[j], iis[j], heap, slot, estate, tid);
+			scrub_note_btree(irels[j], iis[j], masks[j], heap, slot, estate,
+							 tid);
 		ResetExprContext(econtext);
 	}
 
@@ -380,6 +477,7 @@ anonymize_scrub_note_rows(Oid relid, const char *col, const Datum *tids,
 		index_close(irels[j], AccessShareLock);
 	pfree(irels);
 	pfree(iis);
+	pfree(masks);
 	table_close(heap, AccessShareLock);
 	INSTR_TIME_SET_CURRENT(t1);
 	INSTR_TIME_SUBTRACT(t1, t0);

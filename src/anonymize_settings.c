@@ -40,6 +40,7 @@ int			anonymize_batch_size = 10000;
 int			anonymize_rescan_interval = 60;
 int			anonymize_batch_delay = 0;
 bool		anonymize_refresh_materialized_views = true;
+bool		anonymize_rebuild_indexes = true;
 int			anonymize_max_rows_per_request = 100000;
 bool		anonymize_enabled = true;
 
@@ -259,6 +260,15 @@ settings_define_run(void)
 							 "Whether the background worker runs on schedule.",
 							 NULL,
 							 &anonymize_enabled,
+							 true,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("anonymize.rebuild_indexes",
+							 "Whether the run rebuilds (REINDEX CONCURRENTLY) an index that may keep an erased identifier as a live key.",
+							 "A btree separator or high key, a GIN entry, a BRIN range's bounds or a GiST union key outlives the row it came from.",
+							 &anonymize_rebuild_indexes,
 							 true,
 							 PGC_SIGHUP,
 							 0,

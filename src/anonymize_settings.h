@@ -24,6 +24,7 @@ extern int	anonymize_batch_size;
 extern int	anonymize_rescan_interval;
 extern int	anonymize_batch_delay;
 extern bool anonymize_refresh_materialized_views;
+extern bool anonymize_rebuild_indexes;
 extern int	anonymize_max_rows_per_request;
 extern bool anonymize_enabled;
 

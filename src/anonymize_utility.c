@@ -176,6 +176,30 @@ utility_clear_database(Oid dboid)
 	}
 }
 
+/*
+ * DROP EXTENSION committed: the worker looks again.  A flag, not only the
+ * latch: a condition-variable sleep in the worker (an I/O wait, say) may
+ * consume a latch set meant for its idle wait.
+ */
+static void
+utility_tell_dropped(Oid dboid)
+{
+	AnonymizeWorkerShared *s = anonymize_slot_find(dboid);
+	Latch	   *latch = NULL;
+
+	if (s == NULL)
+		return;
+	SpinLockAcquire(&s->mutex);
+	if (s->dboid == dboid && s->pid != 0)
+	{
+		s->recheck_extension = true;
+		latch = s->latch;
+	}
+	SpinLockRelease(&s->mutex);
+	if (latch)
+		SetLatch(latch);
+}
+
 /* at commit: tell the launcher or the worker what happened to the extension */
 static void
 utility_xact_callback(XactEvent event, void *arg)
@@ -185,12 +209,7 @@ utility_xact_callback(XactEvent event, void *arg)
 		if (utility_created)
 			(void) anonymize_slot_request(MyDatabaseId, false);
 		else if (utility_dropped)
-		{
-			Latch	   *latch = NULL;
-
-			if (utility_worker_pid(MyDatabaseId, &latch) != 0 && latch)
-				SetLatch(latch);
-		}
+			utility_tell_dropped(MyDatabaseId);
 	}
 	/* a prepared transaction commits later, maybe elsewhere: not told */
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||

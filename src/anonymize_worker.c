@@ -295,12 +295,29 @@ anonymize_worker_format_local(TimestampTz t, char *buf, size_t len)
 				 pg_get_timezone_name(tz));
 }
 
-/* sleeps until woken, or the timeout */
+/* a DROP EXTENSION not yet looked at, which this call takes */
+static bool
+anonymize_worker_take_recheck(void)
+{
+	bool		recheck;
+
+	SpinLockAcquire(&worker_slot->mutex);
+	recheck = worker_slot->recheck_extension;
+	worker_slot->recheck_extension = false;
+	SpinLockRelease(&worker_slot->mutex);
+	return recheck;
+}
+
+/*
+ * Sleeps until woken, or the timeout; not at all when a DROP EXTENSION
+ * came in since the last look (its latch set may have been consumed).
+ */
 static void
 anonymize_worker_wait(long timeout_ms)
 {
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 Max(timeout_ms, 1), PG_WAIT_EXTENSION);
+	if (!anonymize_worker_take_recheck())
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Max(timeout_ms, 1), PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
 }
 
@@ -440,6 +457,7 @@ anonymize_worker_attach(Datum main_arg)
 	s->start_requested = false;
 	s->no_extension = false;
 	s->extension_seen = false;
+	s->recheck_extension = false;
 	SpinLockRelease(&s->mutex);
 	worker_slot = s;
 	on_shmem_exit(anonymize_worker_on_exit, (Datum) 0);

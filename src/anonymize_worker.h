@@ -42,6 +42,7 @@ typedef struct AnonymizeWorkerShared
 	bool		start_requested;	/* CREATE EXTENSION asked for a worker */
 	bool		no_extension;	/* the worker left: no extension there */
 	bool		extension_seen; /* the worker found the extension */
+	bool		recheck_extension;	/* DROP EXTENSION committed: look again */
 	AnonymizeWorkerState state;
 	TimestampTz next_run;		/* 0 when none is scheduled */
 	/* the last run this worker started since the server started */

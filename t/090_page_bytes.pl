@@ -181,6 +181,7 @@ is($primary->safe_psql('postgres', q{SELECT count(*) FROM mails WHERE sender = '
 my $run_log = substr(slurp_file($primary->logfile), $log_start);
 ok($run_log =~ /DEBUG:  /, 'the log of the run is at debug level');
 ok($run_log =~ /anonymize run \d+: scrubbed [1-9]\d* of \d+ pages read/, 'the run scrubbed pages');
+ok($run_log !~ /rebuil/, 'no erased key is a separator here: the run rebuilt no index');
 
 none($primary, @bob, @eve, @cancelled);
 none($standby, @bob, @eve, @cancelled);
@@ -304,6 +305,118 @@ is(run_and_wait($primary), '1', 'finish: the next run finishes E');
 settle();
 none($primary, @e);
 none($standby, @e);
+
+# --- live keys: a btree separator (an internal page's pivot, a leaf's high
+# key) is a copy of a key, kept when its rows go; a GIN entry key and a BRIN
+# range's bounds too.  The run rebuilds such indexes (REINDEX INDEX
+# CONCURRENTLY): a btree when a separator on the way to an erased key is
+# one, the other methods when it rewrote rows of their table.
+$primary->safe_psql('postgres', q{
+	CREATE EXTENSION btree_gin;
+	CREATE INDEX calls_caller_gin ON calls USING gin (caller);
+	CREATE INDEX calls_caller_brin ON calls USING brin (caller) WITH (pages_per_range = 4)});
+
+# the numbers (national digits) of separators of the root of calls_caller_idx
+sub separators
+{
+	return split /\n/, $primary->safe_psql('postgres', q{
+		WITH i AS (
+			SELECT decode(replace(data, ' ', ''), 'hex') AS b
+			FROM bt_page_items('calls_caller_idx', (SELECT root FROM bt_metap('calls_caller_idx')))
+			WHERE data <> '')
+		SELECT substr(v, 4) FROM (
+			SELECT convert_from(substring(b FROM 2 FOR (get_byte(b, 0) >> 1) - 1), 'UTF8') AS v FROM i) k
+		WHERE v ~ '^\+47[0-9]{8}$' ORDER BY v});
+}
+my @sep = separators();
+ok(@sep >= 10, 'live keys: the root of calls_caller_idx has separators (' . scalar(@sep) . ')');
+my ($p1, $p2) = @sep[ 3, 7 ];
+my $relfile = sub {
+	$primary->safe_psql('postgres', qq{SELECT pg_relation_filenode('$_[0]')});
+};
+my %before = map { $_ => $relfile->($_) }
+  qw(calls_caller_idx calls_caller_gin calls_caller_brin chats_lower_idx);
+
+# with anonymize.rebuild_indexes off, the separator is still there
+$primary->safe_psql('postgres', qq{
+	ALTER SYSTEM SET anonymize.rebuild_indexes = off;
+	SELECT pg_reload_conf();
+	INSERT INTO anonymize.anonymize_request (phone, to_date, comment) VALUES ('$p1', '2024-06-30', 'P1')});
+$log_start = -s $primary->logfile;
+is(run_and_wait($primary), '1', 'live keys, rebuild off: the run finishes P1');
+settle();
+like(hits($primary, $p1), qr/calls_caller_gin:\d+.*calls_caller_idx:\d+/,
+	'live keys, rebuild off: the GIN entry and the btree separator still hold P1');
+unlike(hits($primary, $p1), qr/^calls:|,calls:/, '... while no row of calls does');
+ok(substr(slurp_file($primary->logfile), $log_start) =~
+	  /anonymize run \d+: 3 indexes could keep an erased identifier as a live key; not rebuilt, anonymize.rebuild_indexes is off/,
+	'... and the run says it left 3 indexes');
+
+# on (the default): the next run rebuilds them, and only them
+$primary->safe_psql('postgres', qq{
+	ALTER SYSTEM RESET anonymize.rebuild_indexes;
+	SELECT pg_reload_conf();
+	INSERT INTO anonymize.anonymize_request (phone, to_date, comment) VALUES ('$p2', '2024-06-30', 'P2')});
+like(hits($primary, $p2), qr/calls_caller_idx:[2-9]/, 'live keys: P2 is a separator and an entry');
+$log_start = -s $primary->logfile;
+is(run_and_wait($primary), '1', 'live keys: the run finishes P2');
+settle();
+my $log = substr(slurp_file($primary->logfile), $log_start);
+for my $idx (qw(calls_caller_idx calls_caller_gin calls_caller_brin))
+{
+	ok($log =~ /anonymize run \d+: rebuilt index public\.$idx: it could keep an erased identifier as a live key/,
+		"live keys: the run rebuilt $idx");
+	isnt($relfile->($idx), $before{$idx}, "... which has a new file");
+}
+is($relfile->('chats_lower_idx'), $before{chats_lower_idx},
+	'live keys: an index of a table the run did not rewrite is left alone');
+is($primary->safe_psql('postgres', q{
+		SELECT count(*) FROM pg_index WHERE NOT indisvalid OR NOT indisready}),
+	'0', 'live keys: no invalid index is left');
+is($primary->safe_psql('postgres', 'SELECT count(*) FROM anonymize.run_log WHERE vacuumed_at IS NULL'),
+	'0', 'live keys: the run recorded its vacuum');
+none($primary, $p1, $p2);
+none($standby, $p1, $p2);
+is($primary->safe_psql('postgres', q{
+		SET enable_seqscan = off;
+		SELECT count(*) FROM calls WHERE caller = '+4798765432' OR caller LIKE '+47%'}),
+	$primary->safe_psql('postgres', q{
+		SET enable_indexscan = off; SET enable_bitmapscan = off;
+		SELECT count(*) FROM calls WHERE caller = '+4798765432' OR caller LIKE '+47%'}),
+	'live keys: the rebuilt indexes answer as the table does');
+
+# a rebuild that fails (here its wait for a writer's open transaction runs
+# into lock_timeout) is logged with its reason, its invalid copy is dropped
+# (at the latest before the next attempt) and the run does not record its
+# vacuum: the next run rebuilds
+my @sep2 = grep { $_ ne $p1 && $_ ne $p2 } separators();
+my $p3 = $sep2[5];
+$primary->safe_psql('postgres', qq{
+	ALTER SYSTEM SET lock_timeout = '1s';
+	SELECT pg_reload_conf();
+	INSERT INTO anonymize.anonymize_request (phone, to_date, comment) VALUES ('$p3', '2024-06-30', 'P3')});
+my $writer = $primary->background_psql('postgres');
+$writer->query_safe('BEGIN');
+$writer->query_safe('LOCK calls IN ROW EXCLUSIVE MODE');
+$log_start = -s $primary->logfile;
+is(run_and_wait($primary), '1', 'failed rebuild: the run finishes P3');
+$log = substr(slurp_file($primary->logfile), $log_start);
+ok($log =~ /anonymize run \d+: could not rebuild index public\.calls_caller_idx: canceling statement due to lock timeout/,
+	'failed rebuild: the run says which index, and why');
+is($primary->safe_psql('postgres', 'SELECT count(*) FROM anonymize.run_log WHERE vacuumed_at IS NULL'),
+	'1', 'failed rebuild: the run does not record its vacuum');
+$writer->query_safe('COMMIT');
+$writer->quit;
+$primary->safe_psql('postgres', 'ALTER SYSTEM RESET lock_timeout; SELECT pg_reload_conf()');
+is(run_and_wait($primary), '0', 'failed rebuild: the next run has no request to finish');
+settle();
+is($primary->safe_psql('postgres', q{
+		SELECT count(*) FROM pg_index WHERE NOT indisvalid OR NOT indisready}),
+	'0', 'failed rebuild: no invalid copy is left');
+is($primary->safe_psql('postgres', 'SELECT count(*) FROM anonymize.run_log WHERE vacuumed_at IS NULL'),
+	'0', 'failed rebuild: the next run rebuilds and records its vacuum');
+none($primary, $p1, $p2, $p3);
+none($standby, $p1, $p2, $p3);
 
 $standby->stop;
 $primary->stop;

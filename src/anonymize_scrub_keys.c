@@ -1,0 +1,194 @@
+/*-------------------------------------------------------------------------
+ *
+ * anonymize_scrub_keys.c
+ *	  After the scrub: which indexes may still hold an erased identifier as
+ *	  a live key, which the run then rebuilds (anonymize_run_reindex.c).
+ *	  The scrub clears free space only; some index data outlives the rows
+ *	  it came from:
+ *
+ *	  - a btree copies keys into separators of its internal pages and into
+ *	    leaf high keys when a page splits, and keeps them when the rows go;
+ *	  - a GIN index never removes an entry key, BRIN keeps a range's bounds,
+ *	    GiST and SP-GiST keep union keys and prefixes.
+ *
+ *	  For a btree the run noted, before its rewrite, a hash of each old
+ *	  value of the target column and the pages on the way to its entry;
+ *	  the separators and high keys of those pages are compared with the
+ *	  hashes (a separator for a key lies on the way down to that key).
+ *	  Only a btree with a match is rebuilt.  The other methods cannot be
+ *	  searched that way: an index over the column of a table whose rows
+ *	  the run rewrote is rebuilt.  When the pages are unknown (an earlier
+ *	  run was killed), every index over a target column is.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/nbtree.h"
+#include "catalog/pg_am_d.h"
+#include "storage/bufmgr.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "anonymize_scrub.h"
+#include "anonymize_scrub_int.h"
+
+/* qsort and bsearch order of key hashes. */
+static int
+keys_cmp(const void *a, const void *b)
+{
+	uint64		x = *(const uint64 *) a;
+	uint64		y = *(const uint64 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/* Whether a pivot tuple's columns in keymask hash to a noted old key. */
+static bool
+keys_tuple_matches(Relation irel, IndexTuple itup, ScrubRel *sr,
+				   uint32 keymask)
+{
+	TupleDesc	desc = RelationGetDescr(irel);
+	int			natts = BTreeTupleGetNAtts(itup, irel);
+
+	for (int i = 0; i < natts && i < INDEX_MAX_KEYS; i++)
+	{
+		bool		isnull;
+		Datum		value;
+		uint64		hash;
+
+		if (!(keymask & ((uint32) 1 << i)))
+			continue;
+		value = index_getattr(itup, i + 1, desc, &isnull);
+		if (isnull)
+			continue;
+		hash = scrub_key_hash(TupleDescAttr(desc, i), value);
+		if (bsearch(&hash, sr->keys, sr->nkeys, sizeof(uint64), keys_cmp))
+			return true;
+	}
+	return false;
+}
+
+/* Whether the high key or a separator of btree page blkno is a noted key. */
+static bool
+keys_page_holds(Relation irel, BlockNumber blkno, ScrubRel *sr,
+				uint32 keymask)
+{
+	Buffer		buf = ReadBuffer(irel, blkno);
+	Page		page;
+	BTPageOpaque op;
+	bool		hit = false;
+
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	page = BufferGetPage(buf);
+	if (!PageIsNew(page) &&
+		PageGetSpecialSize(page) == MAXALIGN(sizeof(BTPageOpaqueData)) &&
+		!P_IGNORE(op = BTPageGetOpaque(page)) && !P_ISMETA(op))
+	{
+		OffsetNumber maxoff = PageGetMaxOffsetNumber(page);
+
+		if (!P_RIGHTMOST(op) && maxoff >= P_HIKEY)
+			hit = keys_tuple_matches(irel,
+									 (IndexTuple) PageGetItem(page, PageGetItemId(page, P_HIKEY)),
+									 sr, keymask);
+		/* a leaf's other tuples are entries, which the vacuum handled */
+		for (OffsetNumber off = P_FIRSTDATAKEY(op);
+			 !hit && !P_ISLEAF(op) && off <= maxoff; off++)
+			hit = keys_tuple_matches(irel,
+									 (IndexTuple) PageGetItem(page, PageGetItemId(page, off)),
+									 sr, keymask);
+	}
+	UnlockReleaseBuffer(buf);
+	return hit;
+}
+
+/* Whether a noted page of btree irel keeps a noted old key live. */
+static bool
+keys_btree_holds(Relation irel, ScrubRel *sr, uint32 keymask)
+{
+	BlockNumber nrel = RelationGetNumberOfBlocks(irel);
+
+	if (sr->nkeys == 0 || keymask == 0)
+		return false;
+	qsort(sr->keys, sr->nkeys, sizeof(uint64), keys_cmp);
+	for (int i = 0; i < sr->nblocks; i++)
+		if (sr->blocks[i] < nrel &&
+			keys_page_holds(irel, sr->blocks[i], sr, keymask))
+			return true;
+	return false;
+}
+
+/* The target column of heap (a target leaf), or InvalidAttrNumber. */
+static AttrNumber
+keys_target_column(Oid relid)
+{
+	ListCell   *lc;
+
+	foreach(lc, scrub_state->columns)
+	{
+		ScrubColumn *c = lfirst(lc);
+
+		if (c->relid == relid)
+			return c->attnum;
+	}
+	return InvalidAttrNumber;
+}
+
+/* Whether index irel of heap may keep an erased identifier as a live key. */
+static bool
+keys_index_may_hold(Relation heap, Relation irel, ScrubRel *hsr, bool whole)
+{
+	Oid			am = irel->rd_rel->relam;
+	AttrNumber	attnum = hsr != NULL && hsr->attnum != InvalidAttrNumber
+		? hsr->attnum : keys_target_column(RelationGetRelid(heap));
+	ScrubRel   *sr;
+
+	if (am == HASH_AM_OID || attnum == InvalidAttrNumber ||
+		!scrub_index_uses(irel, attnum))
+		return false;
+	if (whole)
+		return true;
+	if (am != BTREE_AM_OID)
+		return hsr != NULL;
+	sr = scrub_rel(RelationGetRelid(irel), false);
+	if (sr == NULL)
+		return false;
+	return sr->whole ||
+		keys_btree_holds(irel, sr, scrub_index_key_columns(irel, attnum));
+}
+
+/* See anonymize_scrub.h. */
+void
+anonymize_scrub_target_column(Oid relid, AttrNumber attnum)
+{
+	MemoryContext old;
+	ScrubColumn *c;
+
+	if (scrub_state == NULL || attnum == InvalidAttrNumber)
+		return;
+	old = MemoryContextSwitchTo(scrub_state->cxt);
+	c = palloc(sizeof(ScrubColumn));
+	c->relid = relid;
+	c->attnum = attnum;
+	scrub_state->columns = lappend(scrub_state->columns, c);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * After the scrub of heap's index irel: note it for a rebuild when it may
+ * keep an erased identifier as a live key.
+ */
+void
+scrub_keys_check_index(Relation heap, Relation irel, ScrubRel *hsr,
+					   bool whole)
+{
+	MemoryContext old;
+
+	if (!keys_index_may_hold(heap, irel, hsr, whole))
+		return;
+	old = MemoryContextSwitchTo(scrub_state->cxt);
+	scrub_state->rebuild = list_append_unique_oid(scrub_state->rebuild,
+												  RelationGetRelid(irel));
+	MemoryContextSwitchTo(old);
+}
