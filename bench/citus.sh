@@ -93,7 +93,7 @@ schema="CREATE EXTENSION anonymize;
 CREATE TABLE calls (id bigint, caller text, queue text, started timestamptz);"
 load="INSERT INTO calls
 SELECT g, CASE WHEN g % 2000 = 0 THEN '9' || lpad(((g / 2000) % $k)::text, 7, '0')
-               ELSE '+47' || (10000000 + (g * 7919) % 89999999)::text END,
+               ELSE '+47' || (10000000 + (g::bigint * 7919) % 89999999)::text END,
        'q' || g % 50, '2024-01-01'::timestamptz + g * interval '10 s'
 FROM generate_series(1, $rows) g;"
 requests="SELECT anonymize.add_target('calls', 'caller', 'phone', 'archive', 'started');

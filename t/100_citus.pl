@@ -8,9 +8,12 @@
 # any shard on any node keeps an identifier erased up to today
 # (pageinspect).  A distribution column is refused as the identifier
 # column; run() on a worker is refused; is_anonymized() answers on the
-# coordinator.  A worker stopped during a run: no request becomes Done,
-# the run fails and says why, and the next run once the worker is back
-# finishes with exact receipts.
+# coordinator; protect() is refused on a Citus table, and GRANT on one
+# goes through.  A worker stopped: no request becomes Done, the run fails
+# and says why, and the next run once the worker is back finishes with
+# exact receipts; the coordinator's run killed with SIGKILL in its rewrite
+# (waiting on a row lock on a shard): nothing of it committed, and the
+# next run finishes as one node does.
 #
 # Without Citus in the PostgreSQL under test (no citus.control), the test
 # says "skipped: Citus not available".
@@ -33,6 +36,7 @@ if (!-f "$sharedir/extension/citus.control")
 
 my $citus_conf = q{
 shared_preload_libraries = 'citus,anonymize'
+restart_after_crash = on
 max_prepared_transactions = 20
 max_connections = 60
 citus.override_table_visibility = off
@@ -294,5 +298,49 @@ is($coord->safe_psql('postgres', $receipts), $single->safe_psql('postgres', $rec
 	'after the fault: the receipts of one node');
 is($coord->safe_psql('postgres', $content), $single->safe_psql('postgres', $content),
 	'after the fault: the rows of one node');
+
+# ---------------------------------------------------------------------
+# kill -9 of the coordinator's run in its rewrite
+# ---------------------------------------------------------------------
+my $more2 = q{
+INSERT INTO calls SELECT 3000 + g, '+4790000002', 'q2', '2024-06-01'::timestamptz + g * interval '1 hour'
+FROM generate_series(1, 30) g;
+INSERT INTO anonymize.anonymize_request (phone, to_date) VALUES ('90000002', current_date);
+};
+$_->safe_psql('postgres', $more2) for ($coord, $single);
+# a row of the request locked on its shard: the run's UPDATE waits there
+my $locker = $coord->background_psql('postgres');
+$locker->query_safe('BEGIN');
+$locker->query_safe('SELECT 1 FROM calls WHERE id = 3015 FOR UPDATE');
+my $runner = $coord->background_psql('postgres');
+$runner->query_until(qr/started/, "\\echo started\nSELECT anonymize.run();\n");
+$coord->poll_query_until('postgres', q{
+	SELECT count(*) = 1 FROM pg_stat_activity
+	WHERE backend_type = 'anonymize run()' AND query LIKE '%rewriting public.calls on its shards%'})
+  or die 'the run never reached the rewrite of calls';
+my $pid = $coord->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'anonymize run()'");
+kill 'KILL', $pid;
+eval { $locker->quit; };
+eval { $runner->quit; };
+$coord->poll_query_until('postgres', 'SELECT true')
+  or die 'the coordinator did not come back';
+is($coord->safe_psql('postgres', q{
+	SELECT r.status || ' ' || coalesce((SELECT sum(rows) FROM anonymize.request_log l
+	                                    WHERE l.request_id = r.id AND l.event = 'rewrite'), 0)
+	FROM anonymize.anonymize_request r WHERE r.id = 5}),
+	'Running 0', 'the killed run left its request Running, with no receipt');
+is($coord->safe_psql('postgres', q{SELECT count(*) FROM calls WHERE caller = '+4790000002'}),
+	'30', '... and every row of it on the shards as it was');
+is($coord->safe_psql('postgres', 'SELECT anonymize.run()'), '1', 'the next run finishes it');
+$single->safe_psql('postgres', 'SELECT anonymize.run()');
+is($coord->safe_psql('postgres', $outcome), $single->safe_psql('postgres', $outcome),
+	'after the kill: statuses and counts of one node');
+is($coord->safe_psql('postgres', $receipts), $single->safe_psql('postgres', $receipts),
+	'after the kill: the receipts of one node');
+is($coord->safe_psql('postgres', $content), $single->safe_psql('postgres', $content),
+	'after the kill: the rows of one node');
+is($coord->safe_psql('postgres', q{SELECT string_agg(outcome, ',' ORDER BY id) FROM anonymize.runs}),
+	'ok,ok,failed,ok,interrupted,ok', 'the killed run is shown as interrupted');
 
 done_testing();
