@@ -101,12 +101,12 @@ INSERT INTO anonymize.anonymize_request (phone, to_date)
 SELECT '9' || lpad(i::text, 7, '0'), current_date FROM generate_series(0, $k - 1) i;"
 
 log "loading $rows calls on one node"
-sql "$p_one" one "$schema $load ANALYZE calls;"
+sql "$p_one" one "$schema $load"
 log "loading $rows calls into $shards shards on two workers"
 sql "$p_co" coord "$schema SELECT create_distributed_table('calls', 'id');" >/dev/null
 sql "$p_co" coord "$load"
-sql "$p_co" coord "ANALYZE calls; VACUUM calls;"
-sql "$p_one" one "VACUUM calls;"
+sql "$p_co" coord "VACUUM ANALYZE calls"
+sql "$p_one" one "VACUUM ANALYZE calls"
 sql "$p_one" one "$requests" >/dev/null
 sql "$p_co" coord "$requests" >/dev/null
 
@@ -127,8 +127,8 @@ done | grep -a '_citus_match' | grep -a 'GROUP BY' | grep -a -v 'm\[1\]' |
 	sed -n 's/.*duration: \([0-9.]*\) ms.*/\1/p')
 nshard=$(echo "$shard_ms" | grep -c . || true)
 per_shard_rows=$((rows / shards))
-rate=$(echo "$shard_ms" | awk -v r="$per_shard_rows" 'NF { s += $1; n++ } END { if (n) printf "%.0f", r / (s / n / 1000) }')
 med=$(echo "$shard_ms" | sort -n | awk '{ a[NR] = $1 } END { if (NR) printf "%.0f", a[int((NR + 1) / 2)] }')
+rate=$(awk -v r="$per_shard_rows" -v m="$med" 'BEGIN { if (m > 0) printf "%.0f", r / (m / 1000) }')
 
 cat <<EOF
 

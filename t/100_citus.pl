@@ -227,6 +227,11 @@ is($coord->safe_psql('postgres',
 	SELECT anonymize.run()});
 like($err, qr/0A000: anonymize runs on the Citus coordinator, not on a worker node/,
 	'run() on a worker node is refused');
+# the workers' own scheduling workers stay idle: only the coordinator runs
+wait_status($_, "worker_state = 'no extension'", 'the scheduling worker of ' . $_->name . ' to stay idle')
+  for @workers;
+is(join(',', map { $_->safe_psql('postgres', 'SELECT count(*) FROM anonymize.run_log') } @workers),
+	'0,0', 'no run ever ran on a worker');
 is($workers[0]->safe_psql('postgres', 'SELECT count(*) FROM anonymize.anonymize_request'),
 	'0', 'the extension\'s tables stay on the coordinator');
 
