@@ -82,6 +82,7 @@ citus_run_receipts(RunState *st, AnonymizeTarget *target, const int64 *rows)
 	int64	   *rid = palloc(sizeof(int64) * Max(st->nreqs, 1));
 	int64	   *n = palloc(sizeof(int64) * Max(st->nreqs, 1));
 	int			k = 0;
+	Datum		values[4];
 
 	for (int i = 0; i < st->nreqs; i++)
 		if (rows[i] > 0)
@@ -91,17 +92,17 @@ citus_run_receipts(RunState *st, AnonymizeTarget *target, const int64 *rows)
 		}
 	if (k == 0)
 		return;
+	values[0] = PointerGetDatum(anonymize_run_int8_array(rid, k));
+	values[1] = PointerGetDatum(anonymize_run_int8_array(n, k));
+	values[2] = CStringGetTextDatum(target->name);
+	values[3] = CStringGetTextDatum(target->col);
 	anonymize_run_exec("INSERT INTO anonymize.request_log AS l (request_id, event, target, col, rows)"
 					   " SELECT r, 'rewrite', $3, $4, n FROM unnest($1, $2) AS u(r, n)"
 					   " ON CONFLICT (request_id, target, col) WHERE event = 'rewrite'"
 					   " DO UPDATE SET rows = l.rows + EXCLUDED.rows,"
 					   "  updated_at = pg_catalog.clock_timestamp()",
 					   4, (Oid[]) {INT8ARRAYOID, INT8ARRAYOID, TEXTOID, TEXTOID},
-					   (Datum[]) {PointerGetDatum(anonymize_run_int8_array(rid, k)),
-						   PointerGetDatum(anonymize_run_int8_array(n, k)),
-						   CStringGetTextDatum(target->name),
-					   CStringGetTextDatum(target->col)},
-					   NULL, SPI_OK_INSERT);
+					   values, NULL, SPI_OK_INSERT);
 }
 
 /*
