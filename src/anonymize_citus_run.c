@@ -17,8 +17,9 @@
  *   exact.  Citus commits the shards and the receipts together (two-phase
  *   commit): a run killed or a node lost before the commit leaves nothing
  *   half-done, and the requests Running for the next run.
- * - Vacuum and scrub: VACUUM (INDEX_CLEANUP ON) on every placement, then
- *   anonymize._citus_scrub() there (run_command_on_placements()).
+ * - Vacuum and scrub: VACUUM (INDEX_CLEANUP ON) on every placement, REINDEX
+ *   TABLE, then anonymize._citus_scrub() there
+ *   (run_command_on_placements()).
  *
  *-------------------------------------------------------------------------
  */
@@ -290,7 +291,10 @@ citus_run_vacuum_list(RunState *st)
 
 /*
  * After the run's own vacuum: VACUUM (INDEX_CLEANUP ON) every placement of
- * the Citus targets rewritten, then scrub their pages there.  False when
+ * the Citus targets rewritten, rebuild their indexes there (an inner page
+ * of a btree may repeat an erased key as a separator; every index, not
+ * only those that do, with anonymize.rebuild_indexes), then scrub their
+ * pages there.  False when
  * a placement failed (a node down): the vacuum is not recorded as done,
  * so the next run does it again.
  */
@@ -309,6 +313,13 @@ anonymize_citus_run_vacuum(RunState *st)
 		anonymize_run_activity(st, "vacuuming and scrubbing the shards of %s",
 							   get_rel_name(relid) ? get_rel_name(relid) : "?");
 		failed += citus_run_on_placements(relid, "VACUUM (INDEX_CLEANUP ON) %s");
+		/*
+		 * An index's inner pages may keep an erased key as a separator.  Not
+		 * CONCURRENTLY: on a placement of this node that would wait for this
+		 * transaction's snapshot, which waits for it.
+		 */
+		if (anonymize_rebuild_indexes)
+			failed += citus_run_on_placements(relid, "REINDEX TABLE %s");
 		failed += citus_run_on_placements(relid, "SELECT anonymize._citus_scrub('%s')");
 		anonymize_xact_commit();
 	}

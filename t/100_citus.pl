@@ -286,9 +286,26 @@ FROM generate_series(1, 30) g;
 INSERT INTO anonymize.anonymize_request (phone, to_date) VALUES ('90000001', current_date);
 };
 $_->safe_psql('postgres', $more) for ($coord, $single);
+# a row of the request on a shard of worker2, locked: the run's UPDATE
+# waits there, and worker2 stops under it
+my $held_id = $coord->safe_psql('postgres', sprintf(q{
+	SELECT min(g) FROM generate_series(2001, 2030) g
+	JOIN citus_shards s ON s.shardid = get_shard_id_for_distribution_column('calls', g)
+	WHERE s.nodeport = %d}, $workers[1]->port));
+my $locker = $coord->background_psql('postgres');
+$locker->query_safe('BEGIN');
+$locker->query_safe("SELECT 1 FROM calls WHERE id = $held_id FOR UPDATE");
+my $runner = $coord->background_psql('postgres', on_error_stop => 0);
+$runner->query_until(qr/started/, "\\echo started\nSELECT anonymize.run();\n\\echo finished\n");
+$coord->poll_query_until('postgres', q{
+	SELECT count(*) = 1 FROM pg_stat_activity
+	WHERE backend_type = 'anonymize run()' AND query LIKE '%rewriting public.calls on its shards%'})
+  or die 'the run never reached the rewrite of calls';
 $workers[1]->stop('immediate');
-($rc, $out, $err) = $coord->psql('postgres', 'SELECT anonymize.run()');
-isnt($rc, 0, 'a run with a worker down fails');
+$runner->query_until(qr/finished/, '');
+eval { $locker->quit; };
+eval { $runner->quit; };
+like($runner->{stderr}, qr/ERROR/, 'a run whose worker stops under it fails');
 is($coord->safe_psql('postgres', q{SELECT status FROM anonymize.anonymize_request WHERE id = 4}),
 	'Running', 'the request is not Done while a shard still holds its rows');
 like($coord->safe_psql('postgres', q{SELECT outcome || ': ' || error FROM anonymize.run_log ORDER BY id DESC LIMIT 1}),
@@ -314,10 +331,10 @@ INSERT INTO anonymize.anonymize_request (phone, to_date) VALUES ('90000002', cur
 };
 $_->safe_psql('postgres', $more2) for ($coord, $single);
 # a row of the request locked on its shard: the run's UPDATE waits there
-my $locker = $coord->background_psql('postgres');
+$locker = $coord->background_psql('postgres');
 $locker->query_safe('BEGIN');
 $locker->query_safe('SELECT 1 FROM calls WHERE id = 3015 FOR UPDATE');
-my $runner = $coord->background_psql('postgres');
+$runner = $coord->background_psql('postgres');
 $runner->query_until(qr/started/, "\\echo started\nSELECT anonymize.run();\n");
 $coord->poll_query_until('postgres', q{
 	SELECT count(*) = 1 FROM pg_stat_activity
