@@ -61,4 +61,62 @@ typedef BackendId AnonymizeBackend;
 #define anonymize_proc_lxid(p)		((p)->lxid)
 #endif
 
+/*
+ * The run's rewrite updates rows at the C level, as logical replication's
+ * apply does (ExecSimpleRelationUpdate()):
+ *
+ * 16 moved a relation's permissions and updated columns out of its range
+ * table entry into an RTEPermissionInfo (and computes the generated
+ * columns to recompute from them; 15 reads them from extraUpdatedCols);
+ * 18 gave ExecInitRangeTable() the relations left after pruning.
+ * anonymize_exec_range_table(estate, rte, updated, generated) makes the
+ * executor's range table of the one relation rte, updating the columns
+ * updated (offset by FirstLowInvalidHeapAttributeNumber) and so the stored
+ * generated columns generated.
+ *
+ * 16 made table_tuple_update() say which indexes need new entries
+ * (TU_UpdateIndexes: none, all, or only the summarizing ones) instead of a
+ * bool, and gave ExecInsertIndexTuples() the matching argument.
+ * AnonymizeUpdateIndexes is what it says; anonymize_no_index_update(u)
+ * whether no index needs one; anonymize_insert_index_tuples(rri, slot,
+ * estate, u) inserts the entries of an updated row.
+ */
+#include "access/tableam.h"
+#include "executor/executor.h"
+#if PG_VERSION_NUM >= 160000
+#include "parser/parse_relation.h"
+static inline void
+anonymize_exec_range_table(EState *estate, RangeTblEntry *rte,
+						   Bitmapset *updated, Bitmapset *generated)
+{
+	List	   *perminfos = NIL;
+	RTEPermissionInfo *perminfo = addRTEPermissionInfo(&perminfos, rte);
+
+	perminfo->updatedCols = updated;
+#if PG_VERSION_NUM >= 180000
+	ExecInitRangeTable(estate, list_make1(rte), perminfos, bms_make_singleton(1));
+#else
+	ExecInitRangeTable(estate, list_make1(rte), perminfos);
+#endif
+}
+typedef TU_UpdateIndexes AnonymizeUpdateIndexes;
+#define anonymize_no_index_update(u)	((u) == TU_None)
+#define anonymize_insert_index_tuples(rri, slot, estate, u) \
+	ExecInsertIndexTuples((rri), (slot), (estate), true, false, NULL, NIL, \
+						  (u) == TU_Summarizing)
+#else
+static inline void
+anonymize_exec_range_table(EState *estate, RangeTblEntry *rte,
+						   Bitmapset *updated, Bitmapset *generated)
+{
+	rte->updatedCols = updated;
+	rte->extraUpdatedCols = generated;
+	ExecInitRangeTable(estate, list_make1(rte));
+}
+typedef bool AnonymizeUpdateIndexes;
+#define anonymize_no_index_update(u)	(!(u))
+#define anonymize_insert_index_tuples(rri, slot, estate, u) \
+	ExecInsertIndexTuples((rri), (slot), (estate), true, false, NULL, NIL)
+#endif
+
 #endif							/* ANONYMIZE_COMPAT_H */

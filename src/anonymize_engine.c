@@ -40,6 +40,7 @@
 #include "anonymize_engine.h"
 #include "anonymize_normalize.h"
 #include "anonymize_settings.h"
+#include "anonymize_throttle.h"
 
 PG_FUNCTION_INFO_V1(anonymize_rewrite_recheck);
 
@@ -574,6 +575,7 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 		int			nmatched = 0;
 
 		CHECK_FOR_INTERRUPTS();
+		anonymize_throttle_point();
 		nrows++;
 		keylen = engine_row_key(target, slot, idatt, key);
 		if (keylen == 0)
@@ -609,6 +611,26 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 	table_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
 	return nrows;
+}
+
+/*
+ * The run's recheck of a row before it rewrites it: the row (fetched
+ * again, it may have changed since the scan) still holds an identifier of
+ * request r in the target's column idatt.
+ */
+bool
+anonymize_engine_recheck_row(AnonymizeTarget *target, TupleTableSlot *slot,
+							 AttrNumber idatt, const AnonymizeRequest *r)
+{
+	char		key[ANONYMIZE_MAX_VALUE_LEN + 2];
+	int			keylen = engine_row_key(target, slot, idatt, key);
+
+	if (keylen == 0)
+		return false;
+	key[keylen] = '\0';
+	if (key[0] == ANONYMIZE_KIND_PHONE_CHAR)
+		return r->has_phone && strcmp(key + 1, r->phone) == 0;
+	return r->email != NULL && strcmp(key + 1, r->email) == 0;
 }
 
 /* the requests of the run in progress in this process, for the recheck */

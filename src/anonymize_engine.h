@@ -13,7 +13,9 @@
 #ifndef ANONYMIZE_ENGINE_H
 #define ANONYMIZE_ENGINE_H
 
+#include "access/attnum.h"
 #include "datatype/timestamp.h"
+#include "executor/tuptable.h"
 #include "nodes/pg_list.h"
 #include "storage/itemptr.h"
 #include "utils/date.h"
@@ -153,5 +155,11 @@ extern int64 anonymize_engine_scan(AnonymizeMatchSet *ms,
  * statement makes (anonymize._rewrite_recheck()).
  */
 extern void anonymize_engine_set_recheck(AnonymizeRequest *reqs, int nreqs);
+
+/* whether a fetched row still holds an identifier of request r */
+extern bool anonymize_engine_recheck_row(AnonymizeTarget *target,
+										 TupleTableSlot *slot,
+										 AttrNumber idatt,
+										 const AnonymizeRequest *r);
 
 #endif							/* ANONYMIZE_ENGINE_H */

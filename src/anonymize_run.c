@@ -47,6 +47,7 @@
 #include "anonymize_run_private.h"
 #include "anonymize_scrub.h"
 #include "anonymize_settings.h"
+#include "anonymize_throttle.h"
 #include "anonymize_xact.h"
 
 /* ---------------------------------------------------------------------
@@ -538,8 +539,8 @@ run_hold(RunState *st)
  */
 
 /* qsort() and bsearch() comparator of ints */
-static int
-run_cmp_int(const void *a, const void *b)
+int
+anonymize_run_cmp_int(const void *a, const void *b)
 {
 	int			x = *(const int *) a;
 	int			y = *(const int *) b;
@@ -555,84 +556,12 @@ run_batch_requests(RunState *st, int64 from, int n, int *nids)
 
 	for (int i = 0; i < n; i++)
 		ids[i] = st->matches[from + i].req;
-	qsort(ids, n, sizeof(int), run_cmp_int);
+	qsort(ids, n, sizeof(int), anonymize_run_cmp_int);
 	*nids = 0;
 	for (int i = 0; i < n; i++)
 		if (i == 0 || ids[i] != ids[i - 1])
 			ids[(*nids)++] = ids[i];
 	return ids;
-}
-
-/*
- * The UPDATE of matches[from..from+n) in leaf, by TID, each row rechecked:
- * it returns the request index of every row it rewrote.
- */
-static void
-run_batch_update(RunState *st, AnonymizeTarget *target, Oid leaf,
-				 int64 from, int n)
-{
-	Datum	   *tids = palloc(sizeof(Datum) * n);
-	Datum	   *reqs = palloc(sizeof(Datum) * n);
-	char	   *leafname;
-	char	   *sql;
-	Oid			types[3] = {TEXTOID, TIDARRAYOID, INT4ARRAYOID};
-	Datum		values[3];
-
-	for (int i = 0; i < n; i++)
-	{
-		tids[i] = PointerGetDatum(&st->matches[from + i].tid);
-		reqs[i] = Int32GetDatum(st->matches[from + i].req);
-	}
-	leafname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(leaf)),
-										  get_rel_name(leaf));
-
-	/* a TID scan per row, never a whole-table plan */
-	anonymize_run_exec("SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off;"
-					   " SET LOCAL enable_mergejoin = off",
-					   0, NULL, NULL, NULL, SPI_OK_UTILITY);
-	/*
-	 * As logical replication's apply: ordinary (ENABLE ORIGIN) triggers and
-	 * rules do not fire, so that no audit trigger copies the old value; the
-	 * ones that would fire were refused (anonymize._target_check()).
-	 */
-	anonymize_run_exec("SET LOCAL session_replication_role = replica",
-					   0, NULL, NULL, NULL, SPI_OK_UTILITY);
-	sql = psprintf("UPDATE ONLY %s AS t SET %s = %s"
-				   " FROM unnest($2, $3) AS m(tid, req)"
-				   " WHERE t.ctid = m.tid"
-				   " AND anonymize._rewrite_recheck(%st.%s::pg_catalog.text, m.req)"
-				   " RETURNING m.req",
-				   leafname, quote_identifier(target->col),
-				   target->erase_null ? "NULL" : "$1",
-				   anonymize_target_numeric(target) ? "'+' OPERATOR(pg_catalog.||) " : "",
-				   quote_identifier(target->col));
-	/* the pages of the versions this batch leaves behind, for the scrub */
-	anonymize_scrub_note_rows(leaf, target->col, tids, n);
-	values[0] = CStringGetTextDatum(target->replacement ? target->replacement :
-									anonymize_replacement);
-	values[1] = PointerGetDatum(construct_array(tids, n, TIDOID,
-												sizeof(ItemPointerData), false,
-												TYPALIGN_SHORT));
-	values[2] = PointerGetDatum(construct_array(reqs, n, INT4OID, 4, true,
-												TYPALIGN_INT));
-	anonymize_run_exec(sql, 3, types, values, NULL, SPI_OK_UPDATE_RETURNING);
-}
-
-/* Count the rows the UPDATE returned per request (ids[i] -> rcount[i]). */
-static void
-run_batch_count(const int *ids, int nids, int64 *rcount)
-{
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-		int			req = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
-													  SPI_tuptable->tupdesc, 1,
-													  &isnull));
-		const int  *pos = bsearch(&req, ids, nids, sizeof(int), run_cmp_int);
-
-		if (pos)
-			rcount[pos - ids]++;
-	}
 }
 
 /*
@@ -713,11 +642,10 @@ run_batch_write(RunState *st, AnonymizeTarget *target, Oid leaf, int64 from,
 
 	PG_TRY();
 	{
-		uint64		rewritten;
+		int64		rewritten;
 
-		run_batch_update(st, target, leaf, from, n);
-		rewritten = SPI_processed;
-		run_batch_count(ids, nids, rcount);
+		rewritten = anonymize_run_rewrite_rows(st, target, leaf, from, n,
+											   ids, nids, rcount);
 		if (rewritten > 0)
 			run_batch_receipts(st, target, leaf, ids, nids, rcount);
 		anonymize_xact_commit();
@@ -788,22 +716,6 @@ run_rewrite_batch(RunState *st, int64 from, int64 to, int64 done, int64 total)
 	pfree(rcount);
 }
 
-/*
- * anonymize.batch_delay: a pause between batches, so that the portal's
- * statements get the cores and the disk for a while.  Like
- * vacuum_delay_point(): interruptible, ends with the postmaster.
- */
-static void
-run_batch_pause(void)
-{
-	if (anonymize_batch_delay <= 0)
-		return;
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 anonymize_batch_delay, PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
-	CHECK_FOR_INTERRUPTS();
-}
-
 /* Rewrite the matches in batches, (target, leaf) group by group. */
 static void
 run_rewrite(RunState *st)
@@ -829,10 +741,10 @@ run_rewrite(RunState *st)
 			/* checked before its first batch; failed: its rows are left */
 			if (!anonymize_run_target_usable(st, st->matches[start].target))
 				break;
-			if (b > 0)
-				run_batch_pause();
 			run_rewrite_batch(st, b, Min(b + batch, groupend), b - start,
 							  groupend - start);
+			/* the throttle: what the batch cost, slept off at once */
+			anonymize_throttle_point();
 		}
 		i = groupend;
 	}
@@ -846,6 +758,7 @@ static void
 run_targets(RunState *st, int first)
 {
 	st->counting = true;
+	anonymize_throttle_begin();
 	for (;;)
 	{
 		run_scan_targets(st, first);
@@ -859,6 +772,7 @@ run_targets(RunState *st, int first)
 		if (!st->overflow)
 			break;
 	}
+	anonymize_throttle_end();
 	st->nmatches = 0;
 	anonymize_citus_run_rewrite(st, first);
 	anonymize_run_refresh_matviews(st, first);
@@ -939,6 +853,10 @@ run_steps(RunState *st, anonymize_run_committed_hook committed, void *arg)
 	ereport(LOG,
 			(errmsg("anonymize run %lld started (%s)", (long long) st->run_id,
 					st->trigger)));
+	if (anonymize_batch_delay > 0)
+		ereport(WARNING,
+				(errmsg("anonymize.batch_delay is obsolete and ignored"),
+				 errhint("Remove it from the configuration: anonymize.cost_delay and anonymize.cost_limit throttle the run.")));
 	anonymize_run_activity(st, "marking due requests");
 	run_load_requests(st);
 	if (st->nreqs > 0)
@@ -1002,6 +920,7 @@ run_failed(RunState *st, MemoryContext cxt)
 static void
 run_release(RunState *st)
 {
+	anonymize_throttle_end();
 	run_lock(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	MemoryContextDelete(st->cxt);

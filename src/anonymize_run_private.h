@@ -77,6 +77,9 @@ extern void anonymize_run_activity(RunState *st, const char *fmt,...) pg_attribu
 /* "3, 4, 7" for at most 10 request ids (indexes idx into st->reqs) */
 extern char *anonymize_run_request_ids(RunState *st, const int *idx, int n);
 
+/* qsort() and bsearch() comparator of ints */
+extern int	anonymize_run_cmp_int(const void *a, const void *b);
+
 /* a bigint[] of v[0..n) */
 extern ArrayType *anonymize_run_int8_array(const int64 *v, int n);
 
@@ -92,6 +95,12 @@ extern bool anonymize_run_target_error(int sqlerrcode);
 extern bool anonymize_run_target_usable(RunState *st, int t);
 extern void anonymize_run_fail_target(RunState *st, int t, const char *reason);
 extern void anonymize_run_refresh_matviews(RunState *st, int first);
+
+/* anonymize_run_rewrite.c: one batch's rows, rewritten; how many */
+extern int64 anonymize_run_rewrite_rows(RunState *st, AnonymizeTarget *target,
+										Oid leaf, int64 from, int n,
+										const int *ids, int nids,
+										int64 *rcount);
 
 /*
  * anonymize_run_reindex.c: tell the scrub each target leaf's column; after

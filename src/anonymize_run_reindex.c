@@ -27,6 +27,7 @@
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_node.h"
+#include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
@@ -91,7 +92,14 @@ reindex_exec(const char *nsp, const char *name)
 	MemoryContext cxt = AllocSetContextCreate(TopMemoryContext,
 											  "anonymize reindex",
 											  ALLOCSET_DEFAULT_SIZES);
+	int			save_workers = max_parallel_maintenance_workers;
 
+	/*
+	 * A member of another process's lock group (the worker of run()) cannot
+	 * lead parallel workers: they would wait for its locks forever.
+	 */
+	if (MyProc->lockGroupLeader != NULL && MyProc->lockGroupLeader != MyProc)
+		max_parallel_maintenance_workers = 0;
 	PortalContext = cxt;
 	PG_TRY();
 	{
@@ -112,6 +120,7 @@ reindex_exec(const char *nsp, const char *name)
 	}
 	PG_FINALLY();
 	{
+		max_parallel_maintenance_workers = save_workers;
 		PortalContext = save;
 		MemoryContextSwitchTo(caller);
 		MemoryContextDelete(cxt);

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * anonymize_run_vacuum.c
- *	  The last step of a run: VACUUM (INDEX_CLEANUP ON) of what it touched,
- *	  so that no dead row version keeps an identifier, then vacuumed_at in
+ *	  The last step of a run: VACUUM of what it touched, so that no dead
+ *	  row version keeps an identifier, then vacuumed_at in
  *	  anonymize.run_log.
  *
  * What is vacuumed: the leaves the run rewrote; every leaf it scanned when
@@ -10,23 +10,33 @@
  * left dead versions); every target's leaves when an earlier run's vacuum
  * never ended (run_log.vacuumed_at NULL); the page and request_private
  * always.  The vacuum runs as a top-level command, which it is in this
- * background process, each relation in a transaction of its own.
+ * background process, each relation in a transaction of its own, with
+ * INDEX_CLEANUP ON only for the tables with an index that may hold a
+ * rewritten value (run_vacuum_index_pass()).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/genam.h"
+#include "access/relation.h"
+#include "access/sysattr.h"
+#include "access/table.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_type.h"
 #include "commands/vacuum.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "optimizer/optimizer.h"
 #include "parser/parse_node.h"
 #include "storage/proc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
 
 #include "anonymize_request.h"
 #include "anonymize_run_private.h"
@@ -104,59 +114,166 @@ run_vacuum_relids(RunState *st)
 	return run_vacuum_page(st, relids);
 }
 
+/* The target columns the run knows on relid (a leaf of those targets). */
+static Bitmapset *
+run_vacuum_target_cols(RunState *st, Oid relid)
+{
+	Bitmapset  *cols = NULL;
+
+	for (int i = 0; i < st->ntargets; i++)
+	{
+		AnonymizeTarget *t = &st->targets[i];
+		AttrNumber	att;
+
+		if (!list_member_oid(anonymize_target_leaves(t->relid), relid))
+			continue;
+		att = get_attnum(relid, t->col);
+		if (att != InvalidAttrNumber)
+			cols = bms_add_member(cols, att - FirstLowInvalidHeapAttributeNumber);
+	}
+	return cols;
+}
+
 /*
- * The VACUUM (INDEX_CLEANUP ON) statement of the relations that still
- * exist, in the current memory context; *nrels says how many.
+ * Whether the index may hold bytes of the columns cols (offset by
+ * FirstLowInvalidHeapAttributeNumber): a key, an expression or the
+ * predicate over one of them, or over the whole row.  A hash index stores
+ * hash codes, never a value.
+ */
+static bool
+run_vacuum_index_holds(Relation index, Bitmapset *cols)
+{
+	Bitmapset  *used = NULL;
+	Form_pg_index form = index->rd_index;
+
+	if (index->rd_rel->relam == HASH_AM_OID)
+		return false;
+	for (int k = 0; k < form->indnatts; k++)
+	{
+		AttrNumber	att = form->indkey.values[k];
+
+		if (att != 0)
+			used = bms_add_member(used, att - FirstLowInvalidHeapAttributeNumber);
+	}
+	pull_varattnos((Node *) RelationGetIndexExpressions(index), 1, &used);
+	pull_varattnos((Node *) RelationGetIndexPredicate(index), 1, &used);
+	return bms_overlap(used, cols) ||
+		bms_is_member(InvalidAttrNumber - FirstLowInvalidHeapAttributeNumber, used);
+}
+
+/*
+ * Whether VACUUM must make its index pass over relid for the run's
+ * promise: some index of it may hold a rewritten value (an index on a
+ * target column or an expression of it; a stored generated column counts
+ * as one, since it may be computed from the identifier).  A table the run
+ * does not know as a target (the page, request_private, a table only the
+ * retention rewrote) gets it too.  An index that holds no identifier still
+ * points to the dead row versions, whose storage the vacuum frees: a later
+ * vacuum (autovacuum) removes those entries.
+ */
+static bool
+run_vacuum_index_pass(RunState *st, Oid relid)
+{
+	Bitmapset  *cols = run_vacuum_target_cols(st, relid);
+	Relation	rel;
+	List	   *indexes;
+	ListCell   *lc;
+	bool		pass = false;
+
+	if (cols == NULL)
+		return true;
+	rel = try_table_open(relid, AccessShareLock);
+	if (rel == NULL)
+		return true;
+	for (int i = 0; i < RelationGetDescr(rel)->natts; i++)
+		if (TupleDescAttr(RelationGetDescr(rel), i)->attgenerated)
+			cols = bms_add_member(cols, i + 1 - FirstLowInvalidHeapAttributeNumber);
+	indexes = RelationGetIndexList(rel);
+	foreach(lc, indexes)
+	{
+		Relation	index = index_open(lfirst_oid(lc), AccessShareLock);
+
+		pass |= run_vacuum_index_holds(index, cols);
+		index_close(index, AccessShareLock);
+		if (pass)
+			break;
+	}
+	table_close(rel, AccessShareLock);
+	return pass;
+}
+
+/*
+ * A VACUUM statement of the relations rels, with INDEX_CLEANUP on or off,
+ * in the current memory context.
  */
 static VacuumStmt *
-run_vacuum_stmt(List *relids, int *nrels)
+run_vacuum_make(List *rels, bool index_cleanup)
 {
-	List	   *rels = NIL;
-	ListCell   *lc;
-	VacuumStmt *stmt;
+	VacuumStmt *stmt = makeNode(VacuumStmt);
 
-	foreach(lc, relids)
-	{
-		Oid			relid = lfirst_oid(lc);
-		char	   *nsp;
-		char	   *name;
-
-		name = get_rel_name(relid);
-		if (name == NULL)
-			continue;			/* dropped meanwhile */
-		nsp = get_namespace_name(get_rel_namespace(relid));
-		rels = lappend(rels, makeVacuumRelation(makeRangeVar(nsp, name, -1),
-												relid, NIL));
-	}
-	stmt = makeNode(VacuumStmt);
 	stmt->options = list_make1(makeDefElem("index_cleanup",
-										   (Node *) makeString("on"), -1));
+										   (Node *) makeString(index_cleanup ? "on" : "off"),
+										   -1));
 
 	/*
 	 * A member of another process's lock group (the worker of run()) cannot
 	 * lead parallel workers: they would wait for its locks forever.
+	 * Otherwise VACUUM vacuums the indexes of a table that has several with
+	 * parallel workers (max_parallel_maintenance_workers).
 	 */
 	if (MyProc->lockGroupLeader != NULL && MyProc->lockGroupLeader != MyProc)
 		stmt->options = lappend(stmt->options,
 								makeDefElem("parallel", (Node *) makeInteger(0), -1));
 	stmt->rels = rels;
 	stmt->is_vacuumcmd = true;
-	*nrels = list_length(rels);
 	return stmt;
 }
 
 /*
- * Run the statement.  With anonymize.batch_delay, the vacuum is cost-delayed
- * too, as autovacuum is by default (2 ms a pause, vacuum_cost_limit): a
- * longer pause a vacuum_cost_limit makes it many times slower.
+ * The VACUUM statements of the relations that still exist, in the current
+ * memory context: stmts[0] with INDEX_CLEANUP ON, stmts[1] OFF (NULL when
+ * it has no relation); *nrels says how many relations in all.
+ */
+static void
+run_vacuum_stmts(RunState *st, List *relids, VacuumStmt **stmts, int *nrels)
+{
+	List	   *rels[2] = {NIL, NIL};
+	ListCell   *lc;
+
+	foreach(lc, relids)
+	{
+		Oid			relid = lfirst_oid(lc);
+		char	   *nsp;
+		char	   *name;
+		int			which;
+
+		name = get_rel_name(relid);
+		if (name == NULL)
+			continue;			/* dropped meanwhile */
+		nsp = get_namespace_name(get_rel_namespace(relid));
+		which = run_vacuum_index_pass(st, relid) ? 0 : 1;
+		rels[which] = lappend(rels[which],
+							  makeVacuumRelation(makeRangeVar(nsp, name, -1),
+												 relid, NIL));
+	}
+	*nrels = list_length(rels[0]) + list_length(rels[1]);
+	for (int i = 0; i < 2; i++)
+		stmts[i] = rels[i] != NIL ? run_vacuum_make(rels[i], i == 0) : NULL;
+}
+
+/*
+ * Run the statement with the run's throttle (anonymize.cost_delay and
+ * anonymize.cost_limit) as its cost-based delay, as autovacuum uses its
+ * own settings.
  */
 static void
 run_vacuum_exec(ParseState *pstate, VacuumStmt *stmt)
 {
 	double		save_delay = VacuumCostDelay;
+	int			save_limit = VacuumCostLimit;
 
-	if (anonymize_batch_delay > 0)
-		VacuumCostDelay = Min(anonymize_batch_delay, 2);
+	VacuumCostDelay = anonymize_cost_delay;
+	VacuumCostLimit = anonymize_cost_limit;
 	PG_TRY();
 	{
 		ExecVacuum(pstate, stmt, true);
@@ -164,6 +281,7 @@ run_vacuum_exec(ParseState *pstate, VacuumStmt *stmt)
 	PG_FINALLY();
 	{
 		VacuumCostDelay = save_delay;
+		VacuumCostLimit = save_limit;
 	}
 	PG_END_TRY();
 }
@@ -183,15 +301,15 @@ run_vacuum_record(RunState *st)
 }
 
 /*
- * VACUUM (INDEX_CLEANUP ON) what the run touched, so that no dead row
- * version keeps an identifier: as a top-level command, which it is in this
+ * VACUUM what the run touched, so that no dead row version keeps an
+ * identifier: as a top-level command, which it is in this
  * background process, each relation in a transaction of its own.
  */
 void
 anonymize_run_vacuum(RunState *st)
 {
 	List	   *relids = run_vacuum_relids(st);
-	VacuumStmt *stmt;
+	VacuumStmt *stmts[2];
 	ParseState *pstate;
 	MemoryContext save;
 	MemoryContext old;
@@ -211,12 +329,20 @@ anonymize_run_vacuum(RunState *st)
 										  ALLOCSET_DEFAULT_SIZES);
 	StartTransactionCommand();
 	old = MemoryContextSwitchTo(PortalContext);
-	stmt = run_vacuum_stmt(relids, &nrels);
+	run_vacuum_stmts(st, relids, stmts, &nrels);
 	pstate = make_parsestate(NULL);
 	MemoryContextSwitchTo(old);
 	anonymize_run_activity(st, "vacuuming %d tables", nrels);
-	if (nrels > 0)
-		run_vacuum_exec(pstate, stmt);
+	if (stmts[1] != NULL)
+		ereport(LOG,
+				(errmsg("anonymize run %lld: vacuuming %d tables, %d of them without the index pass (no index of theirs holds a rewritten column)",
+						(long long) st->run_id, nrels, list_length(stmts[1]->rels))));
+	for (int i = 0; i < 2; i++)
+		if (stmts[i] != NULL)
+		{
+			run_vacuum_exec(pstate, stmts[i]);
+			/* ExecVacuum() ends in a transaction of its own */
+		}
 	CommitTransactionCommand();
 	MemoryContextDelete(PortalContext);
 	PortalContext = save;

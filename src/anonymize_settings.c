@@ -39,6 +39,8 @@ char	   *anonymize_replacement = NULL;
 int			anonymize_batch_size = 10000;
 int			anonymize_rescan_interval = 60;
 int			anonymize_batch_delay = 0;
+double		anonymize_cost_delay = ANONYMIZE_COST_DELAY_DEFAULT;
+int			anonymize_cost_limit = ANONYMIZE_COST_LIMIT_DEFAULT;
 bool		anonymize_refresh_materialized_views = true;
 bool		anonymize_rebuild_indexes = true;
 int			anonymize_max_rows_per_request = 100000;
@@ -238,13 +240,32 @@ settings_define_run(void)
 							0,
 							NULL, NULL, NULL);
 
+	DefineCustomRealVariable("anonymize.cost_delay",
+							 "Cost-based delay of the run (its scan, rewrite and vacuum), as autovacuum's: the time it sleeps each time it has done anonymize.cost_limit of work.",
+							 "0 runs at full speed.",
+							 &anonymize_cost_delay,
+							 ANONYMIZE_COST_DELAY_DEFAULT, 0, 100,
+							 PGC_SIGHUP,
+							 GUC_UNIT_MS,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("anonymize.cost_limit",
+							"The work (vacuum_cost_page_hit, _miss and _dirty per page) after which the run sleeps anonymize.cost_delay.",
+							NULL,
+							&anonymize_cost_limit,
+							ANONYMIZE_COST_LIMIT_DEFAULT, 1, 10000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	/* kept so that a configuration that still sets it is valid */
 	DefineCustomIntVariable("anonymize.batch_delay",
-							"Pause between the run's rewrite batches, and cost-based delay of its vacuum, to leave the portal room.",
-							"0 (the default) runs at full speed.",
+							"Obsolete and ignored: anonymize.cost_delay and anonymize.cost_limit throttle the run.",
+							NULL,
 							&anonymize_batch_delay,
 							0, 0, 10000,
 							PGC_SIGHUP,
-							GUC_UNIT_MS,
+							GUC_UNIT_MS | GUC_NOT_IN_SAMPLE,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("anonymize.max_rows_per_request",

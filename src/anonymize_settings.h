@@ -23,6 +23,12 @@ extern char *anonymize_replacement;
 extern int	anonymize_batch_size;
 extern int	anonymize_rescan_interval;
 extern int	anonymize_batch_delay;
+extern double anonymize_cost_delay;
+extern int	anonymize_cost_limit;
+
+/* the throttle's defaults (see doc/settings.md for the measurement) */
+#define ANONYMIZE_COST_DELAY_DEFAULT	2.0
+#define ANONYMIZE_COST_LIMIT_DEFAULT	200
 extern bool anonymize_refresh_materialized_views;
 extern bool anonymize_rebuild_indexes;
 extern int	anonymize_max_rows_per_request;

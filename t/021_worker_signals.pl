@@ -19,10 +19,11 @@ use Time::HiRes qw(time usleep);
 my $node = new_node('signals', settings => q{
 anonymize.enabled = on
 anonymize.batch_size = 200
-# a pause between batches keeps each run going for a few seconds, so that
-# the test sees it in the middle however fast the machine (a run of 15,000
-# rows takes 0.13 s without it); SIGTERM must cut the pause short too
-anonymize.batch_delay = 20
+# a strong throttle keeps each run going for a few seconds, so that the
+# test sees it in the middle however fast the machine (a run of 15,000
+# rows takes 0.13 s without it); SIGTERM must cut its sleeps short too
+anonymize.cost_delay = 20
+anonymize.cost_limit = 200
 restart_after_crash = on
 # the test's own statements hold identifiers; the server's messages must not
 log_statement = none

@@ -181,6 +181,8 @@ is($primary->safe_psql('postgres', q{SELECT count(*) FROM mails WHERE sender = '
 my $run_log = substr(slurp_file($primary->logfile), $log_start);
 ok($run_log =~ /DEBUG:  /, 'the log of the run is at debug level');
 ok($run_log =~ /anonymize run \d+: scrubbed [1-9]\d* of \d+ pages read/, 'the run scrubbed pages');
+ok($run_log =~ /anonymize run \d+: vacuuming 5 tables, 1 of them without the index pass/,
+	'the vacuum skips the index pass of mails, whose only index (the key) holds no identifier');
 ok($run_log !~ /rebuil/, 'no erased key is a separator here: the run rebuilt no index');
 
 none($primary, @bob, @eve, @cancelled);

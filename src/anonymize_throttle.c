@@ -1,0 +1,73 @@
+/*-------------------------------------------------------------------------
+ *
+ * anonymize_throttle.c
+ *	  The run's cost-based throttle: like autovacuum's cost-based delay,
+ *	  with anonymize.cost_delay and anonymize.cost_limit, applied to the
+ *	  scan (a delay point a row), the rewrite (one a batch) and the run's
+ *	  VACUUM (PostgreSQL's own, with the same two settings).
+ *
+ * The accounting is the buffer manager's: while VacuumCostActive is set,
+ * every page the run reads from shared buffers, from the kernel, or
+ * dirties adds vacuum_cost_page_hit, _miss or _dirty to VacuumCostBalance.
+ * A delay point sleeps cost_delay * balance / cost_limit once the balance
+ * has reached cost_limit, and starts again from zero: over time the run
+ * does cost_limit of work per cost_delay of sleep, whatever the size of
+ * the step between two points.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/wait_event.h"
+
+#include "anonymize_throttle.h"
+
+/* Turn the throttle on, when anonymize.cost_delay is above 0. */
+void
+anonymize_throttle_begin(void)
+{
+	VacuumCostBalance = 0;
+	VacuumCostActive = (anonymize_cost_delay > 0);
+}
+
+/* Turn it off (also after an error): the process's other work is not charged. */
+void
+anonymize_throttle_end(void)
+{
+	VacuumCostActive = false;
+	VacuumCostBalance = 0;
+}
+
+/*
+ * Sleep for the balance, interruptibly (a SIGTERM or a cancel cuts the
+ * sleep short), and start again from zero.
+ */
+void
+anonymize_throttle_sleep(void)
+{
+	double		msec;
+
+	msec = anonymize_cost_delay * VacuumCostBalance / Max(anonymize_cost_limit, 1);
+	VacuumCostBalance = 0;
+	if (msec <= 0)
+		return;
+	/* no more than a second at once: a cancel is checked between sleeps */
+	while (msec > 0)
+	{
+		long		step = (long) Min(msec, 1000.0);
+
+		if (step < 1)
+		{
+			pg_usleep((long) (msec * 1000.0));
+			break;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 step, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		msec -= step;
+	}
+}
