@@ -646,6 +646,18 @@ BEGIN
 			USING ERRCODE = 'undefined_object',
 				  HINT = 'Register its identifier columns with anonymize.add_target() first; anonymize.targets lists them.';
 	END IF;
+	-- on a Citus table the policy runs on the workers, whose pages of
+	-- requests are empty: it would hide nothing
+	IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+		EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
+			INTO v_rls USING tbl;
+		IF v_rls THEN
+			RAISE EXCEPTION 'relation "%" is a Citus table, which protect() cannot guard', tbl
+				USING ERRCODE = 'feature_not_supported',
+					  DETAIL = 'The guard''s row filter would run on the worker nodes, which do not hold the requests; it would hide nothing.',
+					  HINT = 'Have the portal''s searches call anonymize.is_anonymized() on the coordinator, or search a view that filters with it.';
+		END IF;
+	END IF;
 	IF 0::oid IN (SELECT @extschema@._guard_readers(tbl)) THEN
 		RAISE EXCEPTION 'relation "%" is readable by PUBLIC', tbl
 			USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -986,6 +998,80 @@ REVOKE ALL ON FUNCTION @extschema@._ledger_changed() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.ledger_export() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.ledger_import(text) FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.ledger', '');
+
+-- ---------------------------------------------------------------
+-- Citus tables: matching, rewriting and scrubbing on the shards
+-- ---------------------------------------------------------------
+
+-- The run's distributed statements call these on every shard of a Citus
+-- target: plan holds keyed digests of the requests' identifiers (under a
+-- key made for that statement alone), their cut-offs and the settings of
+-- the canonical forms; never an identifier.  IMMUTABLE: the answer
+-- depends on the arguments only, as Citus requires in a distributed UPDATE.
+CREATE FUNCTION @extschema@._citus_match(value text, at date, plan bytea)
+RETURNS integer[]
+LANGUAGE C IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'anonymize_citus_match';
+CREATE FUNCTION @extschema@._citus_match(value text, at timestamp, plan bytea)
+RETURNS integer[]
+LANGUAGE C IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'anonymize_citus_match';
+CREATE FUNCTION @extschema@._citus_match(value text, at timestamptz, plan bytea)
+RETURNS integer[]
+LANGUAGE C IMMUTABLE PARALLEL SAFE
+AS 'MODULE_PATHNAME', 'anonymize_citus_match';
+COMMENT ON FUNCTION @extschema@._citus_match(text, date, bytea) IS
+'the run on a Citus table: the indexes of the plan''s requests that a row matches, or NULL';
+COMMENT ON FUNCTION @extschema@._citus_match(text, timestamp, bytea) IS
+'the run on a Citus table: the indexes of the plan''s requests that a row matches, or NULL';
+COMMENT ON FUNCTION @extschema@._citus_match(text, timestamptz, bytea) IS
+'the run on a Citus table: the indexes of the plan''s requests that a row matches, or NULL';
+
+CREATE FUNCTION @extschema@._citus_scrub(tbl regclass)
+RETURNS bigint
+LANGUAGE C STRICT
+AS 'MODULE_PATHNAME', 'anonymize_citus_scrub';
+COMMENT ON FUNCTION @extschema@._citus_scrub(regclass) IS
+'the run on a Citus table: zeroes the free space of every page of a vacuumed shard placement';
+
+-- One target's rewrite, in one transaction: the rows per request (each
+-- counted for the lowest id it matches), then the UPDATE, whose row count
+-- comes last as request -1.  Called as a function so that Citus runs both
+-- statements in one transaction on the same shard connections.
+CREATE FUNCTION @extschema@._citus_rewrite(tbl regclass, col text, time_col text,
+										   is_number boolean, plan bytea, value text)
+RETURNS TABLE (req integer, n bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_match		text;
+	v_rows		bigint;
+BEGIN
+	v_match := format(CASE WHEN is_number
+					  THEN '@extschema@._citus_match(CASE WHEN (t.%1$I)::text ~ ''^[0-9]+$'' THEN ''+'' || (t.%1$I)::text END, t.%2$I, $1)'
+					  ELSE '@extschema@._citus_match((t.%1$I)::text, t.%2$I, $1)' END,
+					  col, time_col);
+	RETURN QUERY EXECUTE format('SELECT m[1], count(*) FROM (SELECT %s AS m FROM %s AS t) AS s'
+								' WHERE m IS NOT NULL GROUP BY 1', v_match, tbl) USING plan;
+	-- erase 'null': a NULL of the column's own type
+	EXECUTE format('UPDATE %s AS t SET %I = %s WHERE %s IS NOT NULL', tbl, col,
+				   CASE WHEN value IS NULL THEN 'NULL' ELSE '$2' END, v_match)
+		USING plan, value;
+	GET DIAGNOSTICS v_rows = ROW_COUNT;
+	req := -1;
+	n := v_rows;
+	RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._citus_rewrite(regclass, text, text, boolean, bytea, text) IS
+'the run on a Citus table: counts the matching rows per request on every shard, then rewrites them';
+
+REVOKE ALL ON FUNCTION @extschema@._citus_match(text, date, bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._citus_match(text, timestamp, bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._citus_match(text, timestamptz, bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._citus_scrub(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._citus_rewrite(regclass, text, text, boolean, bytea, text) FROM PUBLIC;
 
 -- ---------------------------------------------------------------
 -- Grants of the functions this update re-created: given back

@@ -18,6 +18,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "anonymize_citus.h"
 #include "anonymize_engine.h"
 
 PG_FUNCTION_INFO_V1(anonymize_preview);
@@ -38,26 +39,35 @@ preview_target(ReturnSetInfo *rsinfo, AnonymizeRequest *req, AnonymizeTarget *t)
 {
 	AnonymizeMatchSet *ms;
 	int64		rows = 0;
+	int64		undated = 0;
 	ListCell   *lc;
 	Datum		values[6];
 	bool		nulls[6] = {false, false, false, false, false, false};
 	int			natts = rsinfo->setDesc->natts;
 
 	ms = anonymize_matchset_build(req, 1, t->kind, t->scope);
-	foreach(lc, anonymize_target_leaves(t->relid))
+	if (anonymize_citus_table(t->relid))
 	{
-		Relation	rel = try_table_open(lfirst_oid(lc), AccessShareLock);
+		/* the rows are on the shards: counted there */
+		anonymize_citus_count(req, 1, t, &rows, &undated);
+	}
+	else
+	{
+		foreach(lc, anonymize_target_leaves(t->relid))
+		{
+			Relation	rel = try_table_open(lfirst_oid(lc), AccessShareLock);
 
-		if (rel == NULL)
-			continue;
-		if (anonymize_leaf_may_match(ms, t, rel))
-			anonymize_engine_scan(ms, t, rel, preview_count, &rows);
-		table_close(rel, AccessShareLock);
+			if (rel == NULL)
+				continue;
+			if (anonymize_leaf_may_match(ms, t, rel))
+				anonymize_engine_scan(ms, t, rel, preview_count, &rows);
+			table_close(rel, AccessShareLock);
+		}
 	}
 	values[0] = ObjectIdGetDatum(t->relid);
 	values[1] = DirectFunctionCall1(namein, CStringGetDatum(t->col));
 	values[2] = Int64GetDatum(rows);
-	values[3] = Int64GetDatum(anonymize_matchset_undated(ms));
+	values[3] = Int64GetDatum(anonymize_matchset_undated(ms) + undated);
 	anonymize_matchset_free(ms);
 	if (natts >= 6)
 	{

@@ -435,15 +435,19 @@ run_scan_targets(RunState *st, int first)
 	{
 		AnonymizeTarget *target = &st->targets[t];
 		AnonymizeMatchSet *ms;
+		AnonymizeLedgerSet *ls;
 		List	   *leaves;
 		ListCell   *lc;
 		RunScanArg	sa = {st, t};
 
 		ms = anonymize_matchset_build(st->reqs, st->nreqs, target->kind,
 									  target->scope);
-		anonymize_matchset_set_ledger(ms, anonymize_ledger_set_build(st, target));
-		if (anonymize_matchset_empty(ms))
+		ls = anonymize_ledger_set_build(st, target);
+		anonymize_matchset_set_ledger(ms, ls);
+		if (anonymize_matchset_empty(ms) ||
+			anonymize_citus_run_scan(st, t, ls != NULL))
 		{
+			/* nothing due, or a Citus table: counted and rewritten on its shards */
 			anonymize_matchset_free(ms);
 			continue;
 		}
@@ -783,6 +787,7 @@ run_targets(RunState *st, int first)
 	}
 	anonymize_throttle_end();
 	st->nmatches = 0;
+	anonymize_citus_run_rewrite(st, first);
 	anonymize_run_refresh_matviews(st, first);
 }
 

@@ -63,6 +63,7 @@ typedef struct RunState
 	List	   *scanned_leaves; /* leaf OIDs scanned */
 	bool		vacuum_owed;	/* an earlier run never finished its vacuum */
 	struct RunLedger *ledger;	/* anonymize_ledger.c: Done requests in force */
+	List	   *citus_vacuum;	/* Citus targets (OIDs) to vacuum on the shards */
 } RunState;
 
 /* anonymize_run.c: helpers of every step */
@@ -112,6 +113,13 @@ extern bool anonymize_run_reindex(RunState *st, List *indexes);
 
 /* anonymize_run_finish.c: false when targets were added meanwhile */
 extern bool anonymize_run_finish(RunState *st);
+
+/* anonymize_citus_run.c: Citus targets, on their shards */
+extern bool anonymize_citus_run_scan(RunState *st, int t, bool in_ledger);
+extern void anonymize_citus_run_rewrite(RunState *st, int first);
+extern void anonymize_citus_run_fail_count(RunState *st,
+										   AnonymizeTarget *target, bool *hit);
+extern bool anonymize_citus_run_vacuum(RunState *st);
 
 /* anonymize_run_vacuum.c: vacuum what the run touched, and the page */
 extern void anonymize_run_vacuum(RunState *st);

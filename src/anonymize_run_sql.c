@@ -33,6 +33,7 @@
 #include "utils/memutils.h"
 #include "utils/wait_event.h"
 
+#include "anonymize_citus.h"
 #include "anonymize_run_worker.h"
 
 PG_FUNCTION_INFO_V1(anonymize_run_sql);
@@ -188,6 +189,7 @@ anonymize_run_sql(PG_FUNCTION_ARGS)
 	int			state;
 
 	run_sql_check_caller();
+	anonymize_citus_refuse_worker_node();
 	run_sql_wait_previous();
 	seg = run_sql_create_shared();
 	shared = dsm_segment_address(seg);

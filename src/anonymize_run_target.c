@@ -28,6 +28,7 @@
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
+#include "anonymize_citus.h"
 #include "anonymize_run_private.h"
 #include "anonymize_settings.h"
 #include "anonymize_xact.h"
@@ -165,6 +166,13 @@ run_fail_scan(RunState *st, AnonymizeTarget *target, bool *hit)
 	ListCell   *lc;
 
 	anonymize_xact_begin();
+	if (anonymize_citus_table(target->relid))
+	{
+		/* the rows are on the shards: count them there */
+		anonymize_citus_run_fail_count(st, target, hit);
+		anonymize_xact_commit();
+		return;
+	}
 	ms = anonymize_matchset_build(st->reqs, st->nreqs, target->kind,
 								  target->scope);
 	if (anonymize_matchset_size(ms) > 0)

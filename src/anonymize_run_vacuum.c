@@ -355,5 +355,7 @@ anonymize_run_vacuum(RunState *st)
 		return;
 	if (!anonymize_run_reindex(st, scrub.rebuild))
 		return;
+	if (!anonymize_citus_run_vacuum(st))
+		return;
 	run_vacuum_record(st);
 }

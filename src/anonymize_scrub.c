@@ -149,7 +149,9 @@ scrub_block(Relation rel, BlockNumber blkno, XLogRecPtr since,
 	buf = ReadBufferExtended(rel, MAIN_FORKNUM, blkno, RBM_NORMAL, bas);
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
 	stats->pages_read++;
-	changed = PageGetLSN(BufferGetPage(buf)) >= scrub_state->since;
+	/* outside a run (anonymize._citus_scrub() on a shard): no noted state */
+	changed = scrub_state != NULL &&
+		PageGetLSN(BufferGetPage(buf)) >= scrub_state->since;
 	if (ntids > 0)
 		stats->kept += scrub_heap_kept(BufferGetPage(buf), tids, ntids);
 	dirty = scrub_page_dirty(rel, BufferGetPage(buf), blkno, since);

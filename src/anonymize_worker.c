@@ -53,6 +53,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "anonymize_citus.h"
 #include "anonymize_run.h"
 #include "anonymize_schedule.h"
 #include "anonymize_settings.h"
@@ -270,6 +271,9 @@ anonymize_worker_extension_installed(void)
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	installed = OidIsValid(get_extension_oid("anonymize", true));
+	/* a Citus worker's shards are the coordinator's run's to erase */
+	if (installed && anonymize_citus_worker_node())
+		installed = false;
 	CommitTransactionCommand();
 	return installed;
 }

@@ -57,6 +57,7 @@ my @files = (
 	{ path => 'doc/retention.md' },
 	{ path => 'doc/erasure-coverage.md' },
 	{ path => 'doc/page-bytes.md' },
+	{ path => 'doc/citus.md' },
 	{ path => 'doc/benchmarks.md' },
 	{ path => 'doc/faq.md' },
 	{ path => 'doc/upgrading.md' },

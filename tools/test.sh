@@ -12,6 +12,9 @@
 # the extension into a private copy of that PostgreSQL (tools/lib.sh), and
 # runs the pg_regress, isolation and TAP suites (make installcheck, which
 # makes its own temporary instances with the settings of test.conf).
+# On 15 the TAP suite includes the Citus tests (t/100_citus.pl), with
+# Citus 13.2.2 built once from ../shared/vendor by tools/citus.sh and
+# cached; the summary says whether that build was cached or made.
 # 17 and 18 run inside their root (chroot), on a copy of the tree staged
 # there, as the root's postgres user.  Once, on the machine itself and only
 # in a full run: the libFuzzer harnesses of the pure core for FUZZ_SECONDS
@@ -21,6 +24,7 @@
 # to run again; the machine's own server is left as it was.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/citus.sh"
 
 ALL_VERSIONS=(15 17 18)
 
@@ -44,6 +48,8 @@ suite_here() {
 	chmod 755 "$work"
 	stage_tree "$work/src"
 	private_pg "$work/pg"
+	# Citus (PostgreSQL 15 only): the cached build of tools/citus.sh, if any
+	[ "$PG_MAJOR" = 15 ] && citus_install "$work/pg"
 	build_install "$work/src"
 
 	# each suite on its own, so that a failure in one does not hide the others
@@ -230,6 +236,17 @@ for v in "${versions[@]}"; do
 done
 
 [ $full = 1 ] && phase "fuzzing and libphonenumber" host_checks
+# Citus for the Citus tests of the PostgreSQL 15 suite: built once, cached
+if [[ " ${versions[*]} " == *" 15 "* ]]; then
+	citus_start=$(date +%s)
+	if ensure_citus; then
+		result "Citus $CITUS_VERSION for PostgreSQL 15" "$CITUS_STATE" "$citus_start"
+	else
+		result "Citus $CITUS_VERSION for PostgreSQL 15" "FAILED" "$citus_start"
+		failed=1
+		nfailed=$((nfailed + 1))
+	fi
+fi
 for v in "${versions[@]}"; do
 	if wait_root "$v"; then
 		phase "PostgreSQL $v" suite "$v"
