@@ -308,16 +308,29 @@ anonymize_worker_take_recheck(void)
 	return recheck;
 }
 
+/* after a DROP EXTENSION: waits of 100 ms for the next looks, so many */
+#define ANONYMIZE_WORKER_RECHECK_TURNS 20
+#define ANONYMIZE_WORKER_RECHECK_MS 100
+static int	worker_recheck_turns = 0;
+
 /*
- * Sleeps until woken, or the timeout; not at all when a DROP EXTENSION
- * came in since the last look (its latch set may have been consumed).
+ * Sleeps until woken, or the timeout.  After a DROP EXTENSION came in (its
+ * latch set may have been consumed by another wait), the next looks come
+ * every 100 ms for two seconds, since the commit that told us may not be
+ * complete in every respect when we look.
  */
 static void
 anonymize_worker_wait(long timeout_ms)
 {
-	if (!anonymize_worker_take_recheck())
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Max(timeout_ms, 1), PG_WAIT_EXTENSION);
+	if (anonymize_worker_take_recheck())
+		worker_recheck_turns = ANONYMIZE_WORKER_RECHECK_TURNS;
+	if (worker_recheck_turns > 0)
+	{
+		worker_recheck_turns--;
+		timeout_ms = Min(timeout_ms, ANONYMIZE_WORKER_RECHECK_MS);
+	}
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 Max(timeout_ms, 1), PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
 }
 
@@ -508,7 +521,7 @@ anonymize_worker_has_extension(void)
 		SpinLockAcquire(&worker_slot->mutex);
 		worker_slot->no_extension = true;
 		SpinLockRelease(&worker_slot->mutex);
-		elog(DEBUG1, "anonymize worker: no extension in this database, leaving");
+		elog(DEBUG1, "anonymize worker: no extension in database %u, leaving", MyDatabaseId);
 		proc_exit(0);
 	}
 	pgstat_report_activity(STATE_IDLE, "waiting for CREATE EXTENSION anonymize");

@@ -271,7 +271,8 @@ $node->safe_psql('postgres', 'ALTER SYSTEM SET log_min_messages = debug1');
 $node->reload;
 my $log_at = -s $node->logfile;
 $node->safe_psql('postgres', 'CREATE DATABASE db_w');
-$node->wait_for_log(qr/anonymize worker: no extension in this database, leaving/, $log_at);
+my $db_w = $node->safe_psql('postgres', "SELECT oid FROM pg_database WHERE datname = 'db_w'");
+$node->wait_for_log(qr/anonymize worker: no extension in database $db_w, leaving/, $log_at);
 $node->safe_psql('postgres', 'ALTER SYSTEM RESET log_min_messages');
 $node->reload;
 $node->safe_psql('db_w', q{
