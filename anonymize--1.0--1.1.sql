@@ -690,10 +690,6 @@ BEGIN
 									 r.col, r.time_col, r.sc, r.kd, v_fn);
 	END LOOP;
 
-	-- the digests first: a policy on the shards must find them
-	IF v_citus THEN
-		PERFORM @extschema@._citus_guard_setup();
-	END IF;
 	SELECT c.relrowsecurity INTO v_rls FROM pg_class c WHERE c.oid = tbl;
 	IF v_citus THEN
 		-- Citus copies every policy to the shards as PERMISSIVE (it drops
@@ -708,6 +704,8 @@ BEGIN
 					  DETAIL = 'Citus copies every policy to the shards as a permissive one, so the guard cannot be combined with other policies there.',
 					  HINT = 'Drop the table''s own policies and disable its row-level security, or have the portal search through anonymize.is_anonymized().';
 		END IF;
+		-- the digests first: a policy on the shards must find them
+		PERFORM @extschema@._citus_guard_setup();
 		IF NOT v_rls THEN
 			EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
 			-- INSERT only: SELECT, UPDATE and DELETE see what the guard lets through
@@ -1308,15 +1306,24 @@ COMMENT ON FUNCTION @extschema@._citus_guard_setup() IS
 'the first protect() of a Citus table: citus_guard and citus_guard_key become Citus reference tables';
 
 -- On a worker: EXECUTE on the guard of Citus tables exactly for these
--- roles (those that exist here), and USAGE on this schema for them.
+-- roles, and USAGE on this schema for them.  A role not yet here (made in
+-- the coordinator's transaction, which this one cannot see) is an error.
 CREATE FUNCTION @extschema@._citus_guard_grant(roles text[])
 RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	r	record;
+	r			record;
+	v_missing	text;
 BEGIN
+	SELECT string_agg(x, ', ' ORDER BY x) INTO v_missing
+	FROM unnest(roles) x WHERE NOT EXISTS (SELECT FROM pg_roles o WHERE o.rolname = x);
+	IF v_missing IS NOT NULL THEN
+		RAISE EXCEPTION 'role % does not exist on this Citus worker', v_missing
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create the role in a transaction of its own, then grant it SELECT on the protected table.';
+	END IF;
 	FOR r IN
 		SELECT p.oid::regprocedure AS fn, a.grantee
 		FROM pg_proc p, LATERAL aclexplode(p.proacl) a

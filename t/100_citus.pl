@@ -497,6 +497,41 @@ is($counts->($coord), $counts->($single), 'and the rows erased are those of one 
 is($coord->safe_psql('postgres', 'SELECT count(DISTINCT digest) FROM anonymize.citus_guard'), '1',
 	'the reference table keeps the Held request\'s digest only');
 
+# Running: a run waits in its rewrite on a row lock of a shard
+my $file_run = q{
+INSERT INTO calls SELECT 8000 + g, '67676767', 'q2', '2024-02-01'::timestamptz + g * interval '1 hour'
+FROM generate_series(1, 20) g;
+INSERT INTO anonymize.anonymize_request (phone, to_date) VALUES ('67676767', current_date);
+};
+$_->safe_psql('postgres', $file_run) for ($coord, $single);
+my $run_q = q{SELECT count(*) FROM calls WHERE caller = '67676767'};
+$locker = $coord->background_psql('postgres');
+$locker->query_safe('BEGIN');
+$locker->query_safe('SELECT 1 FROM calls WHERE id = 8005 FOR UPDATE');
+$runner = $coord->background_psql('postgres');
+$runner->query_until(qr/started/, "\\echo started\nSELECT anonymize.run();\n\\echo finished\n");
+$coord->poll_query_until('postgres', q{
+	SELECT count(*) = 1 FROM pg_stat_activity
+	WHERE backend_type = 'anonymize run()' AND query LIKE '%rewriting public.calls on its shards%'})
+  or die 'the run never reached the rewrite of calls';
+is($coord->safe_psql('postgres', q{SELECT status FROM anonymize.anonymize_request WHERE phone = '67676767'}),
+	'Running', 'the request is Running');
+is($coord->safe_psql('postgres', $run_q, extra_params => [ '-U', 'portal' ]) . ' '
+	. $coord->safe_psql('postgres', $guard_q{'4 scan'}, extra_params => [ '-U', 'portal' ]),
+	$single->safe_psql('postgres', $run_q, extra_params => [ '-U', 'portal' ]) . ' '
+	. $single->safe_psql('postgres', $guard_q{'4 scan'}, extra_params => [ '-U', 'portal' ]),
+	'a Running request: its rows hidden by number and in a full scan, as on one node (Waiting there)');
+is($coord->safe_psql('postgres', $run_q, extra_params => [ '-U', 'portal' ]), '0', '... all 20 of them');
+$locker->query_safe('COMMIT');
+$runner->query_until(qr/finished/, '');
+eval { $locker->quit; };
+eval { $runner->quit; };
+$single->safe_psql('postgres', 'SELECT anonymize.run()');
+is($coord->safe_psql('postgres', q{SELECT status FROM anonymize.anonymize_request ORDER BY id DESC LIMIT 1}),
+	'Done', 'the run went on once the lock was released');
+is($counts->($coord, '-U', 'portal'), $counts->($single, '-U', 'portal'),
+	'after that run: the portal sees what it sees on one node');
+
 # REVOKE: the guard's grants leave every node, with no deadlock either
 $coord->safe_psql('postgres', 'REVOKE SELECT ON calls, chats, tenant.mails FROM portal');
 is(join(',', map { $_->safe_psql('postgres', "SELECT has_function_privilege('portal', $guard_fn, 'EXECUTE')::text") }
@@ -505,6 +540,21 @@ is(join(',', map { $_->safe_psql('postgres', "SELECT has_function_privilege('por
 $coord->safe_psql('postgres', 'GRANT SELECT ON calls TO portal');
 is($coord->safe_psql('postgres', $guard_q{'5 held number'}, extra_params => [ '-U', 'portal' ]), '0',
 	'GRANT again: the Held request\'s rows stay hidden');
+$coord->safe_psql('postgres', q{SELECT anonymize.unprotect('calls')});
+is($coord->safe_psql('postgres', $guard_q{'5 held number'}, extra_params => [ '-U', 'portal' ]), '600',
+	'unprotect(): the Held request\'s rows are visible again');
+is(join(',', map { $_->safe_psql('postgres', q{
+		SELECT count(*) FROM pg_class WHERE relname ~ '^calls(_[0-9]+)?$' AND relrowsecurity}) } ($coord, @workers)),
+	'0,0,0', '... and row-level security is off on every shard again');
+
+# Citus copies policies to the shards as permissive ones: a Citus table
+# with row-level security of its own is refused, with the reason
+$coord->safe_psql('postgres', 'ALTER TABLE raw ENABLE ROW LEVEL SECURITY; CREATE POLICY mine ON raw USING (id > 0)');
+($rc, $out, $err) = $coord->psql('postgres', q{
+	\set VERBOSITY verbose
+	SELECT anonymize.protect('raw')});
+like($err, qr/0A000: Citus table "(public\.)?raw" has row-level security of its own/,
+	'protect() refuses a Citus table with policies of its own');
 
 # no server log names an identifier of these requests
 log_has_no($_, '45454545', 'eve.guard@example.no', '56565656') for ($coord, @workers);
