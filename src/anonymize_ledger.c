@@ -506,11 +506,7 @@ anonymize_ledger_receipts(RunState *st, AnonymizeTarget *target, Oid leaf,
 	values[1] = PointerGetDatum(anonymize_run_int8_array(rn, n));
 	values[2] = CStringGetTextDatum(target->name);
 	values[3] = CStringGetTextDatum(target->col);
-	if (leaf != target->relid || has_subclass(target->relid))
-		values[4] = CStringGetTextDatum(quote_qualified_identifier(get_namespace_name(get_rel_namespace(leaf)),
-																   get_rel_name(leaf)));
-	else
-		nulls[4] = 'n';
+	anonymize_run_leaf_detail(target, leaf, &values[4], &nulls[4]);
 	values[5] = Int64GetDatum(st->run_id);
 	anonymize_run_exec("WITH u AS (SELECT * FROM unnest($1, $2) AS u(r, n)),"
 					   " upd AS ("
@@ -701,16 +697,7 @@ anonymize_ledger_retention_run(MemoryContext cxt)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortOutOfAnyTransaction();
-		ereport(LOG,
-				(errhidestmt(true),
-				 errmsg("anonymize run: retention of the ledger failed: %s", edata->message)));
-		FreeErrorData(edata);
+		anonymize_xact_abort_and_log(cxt, "retention of the ledger");
 	}
 	PG_END_TRY();
 }

@@ -498,16 +498,8 @@ retention_step(bool purge, const char *what, const char *retention,
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortOutOfAnyTransaction();
-		ereport(LOG,
-				(errhidestmt(true),
-				 errmsg("anonymize run: retention of %s failed: %s", what, edata->message)));
-		FreeErrorData(edata);
+		snprintf(activity, sizeof(activity), "retention of %s", what);
+		anonymize_xact_abort_and_log(cxt, activity);
 	}
 	PG_END_TRY();
 }

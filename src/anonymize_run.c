@@ -124,6 +124,23 @@ anonymize_run_int8_array(const int64 *v, int n)
 	return construct_array(d, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 }
 
+/*
+ * The receipt's detail key for rows of leaf: its qualified name when the
+ * target has several tables (partitions, inheritance children), else null.
+ */
+void
+anonymize_run_leaf_detail(AnonymizeTarget *target, Oid leaf, Datum *value, char *null)
+{
+	if (leaf != target->relid || has_subclass(target->relid))
+	{
+		*value = CStringGetTextDatum(quote_qualified_identifier(get_namespace_name(get_rel_namespace(leaf)),
+																get_rel_name(leaf)));
+		*null = ' ';
+	}
+	else
+		*null = 'n';
+}
+
 /* Take or release the run lock (an advisory lock, session level). */
 static void
 run_lock(bool acquire)
@@ -602,11 +619,7 @@ run_batch_receipts(RunState *st, AnonymizeTarget *target, Oid leaf,
 	values[1] = PointerGetDatum(anonymize_run_int8_array(rn, nids));
 	values[2] = CStringGetTextDatum(target->name);
 	values[3] = CStringGetTextDatum(target->col);
-	if (leaf != target->relid || has_subclass(target->relid))
-		values[4] = CStringGetTextDatum(quote_qualified_identifier(get_namespace_name(get_rel_namespace(leaf)),
-																   get_rel_name(leaf)));
-	else
-		nulls[4] = 'n';
+	anonymize_run_leaf_detail(target, leaf, &values[4], &nulls[4]);
 	anonymize_run_exec("INSERT INTO anonymize.request_log AS l (request_id, event, target, col, rows, detail)"
 					   " SELECT r, 'rewrite', $3, $4, n,"
 					   "  CASE WHEN $5 IS NOT NULL THEN pg_catalog.jsonb_build_object($5, n)::text END"

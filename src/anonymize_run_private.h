@@ -83,6 +83,8 @@ extern int	anonymize_run_cmp_int(const void *a, const void *b);
 
 /* a bigint[] of v[0..n) */
 extern ArrayType *anonymize_run_int8_array(const int64 *v, int n);
+extern void anonymize_run_leaf_detail(AnonymizeTarget *target, Oid leaf,
+									  Datum *value, char *null);
 
 /* around the run's writes to the page: no row trigger, one invalidation */
 extern void anonymize_run_page_write_begin(void);
