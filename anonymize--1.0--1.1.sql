@@ -625,7 +625,10 @@ COMMENT ON FUNCTION @extschema@.preview(bigint) IS
 -- ---------------------------------------------------------------
 
 -- protect(tbl): as in 1.0, and a number column (erase 'null') is read as
--- the digits of an international number, as the run reads it.
+-- the digits of an international number, as the run reads it.  On a
+-- Citus table the filter is _citus_guard_visible(), which reads on every
+-- node the digests that the coordinator keeps in reference tables
+-- (section "Citus tables: the search guard on the shards").
 CREATE OR REPLACE FUNCTION @extschema@.protect(tbl regclass)
 RETURNS void
 LANGUAGE plpgsql
@@ -635,6 +638,8 @@ DECLARE
 	r			record;
 	v_quals		text[] := '{}';
 	v_rls		boolean;
+	v_citus		boolean;
+	v_fn		text;
 BEGIN
 	IF tbl IS NULL THEN
 		RAISE EXCEPTION 'argument of protect must not be null'
@@ -646,18 +651,15 @@ BEGIN
 			USING ERRCODE = 'undefined_object',
 				  HINT = 'Register its identifier columns with anonymize.add_target() first; anonymize.targets lists them.';
 	END IF;
-	-- on a Citus table the policy runs on the workers, whose pages of
-	-- requests are empty: it would hide nothing
+	-- on a Citus table the policy runs where the shards are, on nodes
+	-- whose pages of requests are empty: it reads the digests that the
+	-- coordinator keeps in a reference table (_citus_guard_visible())
+	v_citus := false;
 	IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
 		EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
-			INTO v_rls USING tbl;
-		IF v_rls THEN
-			RAISE EXCEPTION 'relation "%" is a Citus table, which protect() cannot guard', tbl
-				USING ERRCODE = 'feature_not_supported',
-					  DETAIL = 'The guard''s row filter would run on the worker nodes, which do not hold the requests; it would hide nothing.',
-					  HINT = 'Have the portal''s searches call anonymize.is_anonymized() on the coordinator, or search a view that filters with it.';
-		END IF;
+			INTO v_citus USING tbl;
 	END IF;
+	v_fn := CASE WHEN v_citus THEN '_citus_guard_visible' ELSE '_guard_visible' END;
 	IF 0::oid IN (SELECT @extschema@._guard_readers(tbl)) THEN
 		RAISE EXCEPTION 'relation "%" is readable by PUBLIC', tbl
 			USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -683,13 +685,34 @@ BEGIN
 		-- a number column holds the digits of an international number (a
 		-- negative or fractional one is none, as for the run)
 		v_quals := v_quals || format(CASE WHEN r.is_number
-									 THEN '@extschema@._guard_visible(CASE WHEN (%1$I)::text ~ ''^[0-9]+$'' THEN ''+'' || (%1$I)::text END, %2$I, %3$L::"char", %4$L::"char")'
-									 ELSE '@extschema@._guard_visible((%1$I)::text, %2$I, %3$L::"char", %4$L::"char")' END,
-									 r.col, r.time_col, r.sc, r.kd);
+									 THEN '@extschema@.%5$I(CASE WHEN (%1$I)::text ~ ''^[0-9]+$'' THEN ''+'' || (%1$I)::text END, %2$I, %3$L::"char", %4$L::"char")'
+									 ELSE '@extschema@.%5$I((%1$I)::text, %2$I, %3$L::"char", %4$L::"char")' END,
+									 r.col, r.time_col, r.sc, r.kd, v_fn);
 	END LOOP;
 
 	SELECT c.relrowsecurity INTO v_rls FROM pg_class c WHERE c.oid = tbl;
-	IF NOT v_rls THEN
+	IF v_citus THEN
+		-- Citus copies every policy to the shards as PERMISSIVE (it drops
+		-- AS RESTRICTIVE): the guard must be the only permissive policy
+		-- of SELECT, so the table may have no row-level security of its own
+		IF (v_rls AND NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = tbl
+								  AND p.polname = 'anonymize_visible'))
+		   OR EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = tbl
+					  AND p.polname NOT IN ('anonymize_guard', 'anonymize_visible')) THEN
+			RAISE EXCEPTION 'Citus table "%" has row-level security of its own', tbl
+				USING ERRCODE = 'feature_not_supported',
+					  DETAIL = 'Citus copies every policy to the shards as a permissive one, so the guard cannot be combined with other policies there.',
+					  HINT = 'Drop the table''s own policies and disable its row-level security, or have the portal search through anonymize.is_anonymized().';
+		END IF;
+		-- the digests first: a policy on the shards must find them
+		PERFORM @extschema@._citus_guard_setup();
+		IF NOT v_rls THEN
+			EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+			-- INSERT only: SELECT, UPDATE and DELETE see what the guard lets through
+			EXECUTE format('CREATE POLICY anonymize_visible ON %s AS PERMISSIVE FOR INSERT TO PUBLIC '
+						   'WITH CHECK (true)', tbl);
+		END IF;
+	ELSIF NOT v_rls THEN
 		EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
 		EXECUTE format('CREATE POLICY anonymize_visible ON %s AS PERMISSIVE FOR ALL TO PUBLIC '
 					   'USING (true) WITH CHECK (true)', tbl);
@@ -697,9 +720,18 @@ BEGIN
 	IF EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = tbl AND p.polname = 'anonymize_guard') THEN
 		EXECUTE format('DROP POLICY anonymize_guard ON %s', tbl);
 	END IF;
-	EXECUTE format('CREATE POLICY anonymize_guard ON %s AS RESTRICTIVE FOR SELECT TO PUBLIC '
-				   'USING (%s)', tbl, array_to_string(v_quals, ' AND '));
+	IF v_citus THEN
+		EXECUTE format('CREATE POLICY anonymize_guard ON %s AS PERMISSIVE FOR ALL TO PUBLIC '
+					   'USING (%s) WITH CHECK (true)', tbl, array_to_string(v_quals, ' AND '));
+	ELSE
+		EXECUTE format('CREATE POLICY anonymize_guard ON %s AS RESTRICTIVE FOR SELECT TO PUBLIC '
+					   'USING (%s)', tbl, array_to_string(v_quals, ' AND '));
+	END IF;
 	PERFORM @extschema@._guard_grants();
+	IF v_citus THEN
+		-- a worker added since, or grants from before: every worker again
+		PERFORM @extschema@._citus_guard_push_grants();
+	END IF;
 END
 $$;
 
@@ -1072,6 +1104,380 @@ REVOKE ALL ON FUNCTION @extschema@._citus_match(text, timestamp, bytea) FROM PUB
 REVOKE ALL ON FUNCTION @extschema@._citus_match(text, timestamptz, bytea) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._citus_scrub(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@._citus_rewrite(regclass, text, text, boolean, bytea, text) FROM PUBLIC;
+
+-- ---------------------------------------------------------------
+-- Citus tables: the search guard on the shards
+-- ---------------------------------------------------------------
+
+-- The guard of a protected Citus table runs where its shards are, on
+-- nodes whose pages of requests are empty.  The coordinator keeps what it
+-- needs in two Citus reference tables (made so by the first protect() of
+-- a Citus table), written in the transaction that changes a request: the
+-- keyed digests of the identifiers of every Waiting, Running or Held
+-- request, per scope, with its to_date and the end of that day in
+-- anonymize.timezone; and the key of these digests (never the key of
+-- anonymize.secret) with the settings of the canonical forms.  Derived
+-- data, rebuilt from the page by _citus_guard_sync(): not dumped.
+CREATE TABLE @extschema@.citus_guard (
+	digest			bytea NOT NULL,		-- HMAC-SHA256 of kind ':' canonical form
+	scope			"char" NOT NULL,	-- 'a'rchive, 's'ms_survey, 'r'aw_data
+	to_date			date NOT NULL,
+	to_end			timestamptz NOT NULL	-- the end of to_date in anonymize.timezone
+);
+COMMENT ON TABLE @extschema@.citus_guard IS
+'the search guard on Citus tables: keyed digests of the identifiers of requests not yet Done, per scope (a Citus reference table once a Citus table is protected)';
+CREATE TABLE @extschema@.citus_guard_key (
+	key				bytea NOT NULL,
+	country_code	text NOT NULL,
+	trunk_prefix	text NOT NULL
+);
+COMMENT ON TABLE @extschema@.citus_guard_key IS
+'the search guard on Citus tables: the key of its digests and the settings of the canonical forms (a Citus reference table once a Citus table is protected)';
+REVOKE ALL ON @extschema@.citus_guard, @extschema@.citus_guard_key FROM PUBLIC;
+
+-- The row filter of a protected Citus table: what _guard_visible() answers
+-- on one node, on whichever node runs it (on a worker, from the local
+-- placements of the two tables above).  EXECUTE goes to the roles that may
+-- read a protected Citus table, on every node (see _guard_grants()).
+CREATE FUNCTION @extschema@._citus_guard_visible(value text, at date, scope "char", kind "char")
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'anonymize_citus_guard_visible'
+LANGUAGE C STABLE PARALLEL SAFE COST 10;
+CREATE FUNCTION @extschema@._citus_guard_visible(value text, at timestamp, scope "char", kind "char")
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'anonymize_citus_guard_visible'
+LANGUAGE C STABLE PARALLEL SAFE COST 10;
+CREATE FUNCTION @extschema@._citus_guard_visible(value text, at timestamptz, scope "char", kind "char")
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'anonymize_citus_guard_visible'
+LANGUAGE C STABLE PARALLEL SAFE COST 10;
+COMMENT ON FUNCTION @extschema@._citus_guard_visible(text, date, "char", "char") IS
+'the row filter of protect() on a Citus table: false for a row the run will rewrite and has not yet, on any node';
+COMMENT ON FUNCTION @extschema@._citus_guard_visible(text, timestamp, "char", "char") IS
+'the row filter of protect() on a Citus table: false for a row the run will rewrite and has not yet, on any node';
+COMMENT ON FUNCTION @extschema@._citus_guard_visible(text, timestamptz, "char", "char") IS
+'the row filter of protect() on a Citus table: false for a row the run will rewrite and has not yet, on any node';
+
+CREATE FUNCTION @extschema@._citus_guard_entries(key bytea)
+RETURNS TABLE (digest bytea, scope "char", to_date date, to_end timestamptz)
+AS 'MODULE_PATHNAME', 'anonymize_citus_guard_entries'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION @extschema@._citus_guard_entries(bytea) IS
+'the rows of citus_guard for the requests not yet Done, under a key, with this node''s settings';
+CREATE FUNCTION @extschema@._citus_guard_key_new()
+RETURNS bytea
+AS 'MODULE_PATHNAME', 'anonymize_citus_guard_key_new'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION @extschema@._citus_guard_key_new() IS
+'a random key for the digests of the search guard on Citus tables';
+
+-- Is this node a Citus worker (Citus installed, not the coordinator)?
+CREATE FUNCTION @extschema@._citus_worker_node()
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_worker	boolean;
+BEGIN
+	IF to_regproc('pg_catalog.citus_is_coordinator') IS NULL THEN
+		RETURN false;
+	END IF;
+	EXECUTE 'SELECT NOT pg_catalog.citus_is_coordinator()' INTO v_worker;
+	RETURN coalesce(v_worker, false);
+END
+$$;
+COMMENT ON FUNCTION @extschema@._citus_worker_node() IS
+'true on a Citus worker node, false on the coordinator and without Citus';
+
+-- Is the guard on Citus tables in use here: the coordinator, with
+-- citus_guard a reference table?
+CREATE FUNCTION @extschema@._citus_guard_active()
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_active	boolean;
+BEGIN
+	IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+		RETURN false;
+	END IF;
+	EXECUTE 'SELECT EXISTS (SELECT FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1)'
+		INTO v_active USING '@extschema@.citus_guard'::regclass;
+	RETURN v_active AND NOT @extschema@._citus_worker_node();
+END
+$$;
+COMMENT ON FUNCTION @extschema@._citus_guard_active() IS
+'true on a Citus coordinator where a Citus table is protected (citus_guard is a reference table)';
+
+-- Make citus_guard and citus_guard_key what the page says, in the caller's
+-- transaction (Citus writes every placement with two-phase commit): the
+-- key made once, the settings of the canonical forms, and the digests
+-- rewritten when they differ.  Only digests go to the workers.  Writers
+-- are serialized, so that each one reads the page as the last left it.
+CREATE FUNCTION @extschema@._citus_guard_sync()
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_key		bytea;
+	v_cc		text := coalesce(current_setting('anonymize.country_code', true), '');
+	v_tp		text := coalesce(current_setting('anonymize.trunk_prefix', true), '');
+	v_kcc		text;
+	v_ktp		text;
+	v_d			bytea[];
+	v_s			"char"[];
+	v_t			date[];
+	v_e			timestamptz[];
+	v_want		text[];
+	v_have		text[];
+BEGIN
+	IF NOT @extschema@._citus_guard_active() THEN
+		RETURN;
+	END IF;
+	PERFORM pg_advisory_xact_lock(1634627183, 1735289188);
+	SELECT k.key, k.country_code, k.trunk_prefix INTO v_key, v_kcc, v_ktp
+	FROM @extschema@.citus_guard_key k LIMIT 1;
+	IF v_key IS NULL THEN
+		v_key := @extschema@._citus_guard_key_new();
+		INSERT INTO @extschema@.citus_guard_key (key, country_code, trunk_prefix)
+		VALUES (v_key, v_cc, v_tp);
+	ELSIF v_kcc IS DISTINCT FROM v_cc OR v_ktp IS DISTINCT FROM v_tp THEN
+		UPDATE @extschema@.citus_guard_key SET country_code = v_cc, trunk_prefix = v_tp;
+	END IF;
+	SELECT array_agg(e.digest ORDER BY e.digest, e.scope, e.to_date, e.to_end),
+		   array_agg(e.scope ORDER BY e.digest, e.scope, e.to_date, e.to_end),
+		   array_agg(e.to_date ORDER BY e.digest, e.scope, e.to_date, e.to_end),
+		   array_agg(e.to_end ORDER BY e.digest, e.scope, e.to_date, e.to_end)
+	INTO v_d, v_s, v_t, v_e
+	FROM @extschema@._citus_guard_entries(v_key) e;
+	SELECT array_agg(format('%s %s %s %s', encode(g.digest, 'hex'), g.scope, g.to_date, g.to_end)
+					 ORDER BY g.digest, g.scope, g.to_date, g.to_end)
+	INTO v_have FROM @extschema@.citus_guard g;
+	SELECT array_agg(format('%s %s %s %s', encode(w.d, 'hex'), w.s, w.t, w.e) ORDER BY w.n)
+	INTO v_want FROM unnest(v_d, v_s, v_t, v_e) WITH ORDINALITY AS w(d, s, t, e, n);
+	IF v_want IS DISTINCT FROM v_have THEN
+		DELETE FROM @extschema@.citus_guard;
+		IF v_d IS NOT NULL THEN
+			INSERT INTO @extschema@.citus_guard (digest, scope, to_date, to_end)
+			SELECT * FROM unnest(v_d, v_s, v_t, v_e);
+		END IF;
+	END IF;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._citus_guard_sync() IS
+'on a Citus coordinator with protected Citus tables: writes the digests of the requests not yet Done to citus_guard';
+
+-- The page's writes (the run's own call _citus_guard_sync() themselves)
+CREATE FUNCTION @extschema@._citus_guard_trigger()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	PERFORM @extschema@._citus_guard_sync();
+	RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._citus_guard_trigger() IS
+'after a statement on the page: the search guard on Citus tables follows it';
+CREATE TRIGGER anonymize_citus_guard
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.anonymize_request
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@._citus_guard_trigger();
+
+-- The first protect() of a Citus table: both tables become reference
+-- tables, then get their key and digests.
+CREATE FUNCTION @extschema@._citus_guard_setup()
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NOT @extschema@._citus_guard_active() THEN
+		PERFORM create_reference_table('@extschema@.citus_guard_key');
+		PERFORM create_reference_table('@extschema@.citus_guard');
+	END IF;
+	PERFORM @extschema@._citus_guard_sync();
+END
+$$;
+COMMENT ON FUNCTION @extschema@._citus_guard_setup() IS
+'the first protect() of a Citus table: citus_guard and citus_guard_key become Citus reference tables';
+
+-- On a worker: EXECUTE on the guard of Citus tables exactly for these
+-- roles, and USAGE on this schema for them.  A role not yet here (made in
+-- the coordinator's transaction, which this one cannot see) is an error.
+CREATE FUNCTION @extschema@._citus_guard_grant(roles text[])
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r			record;
+	v_missing	text;
+BEGIN
+	SELECT string_agg(x, ', ' ORDER BY x) INTO v_missing
+	FROM unnest(roles) x WHERE NOT EXISTS (SELECT FROM pg_roles o WHERE o.rolname = x);
+	IF v_missing IS NOT NULL THEN
+		RAISE EXCEPTION 'role % does not exist on this Citus worker', v_missing
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Create the role in a transaction of its own, then grant it SELECT on the protected table.';
+	END IF;
+	FOR r IN
+		SELECT p.oid::regprocedure AS fn, a.grantee
+		FROM pg_proc p, LATERAL aclexplode(p.proacl) a
+		WHERE p.pronamespace = '@extschema@'::regnamespace AND p.proname = '_citus_guard_visible'
+		  AND p.proacl IS NOT NULL AND a.privilege_type = 'EXECUTE' AND a.grantee <> p.proowner
+		  AND (a.grantee = 0 OR NOT EXISTS (SELECT FROM pg_roles o WHERE o.oid = a.grantee
+											AND o.rolname = ANY (roles)))
+	LOOP
+		EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM %s', r.fn,
+					   CASE WHEN r.grantee = 0 THEN 'PUBLIC'
+							ELSE quote_ident((SELECT rolname FROM pg_roles WHERE oid = r.grantee)) END);
+	END LOOP;
+	FOR r IN
+		SELECT p.oid::regprocedure AS fn, o.rolname
+		FROM pg_proc p, pg_roles o
+		WHERE p.pronamespace = '@extschema@'::regnamespace AND p.proname = '_citus_guard_visible'
+		  AND o.rolname = ANY (roles) AND o.oid <> p.proowner
+		  AND NOT has_function_privilege(o.oid, p.oid, 'EXECUTE')
+	LOOP
+		EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', r.fn, r.rolname);
+	END LOOP;
+	FOR r IN
+		SELECT o.rolname FROM pg_roles o
+		WHERE o.rolname = ANY (roles)
+		  AND NOT has_schema_privilege(o.oid, '@extschema@'::regnamespace, 'USAGE')
+	LOOP
+		EXECUTE format('GRANT USAGE ON SCHEMA @extschema@ TO %I', r.rolname);
+	END LOOP;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._citus_guard_grant(text[]) IS
+'on a Citus worker: EXECUTE on the guard of Citus tables for exactly these roles, and USAGE on the schema';
+
+-- On the coordinator: give every worker the grants of the guard of Citus
+-- tables that this node has (run_command_on_workers(), one connection a
+-- worker: the workers' own event triggers keep out of it, see
+-- _guard_grants()).
+CREATE FUNCTION @extschema@._citus_guard_push_grants()
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	v_roles		text[];
+	r			record;
+BEGIN
+	IF to_regproc('pg_catalog.run_command_on_workers') IS NULL OR @extschema@._citus_worker_node() THEN
+		RETURN;
+	END IF;
+	SELECT coalesce(array_agg(DISTINCT o.rolname ORDER BY o.rolname), '{}') INTO v_roles
+	FROM pg_proc p, LATERAL aclexplode(p.proacl) a, pg_roles o
+	WHERE p.pronamespace = '@extschema@'::regnamespace AND p.proname = '_citus_guard_visible'
+	  AND p.proacl IS NOT NULL AND a.privilege_type = 'EXECUTE'
+	  AND a.grantee <> p.proowner AND o.oid = a.grantee;
+	FOR r IN
+		EXECUTE 'SELECT nodename, nodeport, success, result FROM pg_catalog.run_command_on_workers($1)'
+		USING format('SELECT @extschema@._citus_guard_grant(%L::text[])', v_roles)
+	LOOP
+		IF NOT r.success THEN
+			RAISE EXCEPTION 'could not give the search guard''s grants to the Citus worker %:%', r.nodename, r.nodeport
+				USING ERRCODE = 'connection_failure',
+					  DETAIL = r.result,
+					  HINT = 'Every worker must be up to change who may read a protected Citus table.';
+		END IF;
+	END LOOP;
+END
+$$;
+COMMENT ON FUNCTION @extschema@._citus_guard_push_grants() IS
+'on a Citus coordinator: the grants of the guard of Citus tables given to every worker';
+
+-- _guard_grants(): as in 1.0, and the guard of Citus tables
+-- (_citus_guard_visible) goes to the roles that may read a protected
+-- Citus table.  On a Citus worker it leaves that function alone: the
+-- coordinator gives its grants to the workers once a change, over one
+-- connection each (_citus_guard_push_grants()).  The workers' own event
+-- triggers fire once per shard of a GRANT, on several connections of the
+-- same distributed transaction, and would write the same row of pg_proc
+-- from each: a distributed deadlock.
+CREATE OR REPLACE FUNCTION @extschema@._guard_grants()
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	r			record;
+	v_worker	boolean := @extschema@._citus_worker_node();
+	v_push		boolean := false;
+BEGIN
+	FOR r IN
+		WITH pol AS (
+			SELECT p.polrelid,
+				   CASE WHEN EXISTS (SELECT FROM pg_depend d, pg_proc f
+									 WHERE d.classid = 'pg_policy'::regclass AND d.objid = p.oid
+									   AND d.refclassid = 'pg_proc'::regclass AND f.oid = d.refobjid
+									   AND f.pronamespace = '@extschema@'::regnamespace
+									   AND f.proname = '_citus_guard_visible')
+						THEN '_citus_guard_visible' ELSE '_guard_visible' END AS fname
+			FROM pg_policy p
+			WHERE p.polname = 'anonymize_guard'
+		), wanted AS (
+			SELECT DISTINCT pol.fname, g AS grantee
+			FROM pol, LATERAL @extschema@._guard_readers(pol.polrelid) g
+			WHERE g <> 0
+		), fn AS (
+			SELECT p.oid, p.proname, p.proowner, p.proacl
+			FROM pg_proc p
+			WHERE p.pronamespace = '@extschema@'::regnamespace
+			  AND (p.proname = '_guard_visible'
+				   OR (p.proname = '_citus_guard_visible' AND NOT v_worker))
+		), have AS (
+			SELECT fn.oid AS fn, fn.proname, a.grantee
+			FROM fn, LATERAL aclexplode(fn.proacl) a
+			WHERE fn.proacl IS NOT NULL AND a.privilege_type = 'EXECUTE'
+			  AND a.grantee <> fn.proowner
+		)
+		SELECT 'GRANT' AS verb, fn.oid AS fn, fn.proname::text AS proname, w.grantee
+		FROM fn, wanted w
+		WHERE w.fname = fn.proname
+		  AND NOT EXISTS (SELECT FROM have h WHERE h.fn = fn.oid AND h.grantee = w.grantee)
+		  AND w.grantee <> fn.proowner
+		UNION ALL
+		SELECT 'REVOKE', h.fn, h.proname::text, h.grantee
+		FROM have h
+		WHERE NOT EXISTS (SELECT FROM wanted w WHERE w.grantee = h.grantee AND w.fname = h.proname)
+	LOOP
+		IF r.grantee = 0 THEN
+			EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', r.fn::regprocedure);
+		ELSIF r.verb = 'GRANT' THEN
+			EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', r.fn::regprocedure,
+						   (SELECT rolname FROM pg_roles WHERE oid = r.grantee));
+		ELSE
+			EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM %I', r.fn::regprocedure,
+						   (SELECT rolname FROM pg_roles WHERE oid = r.grantee));
+		END IF;
+		v_push := v_push OR r.proname = '_citus_guard_visible';
+	END LOOP;
+	IF v_push THEN
+		PERFORM @extschema@._citus_guard_push_grants();
+	END IF;
+END
+$$;
+
+REVOKE ALL ON FUNCTION @extschema@._citus_guard_visible(text, date, "char", "char") FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._citus_guard_visible(text, timestamp, "char", "char") FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._citus_guard_visible(text, timestamptz, "char", "char") FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._citus_guard_entries(bytea) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._citus_guard_key_new() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._citus_worker_node() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._citus_guard_active() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._citus_guard_sync() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._citus_guard_trigger() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._citus_guard_setup() FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._citus_guard_grant(text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@._citus_guard_push_grants() FROM PUBLIC;
 
 -- ---------------------------------------------------------------
 -- Grants of the functions this update re-created: given back

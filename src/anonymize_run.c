@@ -41,6 +41,7 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
+#include "anonymize_citus.h"
 #include "anonymize_engine.h"
 #include "anonymize_ledger.h"
 #include "anonymize_request.h"
@@ -179,6 +180,10 @@ anonymize_run_page_write_end(void)
 
 	anonymize_run_exec("SET LOCAL session_replication_role = origin", 0, NULL,
 					   NULL, NULL, SPI_OK_UTILITY);
+	/* the digests of the guard on Citus tables, in the same transaction */
+	if (anonymize_citus_installed())
+		anonymize_run_exec("SELECT anonymize._citus_guard_sync()", 0, NULL,
+						   NULL, NULL, SPI_OK_SELECT);
 	anonymize_request_relids(&nsp, &page, &private);
 	if (OidIsValid(page))
 		CacheInvalidateRelcacheByRelid(page);

@@ -8,12 +8,16 @@
 # any shard on any node keeps an identifier erased up to today
 # (pageinspect).  A distribution column is refused as the identifier
 # column; run() on a worker is refused; is_anonymized() answers on the
-# coordinator; protect() is refused on a Citus table, and GRANT on one
-# goes through.  A worker stopped: no request becomes Done, the run fails
-# and says why, and the next run once the worker is back finishes with
-# exact receipts; the coordinator's run killed with SIGKILL in its rewrite
-# (waiting on a row lock on a shard): nothing of it committed, and the
-# next run finishes as one node does.
+# coordinator, and GRANT on a Citus table goes through.  A worker
+# stopped: no request becomes Done, the run fails and says why, and the
+# next run once the worker is back finishes with exact receipts; the
+# coordinator's run killed with SIGKILL in its rewrite (waiting on a row
+# lock on a shard): nothing of it committed, and the next run finishes as
+# one node does.  protect() on a hash-distributed, a reference and a
+# schema-sharded table, then GRANT and REVOKE (no distributed deadlock;
+# the guard's EXECUTE on every node): the portal's role sees through the
+# coordinator, by number, by queue and by a full scan, what it sees on one
+# node, with a request Waiting, cancelled, Done and Held.
 #
 # Without Citus in the PostgreSQL under test (no citus.control), the test
 # says "skipped: Citus not available".
@@ -239,14 +243,8 @@ is(join(',', map { $_->safe_psql('postgres', 'SELECT count(*) FROM anonymize.run
 is($workers[0]->safe_psql('postgres', 'SELECT count(*) FROM anonymize.anonymize_request'),
 	'0', 'the extension\'s tables stay on the coordinator');
 
-# protect(): refused on a Citus table (its row filter would run on the
-# workers, which hold no request); GRANT and REVOKE on a distributed
-# table go through, the guard's event trigger with them
-($rc, $out, $err) = $coord->psql('postgres', q{
-	\set VERBOSITY verbose
-	SELECT anonymize.protect('calls')});
-like($err, qr/0A000: relation "(public\.)?calls" is a Citus table, which protect\(\) cannot guard/,
-	'protect() refuses a Citus table rather than put a guard that hides nothing');
+# GRANT and REVOKE on a distributed table go through, the guard's event
+# trigger with them
 $coord->safe_psql('postgres', q{
 CREATE ROLE portal LOGIN;
 GRANT USAGE ON SCHEMA anonymize TO portal;
@@ -372,5 +370,193 @@ is($coord->safe_psql('postgres', q{SELECT string_agg(outcome, ',' ORDER BY id) F
 ok($coord->poll_query_until('postgres',
 		'SELECT vacuumed_at IS NOT NULL FROM anonymize.run_log ORDER BY id DESC LIMIT 1'),
 	'the last run vacuumed, reindexed and scrubbed every placement and recorded it');
+
+# ---------------------------------------------------------------------
+# protect() on Citus tables
+# ---------------------------------------------------------------------
+# Rows of a number and an email that no request named yet, in the
+# hash-distributed, the reference and the schema-sharded table, and of a
+# number with more rows than anonymize.max_rows_per_request (Held)
+my $guard_data = q{
+INSERT INTO calls SELECT 6000 + g, CASE WHEN g % 2 = 0 THEN '45454545' ELSE '+47 454 54 545' END,
+       'q' || g % 3, '2024-03-01 12:00+01'::timestamptz + g * interval '1 day'
+FROM generate_series(1, 60) g;
+INSERT INTO calls SELECT 7000 + g, '56565656', 'q' || g % 3, '2024-01-01 12:00+01'::timestamptz + g * interval '1 hour'
+FROM generate_series(1, 600) g;
+INSERT INTO chats SELECT 600 + g, 'Eve.Guard@Example.no', date '2024-03-01' + g FROM generate_series(1, 20) g;
+INSERT INTO tenant.mails SELECT 600 + g, 'eve.guard@example.no', timestamp '2024-03-01' + g * interval '1 day'
+FROM generate_series(1, 20) g;
+};
+$_->safe_psql('postgres', $guard_data) for ($coord, $single);
+$single->safe_psql('postgres', q{
+CREATE ROLE portal LOGIN;
+GRANT USAGE ON SCHEMA anonymize TO portal;
+});
+# protect() first, then GRANT: the workers' event triggers used to write
+# the guard's grants from every shard's connection (a distributed deadlock)
+for my $node ($coord, $single)
+{
+	$node->safe_psql('postgres', q{
+SELECT anonymize.protect('calls');
+SELECT anonymize.protect('chats');
+SELECT anonymize.protect('tenant.mails');
+GRANT SELECT ON calls TO portal;
+BEGIN;
+GRANT SELECT ON chats TO portal;
+GRANT USAGE ON SCHEMA tenant TO portal;
+GRANT SELECT ON tenant.mails TO portal;
+COMMIT;
+GRANT INSERT, DELETE, SELECT ON anonymize.anonymize_request TO portal;
+});
+}
+is($coord->safe_psql('postgres', q{
+	SELECT string_agg(logicalrelid::text || ':' || partmethod::text, ',' ORDER BY logicalrelid::text)
+	FROM pg_dist_partition WHERE logicalrelid::text LIKE 'anonymize.%'}),
+	'anonymize.citus_guard:n,anonymize.citus_guard_key:n',
+	'protect() of a Citus table makes the guard\'s digests and key reference tables');
+my $guard_fn = q{'anonymize._citus_guard_visible(text, timestamptz, "char", "char")'};
+is(join(',', map { $_->safe_psql('postgres', "SELECT has_function_privilege('portal', $guard_fn, 'EXECUTE')::text") }
+		($coord, @workers)),
+	'true,true,true', 'GRANT after protect(): the portal may run the guard on every node');
+is(join(',', map { $_->safe_psql('postgres', q{
+		SELECT count(*) FROM pg_policy WHERE polname = 'anonymize_guard'
+		  AND pg_get_expr(polqual, polrelid) LIKE '%_citus_guard_visible%'}) } @workers),
+	join(',', map { $_->safe_psql('postgres', q{
+		SELECT count(*) FROM pg_class WHERE relname ~ '^(calls|chats|mails)(_[0-9]+)?$'
+		  AND relkind IN ('r', 'p') AND relnamespace IN ('public'::regnamespace, 'tenant'::regnamespace)}) } @workers),
+	'Citus put the guard\'s policy on every shard and shell table of the workers');
+
+# what the portal sees, by number, by queue and by a full scan, through
+# the coordinator; the same as the superuser sees, for comparison
+my %guard_q = (
+	'1 number' => q{SELECT count(*) FROM calls WHERE caller IN ('45454545', '+47 454 54 545')},
+	'2 number after' => q{SELECT count(*) FROM calls WHERE caller IN ('45454545', '+47 454 54 545') AND started >= '2024-04-02'},
+	'3 queue' => q{SELECT count(*) FROM calls WHERE queue = 'q1'},
+	'4 scan' => q{SELECT count(*) FROM calls},
+	'5 held number' => q{SELECT count(*) FROM calls WHERE caller = '56565656'},
+	'6 chats email' => q{SELECT count(*) FROM chats WHERE chatter = 'Eve.Guard@Example.no'},
+	'7 chats scan' => q{SELECT count(*) FROM chats},
+	'8 mails email' => q{SELECT count(*) FROM tenant.mails WHERE sender = 'eve.guard@example.no'},
+	'9 mails scan' => q{SELECT count(*) FROM tenant.mails},
+);
+my $counts = sub {
+	my ($node, @as) = @_;
+	return join(', ', map { "$_: " . $node->safe_psql('postgres', $guard_q{$_}, extra_params => [@as]) }
+		sort keys %guard_q);
+};
+my $super = $counts->($coord);
+is($super, $counts->($single), 'the same rows on the cluster and on one node');
+is($counts->($coord, '-U', 'portal'), $super, 'no request yet: the portal sees every row');
+
+# a Waiting request, filed by the portal's role: hidden at once
+my $file_eve = q{INSERT INTO anonymize.anonymize_request (phone, email, to_date, archive, sms_survey)
+                 VALUES ('45454545', 'eve.guard@example.no', '2024-04-01', true, true)};
+$_->safe_psql('postgres', $file_eve, extra_params => [ '-U', 'portal' ]) for ($coord, $single);
+my $want = $counts->($single, '-U', 'portal');
+
+like($want, qr/^1 number: 29, 2 number after: 29, 3 queue: \d+, 4 scan: \d+, 5 held number: 600, 6 chats email: 0, 7 chats scan: \d+, 8 mails email: 0, 9 mails scan: \d+$/,
+	'one node, a Waiting request: its rows up to its date hidden, those after it not');
+is($counts->($coord, '-U', 'portal'), $want,
+	'the cluster, a Waiting request: the portal sees through the coordinator what it sees on one node');
+my ($sq) = $super =~ /4 scan: (\d+)/;
+my ($pq) = $want =~ /4 scan: (\d+)/;
+is($sq - $pq, 31, 'the full scan hides exactly the request\'s 31 calls up to its date');
+
+# cancelled (deleted while Waiting): visible again
+$_->safe_psql('postgres', q{DELETE FROM anonymize.anonymize_request WHERE status = 'Waiting'},
+	extra_params => [ '-U', 'portal' ]) for ($coord, $single);
+is($counts->($coord, '-U', 'portal'), $super, 'a cancelled request\'s rows are visible again');
+is($coord->safe_psql('postgres', 'SELECT count(*) FROM anonymize.citus_guard'), '0',
+	'... and its digests left the reference table');
+
+# filed again, and a request that the Held guard stops
+my $file_held = q{INSERT INTO anonymize.anonymize_request (phone, to_date) VALUES ('56565656', current_date)};
+for my $node ($coord, $single)
+{
+	$node->safe_psql('postgres', $file_eve, extra_params => [ '-U', 'portal' ]);
+	$node->safe_psql('postgres', $file_held, extra_params => [ '-U', 'portal' ]);
+}
+is($counts->($coord, '-U', 'portal'), $counts->($single, '-U', 'portal'),
+	'two Waiting requests: as on one node');
+for my $w (@workers)
+{
+	my $n = $w->safe_psql('postgres', q{
+		SELECT count(*) FROM pg_class WHERE relname ~ '^citus_guard(_key)?_[0-9]+$'
+		  AND relnamespace = 'anonymize'::regnamespace});
+	is($n, '2', 'worker ' . $w->name . ' holds a placement of both guard tables');
+}
+is($coord->safe_psql('postgres', 'SELECT anonymize.run()'), '1', 'the cluster: Eve\'s request Done');
+is($single->safe_psql('postgres', 'SELECT anonymize.run()'), '1', 'one node: Eve\'s request Done');
+is($coord->safe_psql('postgres', q{SELECT status FROM anonymize.anonymize_request WHERE phone = '56565656'}),
+	'Held', 'the switchboard request is Held');
+$want = $counts->($single, '-U', 'portal');
+like($want, qr/^1 number: 29, 2 number after: 29, 3 queue: \d+, 4 scan: \d+, 5 held number: 0, 6 chats email: 0,/,
+	'one node after the run: Eve\'s rows erased up to her date, the Held request\'s rows hidden');
+is($counts->($coord, '-U', 'portal'), $want, 'the cluster after the run: Done and Held as on one node');
+is($counts->($coord), $counts->($single), 'and the rows erased are those of one node');
+is($coord->safe_psql('postgres', 'SELECT count(DISTINCT digest) FROM anonymize.citus_guard'), '1',
+	'the reference table keeps the Held request\'s digest only');
+
+# Running: a run waits in its rewrite on a row lock of a shard
+my $file_run = q{
+INSERT INTO calls SELECT 8000 + g, '67676767', 'q2', '2024-02-01'::timestamptz + g * interval '1 hour'
+FROM generate_series(1, 20) g;
+INSERT INTO anonymize.anonymize_request (phone, to_date) VALUES ('67676767', current_date);
+};
+$_->safe_psql('postgres', $file_run) for ($coord, $single);
+my $run_q = q{SELECT count(*) FROM calls WHERE caller = '67676767'};
+$locker = $coord->background_psql('postgres');
+$locker->query_safe('BEGIN');
+$locker->query_safe('SELECT 1 FROM calls WHERE id = 8005 FOR UPDATE');
+$runner = $coord->background_psql('postgres');
+$runner->query_until(qr/started/, "\\echo started\nSELECT anonymize.run();\n\\echo finished\n");
+$coord->poll_query_until('postgres', q{
+	SELECT count(*) = 1 FROM pg_stat_activity
+	WHERE backend_type = 'anonymize run()' AND query LIKE '%rewriting public.calls on its shards%'})
+  or die 'the run never reached the rewrite of calls';
+is($coord->safe_psql('postgres', q{SELECT status FROM anonymize.anonymize_request WHERE phone = '67676767'}),
+	'Running', 'the request is Running');
+is($coord->safe_psql('postgres', $run_q, extra_params => [ '-U', 'portal' ]) . ' '
+	. $coord->safe_psql('postgres', $guard_q{'4 scan'}, extra_params => [ '-U', 'portal' ]),
+	$single->safe_psql('postgres', $run_q, extra_params => [ '-U', 'portal' ]) . ' '
+	. $single->safe_psql('postgres', $guard_q{'4 scan'}, extra_params => [ '-U', 'portal' ]),
+	'a Running request: its rows hidden by number and in a full scan, as on one node (Waiting there)');
+is($coord->safe_psql('postgres', $run_q, extra_params => [ '-U', 'portal' ]), '0', '... all 20 of them');
+$locker->query_safe('COMMIT');
+$runner->query_until(qr/finished/, '');
+eval { $locker->quit; };
+eval { $runner->quit; };
+$single->safe_psql('postgres', 'SELECT anonymize.run()');
+is($coord->safe_psql('postgres', q{SELECT status FROM anonymize.anonymize_request ORDER BY id DESC LIMIT 1}),
+	'Done', 'the run went on once the lock was released');
+is($counts->($coord, '-U', 'portal'), $counts->($single, '-U', 'portal'),
+	'after that run: the portal sees what it sees on one node');
+
+# REVOKE: the guard's grants leave every node, with no deadlock either
+$coord->safe_psql('postgres', 'REVOKE SELECT ON calls, chats, tenant.mails FROM portal');
+is(join(',', map { $_->safe_psql('postgres', "SELECT has_function_privilege('portal', $guard_fn, 'EXECUTE')::text") }
+		($coord, @workers)),
+	'false,false,false', 'REVOKE: the portal may no longer run the guard on any node');
+$coord->safe_psql('postgres', 'GRANT SELECT ON calls TO portal');
+is($coord->safe_psql('postgres', $guard_q{'5 held number'}, extra_params => [ '-U', 'portal' ]), '0',
+	'GRANT again: the Held request\'s rows stay hidden');
+$coord->safe_psql('postgres', q{SELECT anonymize.unprotect('calls')});
+is($coord->safe_psql('postgres', $guard_q{'5 held number'}, extra_params => [ '-U', 'portal' ]), '600',
+	'unprotect(): the Held request\'s rows are visible again');
+is(join(',', map { $_->safe_psql('postgres', q{
+		SELECT count(*) FROM pg_class WHERE relname ~ '^calls(_[0-9]+)?$' AND relrowsecurity}) } ($coord, @workers)),
+	'0,0,0', '... and row-level security is off on every shard again');
+
+# Citus copies policies to the shards as permissive ones: a Citus table
+# with row-level security of its own is refused, with the reason
+$coord->safe_psql('postgres', 'ALTER TABLE raw ENABLE ROW LEVEL SECURITY; CREATE POLICY mine ON raw USING (id > 0)');
+($rc, $out, $err) = $coord->psql('postgres', q{
+	\set VERBOSITY verbose
+	SELECT anonymize.protect('raw')});
+like($err, qr/0A000: Citus table "(public\.)?raw" has row-level security of its own/,
+	'protect() refuses a Citus table with policies of its own');
+
+# no server log names an identifier of these requests
+log_has_no($_, '45454545', 'eve.guard@example.no', '56565656') for ($coord, @workers);
 
 done_testing();
