@@ -110,7 +110,7 @@ wait_run_exit();
 unlike(slurp_file($node->logfile, $log), qr/parallel scan of table/,
 	'max_parallel_workers = 1: no parallel scan');
 my $serial = $node->safe_psql('serial', $state{requests});
-ok($serial =~ /^1 Held \d+ would rewrite/m && $serial =~ /^2 Done [1-9]\d* $/m && $serial =~ /^3 Done [1-9]\d* $/m,
+ok($serial =~ /^1 Held .*would rewrite/m && $serial =~ /^2 Done [1-9]\d* $/m && $serial =~ /^3 Done [1-9]\d* $/m,
 	'the serial run: request 1 Held over the limit, 2 and 3 Done')
   or diag($serial);
 
@@ -168,7 +168,8 @@ is($node->safe_psql('postgres', q{
 	WHERE backend_type = 'anonymize parallel scan' ORDER BY pid LIMIT 1}),
 	't', 'a scan worker terminated');
 wait_status($node, "last_trigger = 'wake()' AND last_outcome = 'failed'", 'the failed run');
-like(slurp_file($node->logfile, $log), qr/a parallel scan worker of anonymize run \d+ stopped before the end of its scan/,
+like($node->safe_psql('postgres', 'SELECT error FROM anonymize.run_log ORDER BY id DESC LIMIT 1'),
+	qr/^a parallel scan worker of anonymize run \d+ stopped before the end of its scan$/,
 	'the run failed for its worker');
 is($node->safe_psql('postgres', q{
 	SELECT status || ' ' || (SELECT count(*) FROM anonymize.request_log l WHERE l.request_id = r.id AND event = 'rewrite')
