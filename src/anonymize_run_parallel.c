@@ -229,6 +229,14 @@ parallel_drain(ParallelLeader *pl)
 
 			if (res == SHM_MQ_WOULD_BLOCK)
 				break;
+			if (res == SHM_MQ_DETACHED &&
+				shm_mq_get_sender(anonymize_parallel_queue(pl->sh, i)) == NULL)
+			{
+				/* never started: it took no block, the others scanned them */
+				pl->finished[i] = true;
+				pl->nlive--;
+				break;
+			}
 			if (res == SHM_MQ_DETACHED)
 				ereport(ERROR,
 						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
