@@ -265,8 +265,15 @@ is(worker_pid('db_a') ne '', 1, '"*": db_a, which has it, keeps a worker');
 
 # a CREATE EXTENSION the launcher is not told of (prepared transaction):
 # served at wake()...
+# the launcher's first look at db_w, which has no extension yet, over
+# before the extension comes (its worker says so at DEBUG1)
+$node->safe_psql('postgres', 'ALTER SYSTEM SET log_min_messages = debug1');
+$node->reload;
+my $log_at = -s $node->logfile;
 $node->safe_psql('postgres', 'CREATE DATABASE db_w');
-sleep(3);    # the launcher's first look at db_w, which has no extension yet
+$node->wait_for_log(qr/anonymize worker: no extension in this database, leaving/, $log_at);
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET log_min_messages');
+$node->reload;
 $node->safe_psql('db_w', q{
 BEGIN;
 CREATE EXTENSION anonymize;
