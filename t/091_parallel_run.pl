@@ -160,8 +160,11 @@ wait_run_exit();
 set_conf('anonymize.max_parallel_workers = 3; anonymize.cost_limit = 1; anonymize.cost_delay = 20');
 $log = -s $node->logfile;
 $node->safe_psql('postgres', 'SELECT anonymize.wake()');
-$node->poll_query_until('postgres',
-	"SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'anonymize parallel scan'")
+# a worker of the first, largest table (seconds at this throttle), not one
+# that may be about to end
+$node->poll_query_until('postgres', q{
+	SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'anonymize parallel scan'
+	AND EXISTS (SELECT FROM pg_stat_activity WHERE query LIKE 'anonymize run %: scanning public.calls %')})
   or die 'no scan worker seen';
 is($node->safe_psql('postgres', q{
 	SELECT pg_terminate_backend(pid) FROM pg_stat_activity
@@ -185,6 +188,27 @@ $node->reload;
 $node->safe_psql('postgres', 'SELECT anonymize.run()');
 wait_run_exit();
 compare('the run after the failed one');
+
+# no background worker slot free (logical replication's launcher, ours,
+# the database's worker and run()'s take the four): the run scans alone,
+# says so, and is the same
+$node->append_conf('postgresql.conf', 'max_worker_processes = 4');
+$node->restart;
+$node->safe_psql($_, q{
+INSERT INTO anonymize.anonymize_request (phone, to_date) VALUES ('90000002', '2024-12-31');
+}) for ('postgres', 'serial');
+set_conf('anonymize.max_parallel_workers = 1');
+$node->safe_psql('serial', 'SELECT anonymize.run()');
+wait_run_exit();
+set_conf('anonymize.max_parallel_workers = 3');
+$log = -s $node->logfile;
+$node->safe_psql('postgres', 'SELECT anonymize.run()');
+wait_run_exit();
+$lines = slurp_file($node->logfile, $log);
+like($lines, qr/no background worker slot free for a parallel scan of table "calls", scanning it serially/,
+	'no slot free: the run says it scans alone');
+unlike($lines, qr/parallel scan of table "calls" with/, 'and does');
+compare('no slot free');
 
 log_has_no($node, '91234567', '98765432', '41234567', 'bob.test@mytest.no', 'eve@mytest.no');
 
