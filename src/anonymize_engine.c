@@ -61,6 +61,9 @@ typedef struct EnginePosting
 	int			next;			/* -1 ends the list */
 } EnginePosting;
 
+/* rows between two polls of a parallel scan's leader */
+#define ENGINE_POLL_ROWS	256
+
 struct AnonymizeMatchSet
 {
 	AnonymizeRequest *reqs;
@@ -74,6 +77,8 @@ struct AnonymizeMatchSet
 	int		   *matched;		/* scratch: requests a row matches */
 	int64		undated;		/* rows matched whose time is NULL */
 	AnonymizeLedgerSet *ledger; /* Done requests still in force, or NULL */
+	const char *row_key;		/* the key of the row being reported */
+	int			row_keylen;
 
 	/*
 	 * A Bloom filter of the keys' hashes (two bits a key): a row that
@@ -149,23 +154,18 @@ engine_matchset_lookup(AnonymizeMatchSet *ms, const char *key, int keylen,
 	}
 }
 
-/* Add request req under the key kind + canon. */
+/* Add request req under the key (kind char, canonical form) of keylen bytes. */
 static void
-engine_matchset_add(AnonymizeMatchSet *ms, char kind, const char *canon, int req)
+engine_matchset_add_key(AnonymizeMatchSet *ms, const char *key, int keylen,
+						int req)
 {
-	char		key[ANON_EMAIL_MAX_LEN + 2];
-	int			len = strlen(canon);
 	EngineMatchEntry *e;
 	EnginePosting *p;
 	uint32		hash;
 
-	if (len > ANON_EMAIL_MAX_LEN)
-		return;
-	key[0] = kind;
-	memcpy(key + 1, canon, len);
-	hash = hash_bytes((const unsigned char *) key, len + 1);
+	hash = hash_bytes((const unsigned char *) key, keylen);
 	anonymize_bloom_add(&ms->bloom, hash, engine_bloom_second(hash));
-	e = engine_matchset_lookup(ms, key, len + 1, hash, true);
+	e = engine_matchset_lookup(ms, key, keylen, hash, true);
 	/* the same request twice under one key (phone and email): once */
 	if (e->tail >= 0 && ms->postings[e->tail].req == req)
 		return;
@@ -180,13 +180,46 @@ engine_matchset_add(AnonymizeMatchSet *ms, char kind, const char *canon, int req
 	ms->npostings++;
 }
 
+/* Add request req under the key kind + canon. */
+static void
+engine_matchset_add(AnonymizeMatchSet *ms, char kind, const char *canon, int req)
+{
+	char		key[ANON_EMAIL_MAX_LEN + 2];
+	int			len = strlen(canon);
+
+	if (len > ANON_EMAIL_MAX_LEN)
+		return;
+	key[0] = kind;
+	memcpy(key + 1, canon, len);
+	engine_matchset_add_key(ms, key, len + 1, req);
+}
+
+/* The empty tables of a match set for at most maxkeys keys (postings). */
+static void
+engine_matchset_alloc(AnonymizeMatchSet *ms, AnonymizeRequest *reqs,
+					  int nreqs, uint32 maxkeys)
+{
+	uint32		nbuckets = 16;
+
+	while (nbuckets < maxkeys * 2)
+		nbuckets <<= 1;
+	/* two bits a key: about 1.5% false positives */
+	anonymize_bloom_init(&ms->bloom, maxkeys, 2);
+	ms->reqs = reqs;
+	ms->nreqs = nreqs;
+	ms->mask = nbuckets - 1;
+	ms->buckets = palloc0(sizeof(EngineMatchEntry) * nbuckets);
+	ms->maxpostings = maxkeys + 1;
+	ms->postings = palloc(sizeof(EnginePosting) * ms->maxpostings);
+	ms->matched = palloc(sizeof(int) * (nreqs + 1));
+}
+
 /* The match set of the active requests of a scope, for a target's kind. */
 AnonymizeMatchSet *
 anonymize_matchset_build(AnonymizeRequest *reqs, int nreqs, int kind,
 						 int scope)
 {
 	AnonymizeMatchSet *ms = palloc0(sizeof(AnonymizeMatchSet));
-	uint32		nbuckets = 16;
 	uint32		maxkeys = 0;
 
 	/* keys at most: the table at most half full */
@@ -201,17 +234,7 @@ anonymize_matchset_build(AnonymizeRequest *reqs, int nreqs, int kind,
 		if ((kind & ANONYMIZE_KIND_EMAIL_BIT) && r->email != NULL)
 			maxkeys++;
 	}
-	while (nbuckets < maxkeys * 2)
-		nbuckets <<= 1;
-	/* two bits a key: about 1.5% false positives */
-	anonymize_bloom_init(&ms->bloom, maxkeys, 2);
-	ms->reqs = reqs;
-	ms->nreqs = nreqs;
-	ms->mask = nbuckets - 1;
-	ms->buckets = palloc0(sizeof(EngineMatchEntry) * nbuckets);
-	ms->maxpostings = maxkeys + 1;
-	ms->postings = palloc(sizeof(EnginePosting) * ms->maxpostings);
-	ms->matched = palloc(sizeof(int) * (nreqs + 1));
+	engine_matchset_alloc(ms, reqs, nreqs, maxkeys);
 
 	/* in order of the request array (by id): lowest id first per key */
 	for (int i = 0; i < nreqs; i++)
@@ -256,6 +279,78 @@ anonymize_matchset_free(AnonymizeMatchSet *ms)
 	if (ms->ledger)
 		anonymize_ledger_set_free(ms->ledger);
 	pfree(ms);
+}
+
+/*
+ * The bytes of the match set's keys flattened (for a parallel scan's
+ * workers): per key its length, its bytes, its postings' count and
+ * requests, as int32s and bytes one after the other.
+ */
+Size
+anonymize_matchset_flat_size(AnonymizeMatchSet *ms)
+{
+	Size		size = sizeof(int32) * 2;
+
+	for (uint32 i = 0; i <= ms->mask; i++)
+		if (ms->buckets[i].keylen > 0)
+			size += sizeof(int32) * 2 + INTALIGN(ms->buckets[i].keylen);
+	return size + sizeof(int32) * ms->npostings;
+}
+
+/* Flatten the match set's keys and postings into dst. */
+void
+anonymize_matchset_flatten(AnonymizeMatchSet *ms, void *dst)
+{
+	int32	   *w = (int32 *) dst;
+
+	*w++ = ms->nkeys;
+	*w++ = ms->npostings;
+	for (uint32 i = 0; i <= ms->mask; i++)
+	{
+		EngineMatchEntry *e = &ms->buckets[i];
+		int32	   *count;
+
+		if (e->keylen == 0)
+			continue;
+		*w++ = e->keylen;
+		memcpy(w, e->key, e->keylen);
+		w = (int32 *) ((char *) w + INTALIGN(e->keylen));
+		count = w++;
+		*count = 0;
+		for (int p = e->head; p >= 0; p = ms->postings[p].next)
+		{
+			*w++ = ms->postings[p].req;
+			(*count)++;
+		}
+	}
+}
+
+/*
+ * The match set flattened by anonymize_matchset_flatten(), over requests
+ * reqs (a copy of the leader's): the same keys, each with the same
+ * requests in the same order.
+ */
+AnonymizeMatchSet *
+anonymize_matchset_unflatten(const void *src, AnonymizeRequest *reqs, int nreqs)
+{
+	const int32 *r = (const int32 *) src;
+	AnonymizeMatchSet *ms = palloc0(sizeof(AnonymizeMatchSet));
+	int			nkeys = *r++;
+	int			npostings = *r++;
+
+	engine_matchset_alloc(ms, reqs, nreqs, Max(nkeys, npostings));
+	for (int k = 0; k < nkeys; k++)
+	{
+		int			keylen = *r++;
+		const char *key = (const char *) r;
+		int			n;
+
+		r = (const int32 *) ((const char *) r + INTALIGN(keylen));
+		n = *r++;
+		for (int i = 0; i < n; i++)
+			engine_matchset_add_key(ms, key, keylen, *r++);
+	}
+	return ms;
 }
 
 /* Check the rows the ledger says are due against ls as well. */
@@ -618,20 +713,25 @@ engine_report_row(AnonymizeMatchSet *ms, AnonymizeTarget *target, Oid leafid,
 	{
 		if (isnull)
 			ms->undated++;
+		ms->row_key = key;
+		ms->row_keylen = keylen;
 		callback(arg, leafid, &slot->tts_tid, ms->matched, nmatched);
 	}
 }
 
-/* Scan one leaf of a target and report each matching row. */
+/*
+ * The rows of an open scan of a leaf of a target, each matching one
+ * reported; poll(pollarg), when given, every ENGINE_POLL_ROWS rows.
+ */
 int64
-anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
-					  Relation leaf, anonymize_match_callback callback,
-					  void *arg)
+anonymize_engine_scan_rows(AnonymizeMatchSet *ms, AnonymizeTarget *target,
+						   Relation leaf, TableScanDesc scan,
+						   anonymize_match_callback callback, void *arg,
+						   void (*poll) (void *), void *pollarg)
 {
 	Oid			leafid = RelationGetRelid(leaf);
 	AttrNumber	idatt = get_attnum(leafid, target->col);
 	AttrNumber	timeatt = get_attnum(leafid, target->time_col);
-	TableScanDesc scan;
 	TupleTableSlot *slot;
 	int64		nrows = 0;
 	char		key[ANONYMIZE_MAX_VALUE_LEN + 2];
@@ -646,7 +746,6 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 		return 0;
 
 	slot = table_slot_create(leaf, NULL);
-	scan = table_beginscan(leaf, GetActiveSnapshot(), 0, NULL);
 	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
 	{
 		int			keylen;
@@ -655,7 +754,8 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 
 		CHECK_FOR_INTERRUPTS();
 		anonymize_throttle_point();
-		nrows++;
+		if (++nrows % ENGINE_POLL_ROWS == 0 && poll != NULL)
+			poll(pollarg);
 		/* with the ledger only, a row it need not check costs no more */
 		ledger_due = ms->ledger != NULL && anonymize_ledger_row_due(ms->ledger, slot);
 		if (ms->nkeys == 0 && !ledger_due)
@@ -674,9 +774,56 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 		engine_report_row(ms, target, leafid, slot, timeatt, e, ledger_due, key,
 						  keylen, callback, arg);
 	}
-	table_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
 	return nrows;
+}
+
+/* Scan one leaf of a target and report each matching row. */
+int64
+anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
+					  Relation leaf, anonymize_match_callback callback,
+					  void *arg)
+{
+	TableScanDesc scan;
+	int64		nrows;
+
+	scan = table_beginscan(leaf, GetActiveSnapshot(), 0, NULL);
+	nrows = anonymize_engine_scan_rows(ms, target, leaf, scan, callback,
+									   arg, NULL, NULL);
+	table_endscan(scan);
+	return nrows;
+}
+
+/* The match set's ledger set, or NULL. */
+AnonymizeLedgerSet *
+anonymize_matchset_ledger(AnonymizeMatchSet *ms)
+{
+	return ms->ledger;
+}
+
+/*
+ * In the callback: the canonical key (kind char first) of the row being
+ * reported; its length in *keylen.
+ */
+const char *
+anonymize_matchset_row_key(AnonymizeMatchSet *ms, int *keylen)
+{
+	*keylen = ms->row_keylen;
+	return ms->row_key;
+}
+
+/*
+ * A row of key matched requests reqs[0..n) in another process (a
+ * parallel scan's worker): the late ones among them learn their canonical
+ * form here too, as engine_report_row() teaches them.
+ */
+void
+anonymize_matchset_fill_late(AnonymizeMatchSet *ms, const int *reqs, int n,
+							 const char *key, int keylen)
+{
+	for (int i = 0; i < n; i++)
+		if (ms->ledger != NULL && ms->reqs[reqs[i]].late)
+			anonymize_ledger_fill(ms->ledger, &ms->reqs[reqs[i]], key, keylen);
 }
 
 /*

@@ -14,6 +14,7 @@
 #define ANONYMIZE_ENGINE_H
 
 #include "access/attnum.h"
+#include "access/relscan.h"
 #include "datatype/timestamp.h"
 #include "executor/tuptable.h"
 #include "nodes/pg_list.h"
@@ -160,6 +161,40 @@ extern int64 anonymize_engine_scan(AnonymizeMatchSet *ms,
 								   AnonymizeTarget *target, Relation leaf,
 								   anonymize_match_callback callback,
 								   void *arg);
+
+/*
+ * The same over a scan the caller began (a parallel scan's share of the
+ * blocks) and ends; poll(pollarg), when not NULL, is called every few
+ * hundred rows.  Returns the number of rows scanned.
+ */
+extern int64 anonymize_engine_scan_rows(AnonymizeMatchSet *ms,
+										AnonymizeTarget *target,
+										Relation leaf, TableScanDesc scan,
+										anonymize_match_callback callback,
+										void *arg, void (*poll) (void *),
+										void *pollarg);
+
+/*
+ * A parallel scan: the match set's keys flattened into shared memory (its
+ * size, its copy) and rebuilt from there over a copy of the requests.
+ */
+extern Size anonymize_matchset_flat_size(AnonymizeMatchSet *ms);
+extern void anonymize_matchset_flatten(AnonymizeMatchSet *ms, void *dst);
+extern AnonymizeMatchSet *anonymize_matchset_unflatten(const void *src,
+													   AnonymizeRequest *reqs,
+													   int nreqs);
+
+/* the match set's ledger set, or NULL */
+extern struct AnonymizeLedgerSet *anonymize_matchset_ledger(AnonymizeMatchSet *ms);
+
+/* in the callback: the canonical key of the row reported */
+extern const char *anonymize_matchset_row_key(AnonymizeMatchSet *ms,
+											  int *keylen);
+
+/* a row of key matched reqs elsewhere: the late ones learn their form */
+extern void anonymize_matchset_fill_late(AnonymizeMatchSet *ms,
+										 const int *reqs, int n,
+										 const char *key, int keylen);
 
 /*
  * During a run, the requests being rewritten, for the recheck the rewrite

@@ -384,6 +384,86 @@ anonymize_ledger_set_build(RunState *st, AnonymizeTarget *target)
 	return ls;
 }
 
+/* a ledger set flattened for a parallel scan's workers: entries, slots after */
+typedef struct LedgerSetFlat
+{
+	bool		full;
+	TransactionId horizon;
+	uint32		window;
+	uint32		mask;
+	int			n;				/* entries */
+	anon_hmac_key key;
+} LedgerSetFlat;
+
+/* The bytes of a target's ledger set flattened. */
+Size
+anonymize_ledger_set_flat_size(AnonymizeLedgerSet *ls)
+{
+	return MAXALIGN(sizeof(LedgerSetFlat)) +
+		MAXALIGN(sizeof(LedgerEntry) * (ls->mask + 1)) +
+		sizeof(int) * (ls->mask + 1);
+}
+
+/* Flatten a target's ledger set into dst: its own entries, renumbered. */
+void
+anonymize_ledger_set_flatten(AnonymizeLedgerSet *ls, void *dst)
+{
+	LedgerSetFlat *flat = (LedgerSetFlat *) dst;
+	LedgerEntry *entries = (LedgerEntry *) ((char *) dst + MAXALIGN(sizeof(LedgerSetFlat)));
+	int		   *slots = (int *) ((char *) entries +
+								 MAXALIGN(sizeof(LedgerEntry) * (ls->mask + 1)));
+
+	flat->full = ls->full;
+	flat->horizon = ls->horizon;
+	flat->window = ls->window;
+	flat->mask = ls->mask;
+	flat->key = *ls->key;
+	flat->n = 0;
+	for (uint32 s = 0; s <= ls->mask; s++)
+	{
+		slots[s] = 0;
+		if (ls->slots[s] == 0)
+			continue;
+		entries[flat->n++] = ls->entries[ls->slots[s] - 1];
+		slots[s] = flat->n;
+	}
+}
+
+/*
+ * A worker's ledger set from a flattened one (which stays mapped while it
+ * is used); a late request's canonical form goes in the current context.
+ */
+AnonymizeLedgerSet *
+anonymize_ledger_set_unflatten(void *src)
+{
+	LedgerSetFlat *flat = (LedgerSetFlat *) src;
+	AnonymizeLedgerSet *ls = palloc0(sizeof(AnonymizeLedgerSet));
+
+	ls->entries = (LedgerEntry *) ((char *) src + MAXALIGN(sizeof(LedgerSetFlat)));
+	ls->slots = (int *) ((char *) ls->entries +
+						 MAXALIGN(sizeof(LedgerEntry) * (flat->mask + 1)));
+	ls->full = flat->full;
+	ls->horizon = flat->horizon;
+	ls->window = flat->window;
+	ls->mask = flat->mask;
+	ls->key = &flat->key;
+	ls->reqcxt = CurrentMemoryContext;
+	ls->hits = palloc_array(int, Max(flat->n, 1));
+	anonymize_bloom_init(&ls->bloom, flat->n, 3);
+	for (int i = 0; i < flat->n; i++)
+	{
+		uint64		h1,
+					h2;
+
+		ledger_hashes(ls->entries[i].digest, &h1, &h2);
+		anonymize_bloom_add(&ls->bloom, h1, h2);
+	}
+	/* its slots are the segment's: not freed with the set */
+	ls->slots = memcpy(palloc_array(int, flat->mask + 1), ls->slots,
+					   sizeof(int) * (flat->mask + 1));
+	return ls;
+}
+
 /* Free a target's ledger set. */
 void
 anonymize_ledger_set_free(AnonymizeLedgerSet *ls)

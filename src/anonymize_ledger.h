@@ -42,6 +42,14 @@ extern AnonymizeLedgerSet *anonymize_ledger_set_build(struct RunState *st,
 													  AnonymizeTarget *target);
 extern void anonymize_ledger_set_free(AnonymizeLedgerSet *ls);
 
+/*
+ * A parallel scan: a target's ledger set flattened into shared memory
+ * (its size, its copy) and rebuilt from there in a worker.
+ */
+extern Size anonymize_ledger_set_flat_size(AnonymizeLedgerSet *ls);
+extern void anonymize_ledger_set_flatten(AnonymizeLedgerSet *ls, void *dst);
+extern AnonymizeLedgerSet *anonymize_ledger_set_unflatten(void *src);
+
 /* Engine: must this row be checked (written since the horizon, or all)? */
 extern bool anonymize_ledger_row_due(AnonymizeLedgerSet *ls,
 									 TupleTableSlot *slot);

@@ -46,6 +46,7 @@
 #include "anonymize_ledger.h"
 #include "anonymize_request.h"
 #include "anonymize_retention.h"
+#include "anonymize_run_parallel.h"
 #include "anonymize_run_private.h"
 #include "anonymize_scrub.h"
 #include "anonymize_settings.h"
@@ -447,6 +448,37 @@ run_match(void *arg, Oid leaf, ItemPointer tid, const int *reqs, int nreqs)
 	m->tid = *tid;
 }
 
+/* qsort() comparator of matches of one leaf: by TID */
+static int
+run_cmp_match_tid(const void *a, const void *b)
+{
+	return ItemPointerCompare((ItemPointer) &((const RunMatch *) a)->tid,
+							  (ItemPointer) &((const RunMatch *) b)->tid);
+}
+
+/*
+ * Scan one leaf: with the run's workers when it is large enough
+ * (anonymize_run_parallel.h), else alone.  The matches of a parallel scan
+ * come in any order: sorted by TID, they are the serial scan's, and the
+ * rewrite's batches the same.
+ */
+static void
+run_scan_leaf(RunState *st, AnonymizeMatchSet *ms, AnonymizeTarget *target,
+			  Relation rel, RunScanArg *sa)
+{
+	int64		before = st->nmatches;
+
+	if (anonymize_run_parallel_scan(st->run_id, ms, st->reqs, st->nreqs,
+									target, rel, run_match, sa))
+	{
+		if (st->nmatches > before)
+			qsort(st->matches + before, st->nmatches - before, sizeof(RunMatch),
+				  run_cmp_match_tid);
+	}
+	else
+		anonymize_engine_scan(ms, target, rel, run_match, sa);
+}
+
 /* Scan the targets from index first on, collecting their matching rows. */
 static void
 run_scan_targets(RunState *st, int first)
@@ -501,7 +533,7 @@ run_scan_targets(RunState *st, int first)
 									   target->name, RelationGetRelationName(rel),
 									   (long) RelationGetNumberOfBlocks(rel),
 									   anonymize_matchset_size(ms));
-				anonymize_engine_scan(ms, target, rel, run_match, &sa);
+				run_scan_leaf(st, ms, target, rel, &sa);
 				table_close(rel, AccessShareLock);
 				if (!list_member_oid(st->scanned_leaves, leafid))
 				{

@@ -42,6 +42,8 @@ int			anonymize_rescan_interval = 60;
 int			anonymize_batch_delay = 0;
 double		anonymize_cost_delay = ANONYMIZE_COST_DELAY_DEFAULT;
 int			anonymize_cost_limit = ANONYMIZE_COST_LIMIT_DEFAULT;
+int			anonymize_max_parallel_workers = 2;
+int			anonymize_parallel_min_table_size = 1000;
 bool		anonymize_refresh_materialized_views = true;
 bool		anonymize_rebuild_indexes = true;
 int			anonymize_max_rows_per_request = 100000;
@@ -257,6 +259,24 @@ settings_define_run(void)
 							ANONYMIZE_COST_LIMIT_DEFAULT, 1, 10000,
 							PGC_SIGHUP,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("anonymize.max_parallel_workers",
+							"Processes that scan a large table of the run together, the run itself included.",
+							"1 scans serially.  Each other one is a background worker (max_worker_processes).",
+							&anonymize_max_parallel_workers,
+							2, 1, 64,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("anonymize.parallel_min_table_size",
+							"Smallest table (or partition) the run scans with several processes.",
+							NULL,
+							&anonymize_parallel_min_table_size,
+							1000, 0, INT_MAX / 2,
+							PGC_SIGHUP,
+							GUC_UNIT_BLOCKS,
 							NULL, NULL, NULL);
 
 	/* kept so that a configuration that still sets it is valid */

@@ -25,6 +25,8 @@ extern int	anonymize_rescan_interval;
 extern int	anonymize_batch_delay;
 extern double anonymize_cost_delay;
 extern int	anonymize_cost_limit;
+extern int	anonymize_max_parallel_workers;
+extern int	anonymize_parallel_min_table_size;
 
 /* the throttle's defaults (see doc/settings.md for the measurement) */
 #define ANONYMIZE_COST_DELAY_DEFAULT	2.0

@@ -25,6 +25,16 @@
 
 #include "anonymize_throttle.h"
 
+/* processes sharing anonymize.cost_limit (a parallel scan), 1 otherwise */
+int			anonymize_throttle_parts = 1;
+
+/* Share anonymize.cost_limit among parts processes (1: all of it). */
+void
+anonymize_throttle_share(int parts)
+{
+	anonymize_throttle_parts = Max(parts, 1);
+}
+
 /* Turn the throttle on, when anonymize.cost_delay is above 0. */
 void
 anonymize_throttle_begin(void)
@@ -39,6 +49,7 @@ anonymize_throttle_end(void)
 {
 	VacuumCostActive = false;
 	VacuumCostBalance = 0;
+	anonymize_throttle_parts = 1;
 }
 
 /*
@@ -50,7 +61,8 @@ anonymize_throttle_sleep(void)
 {
 	double		msec;
 
-	msec = anonymize_cost_delay * VacuumCostBalance / Max(anonymize_cost_limit, 1);
+	msec = anonymize_cost_delay * VacuumCostBalance * anonymize_throttle_parts /
+		Max(anonymize_cost_limit, 1);
 	VacuumCostBalance = 0;
 	if (msec <= 0)
 		return;

@@ -19,11 +19,18 @@ extern void anonymize_throttle_begin(void);
 extern void anonymize_throttle_end(void);
 extern void anonymize_throttle_sleep(void);
 
+/*
+ * The processes of a parallel scan share anonymize.cost_limit: each one
+ * sleeps once it has done its part (the limit divided by parts).
+ */
+extern int	anonymize_throttle_parts;
+extern void anonymize_throttle_share(int parts);
+
 /* A delay point: sleeps when the balance has reached the limit. */
 static inline void
 anonymize_throttle_point(void)
 {
-	if (VacuumCostActive && VacuumCostBalance >= anonymize_cost_limit)
+	if (VacuumCostActive && VacuumCostBalance * anonymize_throttle_parts >= anonymize_cost_limit)
 		anonymize_throttle_sleep();
 }
 

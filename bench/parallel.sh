@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# bench/parallel.sh: the parallel run against the serial one, and the scan
+# phase against PostgreSQL's own parallel sequential scan.
+#
+#   bench/parallel.sh [--rows N] [--reps R] [--k K] [--workers W]
+#
+# On the benchmark archive (bench/schema.sql, N calls, default 2,000,000,
+# plus chats, emails, SMS answers and the partitioned raw events: about
+# 1.9 N rows in 5 targets), in a private throwaway cluster set up as
+# bench/ledger.sh's (throttle off: anonymize.cost_delay = 0, so that both
+# runs go at full speed), measures R times each (default 3), in turn:
+#
+#   serial:   run() of K fresh requests (default 100) with
+#             anonymize.max_parallel_workers = 1, from run() until its
+#             process has vacuumed and left, and its scan phase (the time
+#             pg_stat_activity shows it scanning, sampled every 0.1 s);
+#   parallel: the same with anonymize.max_parallel_workers = W (default 2);
+#   pg:       PostgreSQL's parallel sequential scan of the same tables with
+#             the same number of processes (max_parallel_workers_per_gather
+#             = W - 1), a predicate over each target's column per row; and
+#             the same scan with no worker;
+#
+# and writes the medians and the ratios parallel/serial (target <= 0.65)
+# and parallel scan phase / PostgreSQL's parallel scan (target <= 1.3) to
+# bench/RESULTS-parallel.md (bench/RESULTS.md links to it), with the load.
+set -euo pipefail
+. "$(dirname "$0")/../tools/lib.sh"
+
+rows=2000000
+reps=3
+k=100
+workers=2
+while [ $# -gt 0 ]; do
+	case $1 in
+		--rows) rows=$2; shift 2 ;;
+		--reps) reps=$2; shift 2 ;;
+		--k) k=$2; shift 2 ;;
+		--workers) workers=$2; shift 2 ;;
+		*) echo "usage: bench/parallel.sh [--rows N] [--reps R] [--k K] [--workers W]" >&2; exit 2 ;;
+	esac
+done
+
+ensure_deps
+work=$(mktemp -d /tmp/anonymize-bench-parallel.XXXXXX)
+chmod 755 "$work"
+trap 'jobs -p | xargs -r kill 2>/dev/null; stop_cluster "$work/cluster"' EXIT
+stage_tree "$work/src"
+private_pg "$work/pg"
+build_install "$work/src"
+port=$(shuf -i 56000-56999 -n 1)
+start_cluster "$work/cluster" "$port" \
+	"anonymize.database = 'archive'" "anonymize.country_code = '47'" \
+	"timezone = 'Europe/Oslo'" "anonymize.enabled = off" "shared_buffers = 1GB" \
+	"max_wal_size = 50GB" "checkpoint_timeout = 1h" "autovacuum = off" \
+	"anonymize.rebuild_indexes = off" "anonymize.cost_delay = 0" \
+	"max_worker_processes = 16" "max_parallel_workers = 8"
+export PGDATABASE=archive
+as_pg createdb archive
+
+q() { as_pg psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+ms_now() { echo $(($(date +%s%N) / 1000000)); }
+median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f\n", a / b}'; }
+load1() { cut -d' ' -f1 /proc/loadavg; }
+
+q -c 'CREATE EXTENSION anonymize'
+log "building the archive: $rows calls plus chats, emails, SMS answers and raw events"
+q -v rows="$rows" -f "$work/src/bench/schema.sql" >/dev/null
+q -c 'VACUUM (FREEZE, ANALYZE)'
+q -c 'CHECKPOINT'
+archive_rows=$(q -c "SELECT sum(c) FROM (SELECT count(*) c FROM archive.calls UNION ALL SELECT count(*) FROM archive.chats
+	UNION ALL SELECT count(*) FROM archive.emails UNION ALL SELECT count(*) FROM sms.answers UNION ALL SELECT count(*) FROM raw.events) s")
+
+# the scans PostgreSQL would make: a predicate over each target's column
+scan_sql=""
+while read -r tbl col; do
+	scan_sql+="SELECT count(*) FROM $tbl WHERE $col LIKE '%x%';"
+done <<<"$(q -F' ' -c 'SELECT tbl, col FROM anonymize.target ORDER BY tbl::text')"
+# pg_scan W: ms of those scans with W processes in all
+pg_scan() {
+	local t0 set="SET max_parallel_workers_per_gather = $(($1 - 1)); SET parallel_setup_cost = 0;
+		SET parallel_tuple_cost = 0; SET min_parallel_table_scan_size = 0;"
+	t0=$(ms_now)
+	q -c "$set $scan_sql" >/dev/null
+	echo $(($(ms_now) - t0))
+}
+
+# run_ms W TAG: one run of K fresh requests with W processes, until its
+# process is gone; appends "ms scan_ms" to $work/TAG
+run_ms() {
+	local t0 ms sampler
+	q -c "ALTER SYSTEM SET anonymize.max_parallel_workers = $1" -c 'SELECT pg_reload_conf()' >/dev/null
+	q -c "SELECT bench.file_requests($k)" >/dev/null
+	q -c 'CHECKPOINT'
+	# what the run reports doing, every 0.1 s, with the time
+	q >"$work/samples" 2>/dev/null <<<"SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint, query
+		FROM pg_stat_activity WHERE backend_type = 'anonymize run()' AND query LIKE '%scanning%' \\watch 0.1" &
+	sampler=$!
+	t0=$(ms_now)
+	q -c 'SELECT anonymize.run()' >/dev/null
+	while [ "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'anonymize run()'")" != 0 ]; do
+		sleep 0.02
+	done
+	ms=$(($(ms_now) - t0))
+	kill "$sampler" 2>/dev/null || true
+	wait "$sampler" 2>/dev/null || true
+	echo "$ms $(awk -F'|' 'NF > 1 {if (!f) f = $1; l = $1} END {print (f ? l - f + 100 : 0)}' "$work/samples")" >>"$work/$2"
+}
+
+q -c "$scan_sql" >/dev/null	# warm the cache
+run_ms 1 warm; : >"$work/serial"; : >"$work/parallel"; : >"$work/pg1"; : >"$work/pgw"
+grep -q 'Parallel Seq Scan' <(q -c "SET max_parallel_workers_per_gather = $((workers - 1)); SET parallel_setup_cost = 0; SET min_parallel_table_scan_size = 0;
+	EXPLAIN (COSTS OFF) SELECT count(*) FROM archive.calls WHERE caller LIKE '%x%'") \
+	|| { echo "PostgreSQL does not scan in parallel here" >&2; exit 1; }
+for i in $(seq "$reps"); do
+	run_ms 1 serial
+	echo "rep $i: serial run $(tail -1 "$work/serial") (ms, scan ms), load $(load1)" >&2
+	run_ms "$workers" parallel
+	echo "rep $i: parallel run $(tail -1 "$work/parallel") (ms, scan ms), load $(load1)" >&2
+	pg_scan 1 >>"$work/pg1"
+	pg_scan "$workers" >>"$work/pgw"
+	echo "rep $i: PostgreSQL's scan $(tail -1 "$work/pg1") ms alone, $(tail -1 "$work/pgw") ms with $workers processes, load $(load1)" >&2
+done
+col() { awk -v c="$1" '{print $c}' "$work/$2"; }
+serial=$(col 1 serial | median); parallel=$(col 1 parallel | median)
+sscan=$(col 2 serial | median); pscan=$(col 2 parallel | median)
+pg1=$(median <"$work/pg1"); pgw=$(median <"$work/pgw")
+res=$TOP/bench/RESULTS-parallel.md
+{
+	echo "# anonymize benchmark: the parallel run"
+	echo
+	echo "Produced by \`bench/parallel.sh --rows $rows --reps $reps --k $k --workers $workers\` on $(date -u '+%Y-%m-%d %H:%M UTC'), branch \`$(git -C "$TOP" rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?')\` at \`$(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')\`."
+	echo
+	echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo) memory, $(as_pg postgres --version), shared_buffers 1GB, autovacuum off, anonymize.rebuild_indexes off, throttle off (anonymize.cost_delay = 0); the cores are shared with other work (load average 1 min at the end: $(load1))."
+	echo
+	echo "Archive: $archive_rows rows in 5 targets (bench/schema.sql; raw.events partitioned), frozen, in the cache. Each run: $k fresh requests, timed from run() until its process has vacuumed and left; its scan phase is the time pg_stat_activity shows it scanning (sampled every 0.1 s). PostgreSQL's scan: \`SELECT count(*) FROM <target> WHERE <column> LIKE '%x%'\` over the 5 targets, forced parallel. Medians of $reps, with every value."
+	echo
+	echo "| measurement | value | |"
+	echo "|---|---|---|"
+	echo "| run, anonymize.max_parallel_workers = 1 | $serial ms ($(col 1 serial | sort -g | paste -sd' ')) | |"
+	echo "| run, anonymize.max_parallel_workers = $workers | $parallel ms ($(col 1 parallel | sort -g | paste -sd' ')) | |"
+	echo "| its scan phase, 1 process | $sscan ms ($(col 2 serial | sort -g | paste -sd' ')) | |"
+	echo "| its scan phase, $workers processes | $pscan ms ($(col 2 parallel | sort -g | paste -sd' ')) | |"
+	echo "| PostgreSQL's sequential scan, 1 process | $pg1 ms ($(sort -g "$work/pg1" | paste -sd' ')) | |"
+	echo "| PostgreSQL's parallel sequential scan, $workers processes | $pgw ms ($(sort -g "$work/pgw" | paste -sd' ')) | |"
+	echo "| ratio: run, $workers processes / 1 | $(ratio "$parallel" "$serial") | target <= 0.65 |"
+	echo "| ratio: scan phase, $workers processes / 1 | $(ratio "$pscan" "$sscan") | |"
+	echo "| ratio: the run's scan phase / PostgreSQL's parallel scan, $workers processes each | $(ratio "$pscan" "$pgw") | target <= 1.3 |"
+	echo "| ratio: PostgreSQL's scan, $workers processes / 1 | $(ratio "$pgw" "$pg1") | |"
+} >"$res"
+cat "$res"

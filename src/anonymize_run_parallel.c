@@ -1,0 +1,365 @@
+/*-------------------------------------------------------------------------
+ *
+ * anonymize_run_parallel.c
+ *	  The leader's side of the run's parallel scan of one large table (see
+ *	  anonymize_run_parallel.h): the shared memory (requests, target,
+ *	  parallel scan descriptor with the leader's snapshot, one queue per
+ *	  worker), the workers' start, the leader's own share of the blocks,
+ *	  and the matches the workers send, reported to the run's callback.
+ *
+ * The workers join the run's lock group (the caller of run(), or the run
+ * itself when scheduled), so that a lock they wait for behind the run's
+ * own cannot deadlock unseen.  A worker that stops before it has sent the
+ * end of its scan fails the scan; the leader's error or exit detaches the
+ * shared memory, which terminates the workers.  Nothing here logs an
+ * identifier: the matches travel in shared memory only.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/tableam.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/bufmgr.h"
+#include "storage/dsm.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/wait_event.h"
+
+#include "anonymize_ledger.h"
+#include "anonymize_run_parallel.h"
+#include "anonymize_settings.h"
+#include "anonymize_throttle.h"
+
+/* the leader's state of one parallel scan */
+typedef struct ParallelLeader
+{
+	dsm_segment *seg;
+	ParallelShared *sh;
+	int			nworkers;		/* queues in the segment */
+	BackgroundWorkerHandle **handles;	/* NULL: not started */
+	shm_mq_handle **queues;
+	bool	   *finished;		/* sent the end of its scan */
+	int			nlive;			/* started and not finished */
+	Oid			leaf;
+	AnonymizeMatchSet *ms;
+	anonymize_match_callback callback;
+	void	   *arg;
+} ParallelLeader;
+
+/* How many workers besides the leader for a table of nblocks blocks. */
+static int
+parallel_workers_wanted(BlockNumber nblocks)
+{
+	int			n = Min(anonymize_max_parallel_workers, max_worker_processes) - 1;
+
+	if (n <= 0 || nblocks < (BlockNumber) anonymize_parallel_min_table_size)
+		return 0;
+	/* at least one block each, beyond the leader's */
+	return Min(n, (int) Max(nblocks, 1) - 1);
+}
+
+/* The offsets of the shared memory's parts, and its size. */
+static Size
+parallel_layout(ParallelShared *sh, AnonymizeMatchSet *ms,
+				AnonymizeRequest *reqs, int nreqs, Relation leaf,
+				Snapshot snapshot, int nworkers)
+{
+	AnonymizeLedgerSet *ls = anonymize_matchset_ledger(ms);
+
+	Size		text = 0;
+
+	for (int i = 0; i < nreqs; i++)
+		if (reqs[i].email != NULL)
+			text += strlen(reqs[i].email) + 1;
+	sh->reqs_off = MAXALIGN(sizeof(ParallelShared));
+	sh->email_off = sh->reqs_off + MAXALIGN(sizeof(AnonymizeRequest) * Max(nreqs, 1));
+	sh->text_off = sh->email_off + MAXALIGN(sizeof(int32) * Max(nreqs, 1));
+	sh->ms_off = sh->text_off + MAXALIGN(Max(text, 1));
+	sh->ledger_off = ls ? sh->ms_off + MAXALIGN(anonymize_matchset_flat_size(ms)) : 0;
+	sh->pscan_off = sh->ms_off + MAXALIGN(anonymize_matchset_flat_size(ms)) +
+		(ls ? MAXALIGN(anonymize_ledger_set_flat_size(ls)) : 0);
+	sh->queue_off = sh->pscan_off + MAXALIGN(table_parallelscan_estimate(leaf, snapshot));
+	return sh->queue_off + (Size) nworkers * PARALLEL_QUEUE_SIZE;
+}
+
+/* Copy the requests, with their emails, into the shared memory. */
+static void
+parallel_copy_requests(ParallelShared *sh, AnonymizeRequest *reqs, int nreqs)
+{
+	AnonymizeRequest *dst = (AnonymizeRequest *) ((char *) sh + sh->reqs_off);
+	int32	   *email = (int32 *) ((char *) sh + sh->email_off);
+	char	   *text = (char *) sh + sh->text_off;
+	int32		used = 0;
+
+	sh->nreqs = nreqs;
+	for (int i = 0; i < nreqs; i++)
+	{
+		dst[i] = reqs[i];
+		dst[i].email = NULL;
+		email[i] = -1;
+		if (reqs[i].email != NULL)
+		{
+			strcpy(text + used, reqs[i].email);
+			email[i] = used;
+			used += strlen(reqs[i].email) + 1;
+		}
+	}
+}
+
+/* Fill the header: who leads, the target, the settings. */
+static void
+parallel_fill_header(ParallelShared *sh, int64 run_id, AnonymizeTarget *target,
+					 Relation leaf, int nworkers)
+{
+	PGPROC	   *leader = MyProc->lockGroupLeader;
+
+	/* the scheduled run leads a group of its own; run()'s joined its caller's */
+	if (leader == NULL)
+	{
+		BecomeLockGroupLeader();
+		leader = MyProc;
+	}
+	sh->database = MyDatabaseId;
+	sh->userid = GetUserId();
+	sh->leaf = RelationGetRelid(leaf);
+	sh->leader_pid = leader->pid;
+	sh->participants = nworkers + 1;
+	sh->nworkers = nworkers;
+	sh->run_id = run_id;
+	strlcpy(sh->col, target->col, NAMEDATALEN);
+	strlcpy(sh->time_col, target->time_col, NAMEDATALEN);
+	sh->kind = target->kind;
+	sh->scope = target->scope;
+	sh->time_type = target->time_type;
+	sh->col_type = target->col_type;
+	strlcpy(sh->country_code, anonymize_country_code ? anonymize_country_code : "",
+			sizeof(sh->country_code));
+	strlcpy(sh->trunk_prefix, anonymize_trunk_prefix ? anonymize_trunk_prefix : "",
+			sizeof(sh->trunk_prefix));
+}
+
+/* On the segment's detach (the scan's end, an error, an exit): stop the workers. */
+static void
+parallel_on_detach(dsm_segment *seg, Datum arg)
+{
+	ParallelLeader *pl = (ParallelLeader *) DatumGetPointer(arg);
+
+	for (int i = 0; i < pl->nworkers; i++)
+		if (pl->handles[i] != NULL)
+			TerminateBackgroundWorker(pl->handles[i]);
+}
+
+/* Start the workers and attach their queues; how many started. */
+static int
+parallel_launch(ParallelLeader *pl)
+{
+	BackgroundWorker worker;
+	int			launched = 0;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	strlcpy(worker.bgw_library_name, "anonymize", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "anonymize_run_parallel_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "anonymize parallel scan", BGW_MAXLEN);
+	worker.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(pl->seg));
+	worker.bgw_notify_pid = MyProcPid;
+	for (int i = 0; i < pl->nworkers; i++)
+	{
+		shm_mq	   *mq = anonymize_parallel_queue(pl->sh, i);
+
+		snprintf(worker.bgw_name, BGW_MAXLEN, "anonymize run %lld scan worker %d",
+				 (long long) pl->sh->run_id, i + 1);
+		memcpy(worker.bgw_extra, &i, sizeof(int));
+		if (!RegisterDynamicBackgroundWorker(&worker, &pl->handles[i]))
+		{
+			pl->handles[i] = NULL;
+			break;
+		}
+		pl->queues[i] = shm_mq_attach(mq, pl->seg, pl->handles[i]);
+		launched++;
+	}
+	pl->nlive = launched;
+	return launched;
+}
+
+/* One message of worker i: a match for the callback, or the end of its scan. */
+static void
+parallel_message(ParallelLeader *pl, int i, Size len, void *data)
+{
+	ParallelMatchMsg *msg = (ParallelMatchMsg *) data;
+
+	if (len == 1 && *(char *) data == PARALLEL_MSG_DONE)
+	{
+		pl->finished[i] = true;
+		pl->nlive--;
+		return;
+	}
+	if (len < offsetof(ParallelMatchMsg, reqs) ||
+		len != offsetof(ParallelMatchMsg, reqs) + sizeof(int32) * msg->nreqs + msg->keylen)
+		elog(ERROR, "anonymize run: malformed message from a parallel scan worker");
+	if (msg->keylen > 0)
+		anonymize_matchset_fill_late(pl->ms, (const int *) msg->reqs, msg->nreqs,
+									 (const char *) &msg->reqs[msg->nreqs],
+									 msg->keylen);
+	pl->callback(pl->arg, pl->leaf, &msg->tid, (const int *) msg->reqs,
+				 msg->nreqs);
+}
+
+/* Take what the workers sent so far; false when nothing came. */
+static bool
+parallel_drain(ParallelLeader *pl)
+{
+	bool		any = false;
+
+	for (int i = 0; i < pl->nworkers; i++)
+	{
+		while (pl->queues[i] != NULL && !pl->finished[i])
+		{
+			Size		len;
+			void	   *data;
+			shm_mq_result res = shm_mq_receive(pl->queues[i], &len, &data, true);
+
+			if (res == SHM_MQ_WOULD_BLOCK)
+				break;
+			if (res == SHM_MQ_DETACHED &&
+				shm_mq_get_sender(anonymize_parallel_queue(pl->sh, i)) == NULL)
+			{
+				/* never started: it took no block, the others scanned them */
+				pl->finished[i] = true;
+				pl->nlive--;
+				break;
+			}
+			if (res == SHM_MQ_DETACHED)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("a parallel scan worker of anonymize run %lld stopped before the end of its scan",
+								(long long) pl->sh->run_id),
+						 errhint("The server log has the worker's error.  The next run scans again; anonymize.max_parallel_workers = 1 scans serially.")));
+			parallel_message(pl, i, len, data);
+			any = true;
+		}
+	}
+	return any;
+}
+
+/* The leader's poll between rows of its own share: the queues, not waiting. */
+static void
+parallel_poll(void *arg)
+{
+	(void) parallel_drain((ParallelLeader *) arg);
+}
+
+/* After the leader's share: the workers' matches until each has finished. */
+static void
+parallel_wait(ParallelLeader *pl)
+{
+	while (pl->nlive > 0)
+	{
+		if (parallel_drain(pl))
+			continue;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 100L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	/* they exit at once: their slots are free for the next table */
+	for (int i = 0; i < pl->nworkers; i++)
+		if (pl->handles[i] != NULL)
+			(void) WaitForBackgroundWorkerShutdown(pl->handles[i]);
+}
+
+/* The segment and the leader's state for nworkers workers. */
+static ParallelLeader *
+parallel_setup(int64 run_id, AnonymizeMatchSet *ms, AnonymizeRequest *reqs,
+			   int nreqs, AnonymizeTarget *target, Relation leaf, int nworkers)
+{
+	ParallelLeader *pl;
+	ParallelShared layout;
+	Snapshot	snapshot = GetActiveSnapshot();
+	Size		size;
+	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
+	pl = palloc0(sizeof(ParallelLeader));
+	pl->nworkers = nworkers;
+	pl->handles = palloc0(sizeof(BackgroundWorkerHandle *) * nworkers);
+	pl->queues = palloc0(sizeof(shm_mq_handle *) * nworkers);
+	pl->finished = palloc0(sizeof(bool) * nworkers);
+	pl->leaf = RelationGetRelid(leaf);
+	pl->ms = ms;
+	MemoryContextSwitchTo(old);
+
+	memset(&layout, 0, sizeof(layout));
+	size = parallel_layout(&layout, ms, reqs, nreqs, leaf, snapshot, nworkers);
+	pl->seg = dsm_create(size, 0);
+	pl->sh = dsm_segment_address(pl->seg);
+	*pl->sh = layout;
+	on_dsm_detach(pl->seg, parallel_on_detach, PointerGetDatum(pl));
+	parallel_fill_header(pl->sh, run_id, target, leaf, nworkers);
+	parallel_copy_requests(pl->sh, reqs, nreqs);
+	anonymize_matchset_flatten(ms, (char *) pl->sh + pl->sh->ms_off);
+	if (pl->sh->ledger_off != 0)
+		anonymize_ledger_set_flatten(anonymize_matchset_ledger(ms),
+									 (char *) pl->sh + pl->sh->ledger_off);
+	table_parallelscan_initialize(leaf, (ParallelTableScanDesc)
+								  ((char *) pl->sh + pl->sh->pscan_off), snapshot);
+	for (int i = 0; i < nworkers; i++)
+	{
+		shm_mq	   *mq = shm_mq_create(anonymize_parallel_queue(pl->sh, i),
+									   PARALLEL_QUEUE_SIZE);
+
+		shm_mq_set_receiver(mq, MyProc);
+	}
+	return pl;
+}
+
+/* Scan leaf with the run's workers (see anonymize_run_parallel.h). */
+bool
+anonymize_run_parallel_scan(int64 run_id, AnonymizeMatchSet *ms,
+							AnonymizeRequest *reqs, int nreqs,
+							AnonymizeTarget *target, Relation leaf,
+							anonymize_match_callback callback, void *arg)
+{
+	int			nworkers = parallel_workers_wanted(RelationGetNumberOfBlocks(leaf));
+	ParallelLeader *pl;
+	TableScanDesc scan;
+	int			launched;
+
+	if (nworkers == 0 || anonymize_matchset_empty(ms))
+		return false;
+	pl = parallel_setup(run_id, ms, reqs, nreqs, target, leaf, nworkers);
+	pl->callback = callback;
+	pl->arg = arg;
+	launched = parallel_launch(pl);
+	if (launched == 0)
+	{
+		dsm_detach(pl->seg);
+		ereport(LOG,
+				(errmsg("anonymize run %lld: no background worker slot free for a parallel scan of table \"%s\", scanning it serially",
+						(long long) run_id, RelationGetRelationName(leaf)),
+				 errhint("Raise max_worker_processes, or set anonymize.max_parallel_workers to 1.")));
+		return false;
+	}
+	ereport(LOG,
+			(errmsg("anonymize run %lld: parallel scan of table \"%s\" with %d processes",
+					(long long) run_id, RelationGetRelationName(leaf), launched + 1)));
+
+	/* the leader's share of the blocks, and of the throttle's limit */
+	anonymize_throttle_share(launched + 1);
+	scan = table_beginscan_parallel(leaf, (ParallelTableScanDesc)
+									((char *) pl->sh + pl->sh->pscan_off));
+	(void) anonymize_engine_scan_rows(ms, target, leaf, scan, callback, arg,
+									  parallel_poll, pl);
+	table_endscan(scan);
+	parallel_wait(pl);
+	anonymize_throttle_share(1);
+	dsm_detach(pl->seg);
+	return true;
+}

@@ -1,0 +1,110 @@
+/*-------------------------------------------------------------------------
+ *
+ * anonymize_run_parallel.h
+ *	  The run's parallel scan of one large table: the run (the leader) and
+ *	  up to anonymize.max_parallel_workers - 1 background workers of its
+ *	  own scan the table's blocks together (a parallel heap scan under the
+ *	  leader's snapshot); each worker rebuilds the match set from the
+ *	  requests in shared memory and sends its matching rows to the leader
+ *	  over a message queue; the leader reports them to the run's callback,
+ *	  as its own.
+ *
+ * anonymize_run_parallel.c is the leader's side, anonymize_run_parallel_worker.c
+ * the workers'.  The layout of the shared memory is here, for both.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ANONYMIZE_RUN_PARALLEL_H
+#define ANONYMIZE_RUN_PARALLEL_H
+
+#include "access/relscan.h"
+#include "storage/shm_mq.h"
+#include "utils/relcache.h"
+
+#include "anonymize_engine.h"
+
+/* the bytes of each worker's queue of matches */
+#define PARALLEL_QUEUE_SIZE		(64 * 1024)
+
+/* the first byte of the last message of a worker that scanned to the end */
+#define PARALLEL_MSG_DONE		'D'
+
+/*
+ * The shared memory of one parallel scan: this header, then the requests
+ * (nreqs AnonymizeRequest, email pointers cleared), their emails (an
+ * offset into the email text, or -1, per request), the email text, the
+ * match set and its ledger set (flattened by the engine and the ledger),
+ * the parallel scan descriptor and one queue per worker, each at its
+ * offset.
+ */
+typedef struct ParallelShared
+{
+	Oid			database;
+	Oid			userid;
+	Oid			leaf;
+	int			leader_pid;		/* the lock group's leader */
+	int			participants;	/* the leader and the workers launched */
+	int			nworkers;		/* queues */
+	int64		run_id;
+
+	/* the target, as the engine needs it */
+	char		col[NAMEDATALEN];
+	char		time_col[NAMEDATALEN];
+	int			kind;
+	int			scope;
+	Oid			time_type;
+	Oid			col_type;
+
+	/* the settings the canonical forms depend on */
+	char		country_code[64];
+	char		trunk_prefix[64];
+
+	int			nreqs;
+	Size		reqs_off;
+	Size		email_off;		/* int32 per request */
+	Size		text_off;
+	Size		ms_off;			/* the match set, flattened */
+	Size		ledger_off;		/* its ledger set, flattened, or 0 */
+	Size		pscan_off;
+	Size		queue_off;
+} ParallelShared;
+
+/*
+ * A match sent by a worker: the row and the requests it matches (as the
+ * engine reports them, lowest id first), then, when one of them is a late
+ * request of the ledger, the row's canonical key (keylen bytes), from
+ * which the leader's late request learns its form.
+ */
+typedef struct ParallelMatchMsg
+{
+	ItemPointerData tid;
+	int32		nreqs;
+	int32		keylen;
+	int32		reqs[FLEXIBLE_ARRAY_MEMBER];
+} ParallelMatchMsg;
+
+/*
+ * Scan leaf (open, in the current transaction, with its snapshot active)
+ * with the run's workers, reporting each matching row to callback as
+ * anonymize_engine_scan() would.  False when it scanned nothing: the
+ * table is small, parallel runs are off, or no worker could be started;
+ * the caller scans serially then.
+ * An error of any worker is the scan's error.
+ */
+extern bool anonymize_run_parallel_scan(int64 run_id, AnonymizeMatchSet *ms,
+										AnonymizeRequest *reqs, int nreqs,
+										AnonymizeTarget *target, Relation leaf,
+										anonymize_match_callback callback,
+										void *arg);
+
+/* the queue of worker i, in the shared memory sh */
+static inline shm_mq *
+anonymize_parallel_queue(ParallelShared *sh, int i)
+{
+	return (shm_mq *) ((char *) sh + sh->queue_off + (Size) i * PARALLEL_QUEUE_SIZE);
+}
+
+/* the entry point of a scan worker (bgw_main_arg: the segment's handle) */
+extern PGDLLEXPORT void anonymize_run_parallel_main(Datum main_arg);
+
+#endif							/* ANONYMIZE_RUN_PARALLEL_H */

@@ -1,0 +1,215 @@
+# The parallel run: the same archive in two databases, one run serially
+# (anonymize.max_parallel_workers = 1), the other with three processes
+# (forced on small tables by anonymize.parallel_min_table_size = 0): the
+# same statuses, rows_anonymized, Held decisions, receipts and table
+# contents, for run() and for the scheduled worker's run (wake()), with
+# the ledger's late rows; the scan workers really ran; a scan worker
+# terminated in the middle fails the run with no request Done, and the
+# next run finishes exactly.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use FindBin;
+use lib $FindBin::RealBin;
+use AnonymizeTest;
+
+my $node = new_node('parallel_run', settings => q{
+anonymize.parallel_min_table_size = 0
+anonymize.max_rows_per_request = 3000
+anonymize.batch_size = 700
+log_min_messages = log
+log_statement = none
+});
+
+my $archive = q{
+CREATE EXTENSION anonymize;
+CREATE TABLE calls (id int PRIMARY KEY, caller text, at timestamptz);
+INSERT INTO calls
+SELECT g, CASE WHEN g % 7 = 0 THEN '+47 912 34 567' WHEN g % 23 = 0 THEN '41234567'
+               WHEN g % 13 = 0 THEN '+4798765432' WHEN g % 31 = 0 THEN '45 45 45 45'
+               ELSE (90000000 + g)::text END,
+       CASE WHEN g % 17 = 0 THEN NULL
+            ELSE timestamptz '2024-01-01' + g * interval '10 minutes' END
+FROM generate_series(1, 30000) g;
+CREATE TABLE events (id int, contact text, at date) PARTITION BY RANGE (at);
+CREATE TABLE events_q1 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2024-04-01');
+CREATE TABLE events_q2 PARTITION OF events FOR VALUES FROM ('2024-04-01') TO ('2024-07-01');
+CREATE TABLE events_h2 PARTITION OF events FOR VALUES FROM ('2024-07-01') TO ('2025-01-01');
+CREATE TABLE events_other PARTITION OF events DEFAULT;
+INSERT INTO events
+SELECT g, CASE WHEN g % 5 = 0 THEN 'Bob.Test@MyTest.no' WHEN g % 9 = 0 THEN '912 34 567'
+               WHEN g % 29 = 0 THEN 'eve@mytest.no' ELSE 'user' || g || '@example.org' END,
+       CASE WHEN g % 97 = 0 THEN NULL ELSE date '2024-01-01' + (g % 300) END
+FROM generate_series(1, 20000) g;
+CREATE TABLE notes (id int, phone text, at timestamp);
+CREATE TABLE notes_a () INHERITS (notes);
+CREATE TABLE notes_b (extra int) INHERITS (notes);
+INSERT INTO notes SELECT g, CASE WHEN g % 6 = 0 THEN '41234567' ELSE (40000000 + g)::text END,
+       timestamp '2024-02-01' + g * interval '1 hour' FROM generate_series(1, 3000) g;
+INSERT INTO notes_a SELECT g, CASE WHEN g % 8 = 0 THEN '41234567' ELSE (40000000 + g)::text END,
+       timestamp '2024-01-01' + g * interval '30 minutes' FROM generate_series(1, 10000) g;
+INSERT INTO notes_b SELECT g, CASE WHEN g % 10 = 0 THEN '+47 41 23 45 67' ELSE (40000000 + g)::text END,
+       timestamp '2024-03-01' + g * interval '20 minutes', g FROM generate_series(1, 10000) g;
+SELECT anonymize.add_target('calls', 'caller', 'phone', 'archive', 'at');
+SELECT anonymize.add_target('events', 'contact', 'phone_or_email', 'archive', 'at');
+SELECT anonymize.add_target('notes', 'phone', 'phone', 'sms_survey', 'at');
+INSERT INTO anonymize.anonymize_request (phone, email, to_date) VALUES
+	('91234567', 'bob.test@mytest.no', '2024-06-30'),
+	('98765432', NULL, '2024-03-31'),
+	(NULL, 'eve@mytest.no', '2024-12-31');
+INSERT INTO anonymize.anonymize_request (phone, to_date, sms_survey) VALUES
+	('41234567', '2024-05-31', true);
+};
+$node->safe_psql('postgres', 'CREATE DATABASE serial');
+$node->safe_psql($_, $archive) for ('postgres', 'serial');
+
+# the serial database's state and the parallel one's, compared
+my %state = (
+	requests => q{SELECT string_agg(format('%s %s %s %s', id, status, rows_anonymized, error), E'\n' ORDER BY id)
+		FROM anonymize.anonymize_request},
+	receipts => q{SELECT string_agg(format('%s %s %s %s %s %s %s', request_id, event, status, target, col, rows, detail),
+		E'\n' ORDER BY request_id, event, status, target, col, rows, detail) FROM anonymize.request_log},
+	calls => q{SELECT md5(string_agg(format('%s %s %s', id, caller, at), ',' ORDER BY id)) FROM calls},
+	events => q{SELECT md5(string_agg(format('%s %s %s %s', tableoid::regclass, id, contact, at), ','
+		ORDER BY tableoid::regclass::text, id)) FROM events},
+	notes => q{SELECT md5(string_agg(format('%s %s %s %s', tableoid::regclass, id, phone, at), ','
+		ORDER BY tableoid::regclass::text, id)) FROM notes});
+
+sub compare
+{
+	my ($what) = @_;
+	for my $k (sort keys %state)
+	{
+		is($node->safe_psql('postgres', $state{$k}),
+			$node->safe_psql('serial', $state{$k}),
+			"$what: the same $k as the serial run");
+	}
+}
+
+sub set_conf
+{
+	my ($lines) = @_;
+	$node->safe_psql('postgres', $_) for map { "ALTER SYSTEM SET $_" } split /;\s*/, $lines;
+	$node->reload;
+}
+
+sub wait_run_exit
+{
+	$node->poll_query_until('postgres',
+		"SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type IN ('anonymize run()', 'anonymize parallel scan')")
+	  or die 'the run did not exit';
+}
+
+# run(): serially, then with three processes
+set_conf('anonymize.max_parallel_workers = 1');
+my $log = -s $node->logfile;
+$node->safe_psql('serial', 'SELECT anonymize.run()');
+wait_run_exit();
+unlike(slurp_file($node->logfile, $log), qr/parallel scan of table/,
+	'max_parallel_workers = 1: no parallel scan');
+my $serial = $node->safe_psql('serial', $state{requests});
+ok($serial =~ /^1 Held .*would rewrite/m && $serial =~ /^2 Done [1-9]\d* $/m && $serial =~ /^3 Done [1-9]\d* $/m,
+	'the serial run: request 1 Held over the limit, 2 and 3 Done')
+  or diag($serial);
+
+set_conf('anonymize.max_parallel_workers = 3');
+$log = -s $node->logfile;
+$node->safe_psql('postgres', 'SELECT anonymize.run()');
+wait_run_exit();
+my $lines = slurp_file($node->logfile, $log);
+like($lines, qr/parallel scan of table "calls" with 3 processes/, 'run(): calls scanned by three processes');
+like($lines, qr/parallel scan of table "events_q1" with 3 processes/, 'a partition too');
+like($lines, qr/parallel scan of table "notes_b" with 3 processes/, 'an inheritance child too');
+compare('run()');
+
+# the held request confirmed, a late row of a Done request, a new request:
+# the ledger's late rows travel from the workers to the run
+my $more = q{
+UPDATE anonymize.request_private SET confirmed_at = now() WHERE request_id = 1;
+INSERT INTO calls VALUES (40001, '98765432', '2024-02-02'), (40002, '+47 45454545', '2024-02-03');
+INSERT INTO events VALUES (40003, 'EVE@mytest.no', '2024-05-05');
+INSERT INTO anonymize.anonymize_request (phone, to_date) VALUES ('45454545', '2024-12-31');
+};
+$node->safe_psql($_, $more) for ('postgres', 'serial');
+set_conf('anonymize.max_parallel_workers = 1');
+$node->safe_psql('serial', 'SELECT anonymize.run()');
+wait_run_exit();
+like($node->safe_psql('serial', q{SELECT string_agg(event, ',' ORDER BY event) FROM anonymize.request_log WHERE event = 'late'}),
+	qr/^late,late$/, 'the serial run erased two late rows');
+
+# the scheduled worker's run (wake()), with three processes
+set_conf('anonymize.max_parallel_workers = 3');
+$log = -s $node->logfile;
+$node->safe_psql('postgres', 'SELECT anonymize.wake()');
+wait_status($node, "last_trigger = 'wake()' AND last_outcome = 'ok'", 'the woken run');
+like(slurp_file($node->logfile, $log), qr/parallel scan of table "calls" with 3 processes/,
+	'the scheduled run scans in parallel too');
+compare('wake()');
+
+# a scan worker terminated in the middle (the scan slowed down by the
+# throttle): the run fails, no request is Done, the next run finishes it
+$node->safe_psql($_, q{
+INSERT INTO anonymize.anonymize_request (phone, to_date) VALUES ('90000001', '2024-12-31');
+}) for ('postgres', 'serial');
+set_conf('anonymize.max_parallel_workers = 1');
+$node->safe_psql('serial', 'SELECT anonymize.run()');
+wait_run_exit();
+
+set_conf('anonymize.max_parallel_workers = 3; anonymize.cost_limit = 1; anonymize.cost_delay = 20');
+$log = -s $node->logfile;
+$node->safe_psql('postgres', 'SELECT anonymize.wake()');
+# a worker of the first, largest table (seconds at this throttle), not one
+# that may be about to end
+$node->poll_query_until('postgres', q{
+	SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'anonymize parallel scan'
+	AND EXISTS (SELECT FROM pg_stat_activity WHERE query LIKE 'anonymize run %: scanning public.calls %')})
+  or die 'no scan worker seen';
+is($node->safe_psql('postgres', q{
+	SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+	WHERE backend_type = 'anonymize parallel scan' ORDER BY pid LIMIT 1}),
+	't', 'a scan worker terminated');
+wait_status($node, "last_trigger = 'wake()' AND last_outcome = 'failed'", 'the failed run');
+like($node->safe_psql('postgres', 'SELECT error FROM anonymize.run_log ORDER BY id DESC LIMIT 1'),
+	qr/^a parallel scan worker of anonymize run \d+ stopped before the end of its scan$/,
+	'the run failed for its worker');
+is($node->safe_psql('postgres', q{
+	SELECT status || ' ' || (SELECT count(*) FROM anonymize.request_log l WHERE l.request_id = r.id AND event = 'rewrite')
+	FROM anonymize.anonymize_request r WHERE phone = '90000001'}),
+	'Running 0', 'no request Done and no row rewritten on a partial scan');
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'anonymize parallel scan'")
+  or die 'the scan workers did not exit';
+
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET anonymize.cost_limit');
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET anonymize.cost_delay');
+$node->reload;
+$node->safe_psql('postgres', 'SELECT anonymize.run()');
+wait_run_exit();
+compare('the run after the failed one');
+
+# no background worker slot free (logical replication's launcher, ours,
+# the database's worker and run()'s take the four): the run scans alone,
+# says so, and is the same
+$node->append_conf('postgresql.conf', 'max_worker_processes = 4');
+$node->restart;
+$node->safe_psql($_, q{
+INSERT INTO anonymize.anonymize_request (phone, to_date) VALUES ('90000002', '2024-12-31');
+}) for ('postgres', 'serial');
+set_conf('anonymize.max_parallel_workers = 1');
+$node->safe_psql('serial', 'SELECT anonymize.run()');
+wait_run_exit();
+set_conf('anonymize.max_parallel_workers = 3');
+$log = -s $node->logfile;
+$node->safe_psql('postgres', 'SELECT anonymize.run()');
+wait_run_exit();
+$lines = slurp_file($node->logfile, $log);
+like($lines, qr/no background worker slot free for a parallel scan of table "calls", scanning it serially/,
+	'no slot free: the run says it scans alone');
+unlike($lines, qr/parallel scan of table "calls" with/, 'and does');
+compare('no slot free');
+
+log_has_no($node, '91234567', '98765432', '41234567', 'bob.test@mytest.no', 'eve@mytest.no');
+
+done_testing();
