@@ -227,19 +227,7 @@ citus_run_rewrite_target(RunState *st, int t)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(st->cxt);
-		edata = CopyErrorData();
-		if (!anonymize_run_target_error(edata->sqlerrcode))
-		{
-			MemoryContextSwitchTo(cxt);
-			PG_RE_THROW();
-		}
-		FlushErrorState();
-		AbortCurrentTransaction();
-		anonymize_run_fail_target(st, t, edata->message);
-		FreeErrorData(edata);
+		anonymize_run_catch_target(st, t, cxt);
 		pfree(rows);
 		return;
 	}

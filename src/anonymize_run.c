@@ -701,7 +701,6 @@ run_batch_write(RunState *st, AnonymizeTarget *target, Oid leaf, int64 from,
 				int n, const int *ids, int nids, int64 *rcount)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	ErrorData  *edata;
 
 	PG_TRY();
 	{
@@ -716,21 +715,7 @@ run_batch_write(RunState *st, AnonymizeTarget *target, Oid leaf, int64 from,
 	}
 	PG_CATCH();
 	{
-		/*
-		 * The copy goes in the run's context: cxt is the batch's transaction
-		 * (SPI's context), which the abort frees.
-		 */
-		MemoryContextSwitchTo(st->cxt);
-		edata = CopyErrorData();
-		if (!anonymize_run_target_error(edata->sqlerrcode))
-		{
-			MemoryContextSwitchTo(cxt);
-			PG_RE_THROW();
-		}
-		FlushErrorState();
-		AbortCurrentTransaction();
-		anonymize_run_fail_target(st, st->matches[from].target, edata->message);
-		FreeErrorData(edata);
+		anonymize_run_catch_target(st, st->matches[from].target, cxt);
 		/* out of any transaction now, as after the commit */
 		return false;
 	}

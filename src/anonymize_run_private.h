@@ -97,6 +97,7 @@ extern int	anonymize_run_new_targets(RunState *st);
 extern bool anonymize_run_target_error(int sqlerrcode);
 extern bool anonymize_run_target_usable(RunState *st, int t);
 extern void anonymize_run_fail_target(RunState *st, int t, const char *reason);
+extern void anonymize_run_catch_target(RunState *st, int t, MemoryContext cxt);
 extern void anonymize_run_refresh_matviews(RunState *st, int first);
 
 /* anonymize_run_rewrite.c: one batch's rows, rewritten; how many */

@@ -57,6 +57,33 @@ anonymize_run_target_error(int sqlerrcode)
 	return false;
 }
 
+/*
+ * In the PG_CATCH of a step that writes into target t: an error about
+ * what the run writes there (anonymize_run_target_error()) aborts the
+ * transaction and fails the target with its message, the run going on
+ * outside any transaction; any other error is thrown again, in cxt.  The
+ * copy goes in the run's context: cxt may be the step's transaction (SPI's
+ * context), which the abort frees.
+ */
+void
+anonymize_run_catch_target(RunState *st, int t, MemoryContext cxt)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(st->cxt);
+	edata = CopyErrorData();
+	if (!anonymize_run_target_error(edata->sqlerrcode))
+	{
+		FreeErrorData(edata);
+		MemoryContextSwitchTo(cxt);
+		PG_RE_THROW();
+	}
+	FlushErrorState();
+	AbortCurrentTransaction();
+	anonymize_run_fail_target(st, t, edata->message);
+	FreeErrorData(edata);
+}
+
 /* Does the installed schema have this function (1.1 and later)? */
 static bool
 run_schema_has(const char *signature)
