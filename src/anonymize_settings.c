@@ -212,37 +212,10 @@ settings_define_identity(void)
 							   settings_check_timezone, NULL, NULL);
 }
 
-/* The settings of the run: schedule, replacement, batches, limits. */
+/* The pace of the run: its throttle and how many processes scan. */
 static void
-settings_define_run(void)
+settings_define_pace(void)
 {
-	DefineCustomStringVariable("anonymize.run_at",
-							   "Daily time of the scheduled run, HH:MM in anonymize.timezone.",
-							   NULL,
-							   &anonymize_run_at,
-							   "02:00",
-							   PGC_SIGHUP,
-							   0,
-							   settings_check_run_at, NULL, NULL);
-
-	DefineCustomStringVariable("anonymize.replacement",
-							   "Text written in place of an anonymized identifier.",
-							   NULL,
-							   &anonymize_replacement,
-							   "Anonymized",
-							   PGC_SUSET,
-							   0,
-							   settings_check_replacement, NULL, NULL);
-
-	DefineCustomIntVariable("anonymize.batch_size",
-							"Rows rewritten per transaction.",
-							NULL,
-							&anonymize_batch_size,
-							10000, 1, 10000000,
-							PGC_SIGHUP,
-							0,
-							NULL, NULL, NULL);
-
 	DefineCustomRealVariable("anonymize.cost_delay",
 							 "Cost-based delay of the run (its scan, rewrite and vacuum), as autovacuum's: the time it sleeps each time it has done anonymize.cost_limit of work.",
 							 "0 runs at full speed.",
@@ -287,6 +260,38 @@ settings_define_run(void)
 							0, 0, 10000,
 							PGC_SIGHUP,
 							GUC_UNIT_MS | GUC_NOT_IN_SAMPLE,
+							NULL, NULL, NULL);
+}
+
+/* The settings of the run: schedule, replacement, batches, limits. */
+static void
+settings_define_run(void)
+{
+	DefineCustomStringVariable("anonymize.run_at",
+							   "Daily time of the scheduled run, HH:MM in anonymize.timezone.",
+							   NULL,
+							   &anonymize_run_at,
+							   "02:00",
+							   PGC_SIGHUP,
+							   0,
+							   settings_check_run_at, NULL, NULL);
+
+	DefineCustomStringVariable("anonymize.replacement",
+							   "Text written in place of an anonymized identifier.",
+							   NULL,
+							   &anonymize_replacement,
+							   "Anonymized",
+							   PGC_SUSET,
+							   0,
+							   settings_check_replacement, NULL, NULL);
+
+	DefineCustomIntVariable("anonymize.batch_size",
+							"Rows rewritten per transaction.",
+							NULL,
+							&anonymize_batch_size,
+							10000, 1, 10000000,
+							PGC_SIGHUP,
+							0,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("anonymize.max_rows_per_request",
@@ -365,6 +370,7 @@ anonymize_settings_init(void)
 	settings_define_workers();
 	settings_define_identity();
 	settings_define_run();
+	settings_define_pace();
 	settings_define_retention();
 	MarkGUCPrefixReserved("anonymize");
 }
