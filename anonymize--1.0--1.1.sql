@@ -1032,6 +1032,23 @@ REVOKE ALL ON FUNCTION @extschema@.ledger_import(text) FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.ledger', '');
 
 -- ---------------------------------------------------------------
+-- An index the run may probe instead of scanning a phone target
+-- ---------------------------------------------------------------
+
+-- A btree index over canonical_phone(col, '<country_code>', '<trunk_prefix>'),
+-- with the settings in force, lets the run and preview() look up each
+-- requested number instead of reading the whole table (doc/indexes.md).
+-- The settings are arguments, so the function is IMMUTABLE; it never
+-- raises an error, so that the index accepts every row.
+CREATE FUNCTION @extschema@.canonical_phone(value text, country_code text, trunk_prefix text)
+RETURNS text
+AS 'MODULE_PATHNAME', 'anonymize_canonical_phone'
+LANGUAGE C STRICT IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.canonical_phone(text, text, text) IS
+'canonical form (+ and digits) the run reads in an archive value with these settings, or NULL; for an index the run probes';
+REVOKE ALL ON FUNCTION @extschema@.canonical_phone(text, text, text) FROM PUBLIC;
+
+-- ---------------------------------------------------------------
 -- Citus tables: matching, rewriting and scrubbing on the shards
 -- ---------------------------------------------------------------
 

@@ -119,4 +119,18 @@ typedef bool AnonymizeUpdateIndexes;
 	ExecInsertIndexTuples((rri), (slot), (estate), true, false, NULL, NIL)
 #endif
 
+/*
+ * 18 gave index_beginscan() an instrumentation argument.
+ * anonymize_index_beginscan(heap, index, snapshot, nkeys) begins an index
+ * scan with nkeys keys and no ordering.
+ */
+#include "access/genam.h"
+#if PG_VERSION_NUM >= 180000
+#define anonymize_index_beginscan(heap, index, snapshot, nkeys) \
+	index_beginscan((heap), (index), (snapshot), NULL, (nkeys), 0)
+#else
+#define anonymize_index_beginscan(heap, index, snapshot, nkeys) \
+	index_beginscan((heap), (index), (snapshot), (nkeys), 0)
+#endif
+
 #endif							/* ANONYMIZE_COMPAT_H */

@@ -14,6 +14,7 @@
 #include "postgres.h"
 
 #include "access/detoast.h"
+#include "access/genam.h"
 #include "access/stratnum.h"
 #include "access/tableam.h"
 #include "catalog/partition.h"
@@ -37,6 +38,7 @@
 #include "utils/snapmgr.h"
 
 #include "anonymize_bloom.h"
+#include "anonymize_compat.h"
 #include "anonymize_engine.h"
 #include "anonymize_ledger.h"
 #include "anonymize_normalize.h"
@@ -719,6 +721,57 @@ engine_report_row(AnonymizeMatchSet *ms, AnonymizeTarget *target, Oid leafid,
 	}
 }
 
+/* The target's identifier and time columns in a leaf (an error if gone). */
+static void
+engine_leaf_columns(AnonymizeTarget *target, Relation leaf, AttrNumber *idatt,
+					AttrNumber *timeatt)
+{
+	*idatt = get_attnum(RelationGetRelid(leaf), target->col);
+	*timeatt = get_attnum(RelationGetRelid(leaf), target->time_col);
+	if (*idatt == InvalidAttrNumber || *timeatt == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("a column of target %s is missing from table \"%s\"",
+						target->name, RelationGetRelationName(leaf)),
+				 errhint("Re-register the target with anonymize.add_target() or remove it with anonymize.remove_target().")));
+}
+
+/*
+ * One row of a leaf, from a scan or an index probe: its key looked up in
+ * the match set (and the ledger's, when the row is due), reported when it
+ * matches.
+ */
+static void
+engine_scan_slot(AnonymizeMatchSet *ms, AnonymizeTarget *target, Oid leafid,
+				 TupleTableSlot *slot, AttrNumber idatt, AttrNumber timeatt,
+				 anonymize_match_callback callback, void *arg)
+{
+	char		key[ANONYMIZE_MAX_VALUE_LEN + 2];
+	int			keylen;
+	EngineMatchEntry *e = NULL;
+	bool		ledger_due;
+
+	CHECK_FOR_INTERRUPTS();
+	anonymize_throttle_point();
+	/* with the ledger only, a row it need not check costs no more */
+	ledger_due = ms->ledger != NULL && anonymize_ledger_row_due(ms->ledger, slot);
+	if (ms->nkeys == 0 && !ledger_due)
+		return;
+	keylen = engine_row_key(target, slot, idatt, key);
+	if (keylen == 0)
+		return;
+	if (ms->nkeys > 0)
+	{
+		uint32		hash = hash_bytes((const unsigned char *) key, keylen);
+
+		if (anonymize_bloom_may_contain(&ms->bloom, hash,
+										engine_bloom_second(hash)))
+			e = engine_matchset_lookup(ms, key, keylen, hash, false);
+	}
+	engine_report_row(ms, target, leafid, slot, timeatt, e, ledger_due, key,
+					  keylen, callback, arg);
+}
+
 /*
  * The rows of an open scan of a leaf of a target, each matching one
  * reported; poll(pollarg), when given, every ENGINE_POLL_ROWS rows.
@@ -730,63 +783,86 @@ anonymize_engine_scan_rows(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 						   void (*poll) (void *), void *pollarg)
 {
 	Oid			leafid = RelationGetRelid(leaf);
-	AttrNumber	idatt = get_attnum(leafid, target->col);
-	AttrNumber	timeatt = get_attnum(leafid, target->time_col);
+	AttrNumber	idatt;
+	AttrNumber	timeatt;
 	TupleTableSlot *slot;
 	int64		nrows = 0;
-	char		key[ANONYMIZE_MAX_VALUE_LEN + 2];
 
-	if (idatt == InvalidAttrNumber || timeatt == InvalidAttrNumber)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("a column of target %s is missing from table \"%s\"",
-						target->name, RelationGetRelationName(leaf)),
-				 errhint("Re-register the target with anonymize.add_target() or remove it with anonymize.remove_target().")));
+	engine_leaf_columns(target, leaf, &idatt, &timeatt);
 	if (anonymize_matchset_empty(ms))
 		return 0;
 
 	slot = table_slot_create(leaf, NULL);
 	while (table_scan_getnextslot(scan, ForwardScanDirection, slot))
 	{
-		int			keylen;
-		EngineMatchEntry *e = NULL;
-		bool		ledger_due;
-
-		CHECK_FOR_INTERRUPTS();
-		anonymize_throttle_point();
 		if (++nrows % ENGINE_POLL_ROWS == 0 && poll != NULL)
 			poll(pollarg);
-		/* with the ledger only, a row it need not check costs no more */
-		ledger_due = ms->ledger != NULL && anonymize_ledger_row_due(ms->ledger, slot);
-		if (ms->nkeys == 0 && !ledger_due)
-			continue;
-		keylen = engine_row_key(target, slot, idatt, key);
-		if (keylen == 0)
-			continue;
-		if (ms->nkeys > 0)
-		{
-			uint32		hash = hash_bytes((const unsigned char *) key, keylen);
-
-			if (anonymize_bloom_may_contain(&ms->bloom, hash,
-											engine_bloom_second(hash)))
-				e = engine_matchset_lookup(ms, key, keylen, hash, false);
-		}
-		engine_report_row(ms, target, leafid, slot, timeatt, e, ledger_due, key,
-						  keylen, callback, arg);
+		engine_scan_slot(ms, target, leafid, slot, idatt, timeatt, callback, arg);
 	}
 	ExecDropSingleTupleTableSlot(slot);
 	return nrows;
 }
 
-/* Scan one leaf of a target and report each matching row. */
+/*
+ * Look up each phone key of the match set in index (anonymize_probe_*()),
+ * and match each row it leads to as the scan matches it.  Returns the
+ * number of rows read.
+ */
+static int64
+engine_probe(AnonymizeMatchSet *ms, AnonymizeTarget *target, Relation leaf,
+			 Relation index, anonymize_match_callback callback, void *arg)
+{
+	AttrNumber	idatt;
+	AttrNumber	timeatt;
+	TupleTableSlot *slot;
+	IndexScanDesc scan;
+	ScanKeyData skey;
+	int64		nrows = 0;
+
+	engine_leaf_columns(target, leaf, &idatt, &timeatt);
+	slot = table_slot_create(leaf, NULL);
+	scan = anonymize_index_beginscan(leaf, index, GetActiveSnapshot(), 1);
+	for (uint32 b = 0; b <= ms->mask; b++)
+	{
+		EngineMatchEntry *e = &ms->buckets[b];
+
+		if (e->keylen == 0 || e->key[0] != ANONYMIZE_KIND_PHONE_CHAR)
+			continue;
+		anonymize_probe_key(&skey, index, e->key + 1, e->keylen - 1);
+		index_rescan(scan, &skey, 1, NULL, 0);
+		while (index_getnext_slot(scan, ForwardScanDirection, slot))
+		{
+			nrows++;
+			engine_scan_slot(ms, target, RelationGetRelid(leaf), slot, idatt,
+							 timeatt, callback, arg);
+		}
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	return nrows;
+}
+
+/*
+ * Report each matching row of one leaf of a target: by the leaf's index
+ * over canonical_phone() when it has one the engine may probe, else by a
+ * sequential scan.  Rows come in TID order from a scan only.
+ */
 int64
 anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 					  Relation leaf, anonymize_match_callback callback,
 					  void *arg)
 {
 	TableScanDesc scan;
+	Relation	index;
 	int64		nrows;
 
+	index = anonymize_probe_index_open(ms, target, leaf);
+	if (index != NULL)
+	{
+		nrows = engine_probe(ms, target, leaf, index, callback, arg);
+		index_close(index, AccessShareLock);
+		return nrows;
+	}
 	scan = table_beginscan(leaf, GetActiveSnapshot(), 0, NULL);
 	nrows = anonymize_engine_scan_rows(ms, target, leaf, scan, callback,
 									   arg, NULL, NULL);

@@ -15,6 +15,7 @@
 
 #include "access/attnum.h"
 #include "access/relscan.h"
+#include "access/skey.h"
 #include "datatype/timestamp.h"
 #include "executor/tuptable.h"
 #include "nodes/pg_list.h"
@@ -153,14 +154,29 @@ extern bool anonymize_leaf_may_match(AnonymizeMatchSet *ms,
 									 AnonymizeTarget *target, Relation leaf);
 
 /*
- * Scan one leaf table of a target with the given snapshot and report each
- * matching row.  The leaf must be opened (AccessShareLock at least) by the
- * caller.  Returns the number of rows scanned.
+ * Report each matching row of one leaf table of a target, under the active
+ * snapshot: by a sequential scan, or by lookups in the leaf's index over
+ * canonical_phone() (anonymize_engine_probe.c), in no particular order
+ * then.  The leaf must be opened (AccessShareLock at least) by the caller.
+ * Returns the number of rows read.
  */
 extern int64 anonymize_engine_scan(AnonymizeMatchSet *ms,
 								   AnonymizeTarget *target, Relation leaf,
 								   anonymize_match_callback callback,
 								   void *arg);
+
+/*
+ * anonymize_engine_probe.c: the index of a leaf the engine may probe
+ * instead of scanning (opened, AccessShareLock), or NULL; whether there is
+ * one; the scan key of one lookup.
+ */
+extern Relation anonymize_probe_index_open(AnonymizeMatchSet *ms,
+										   AnonymizeTarget *target,
+										   Relation leaf);
+extern bool anonymize_probe_possible(AnonymizeMatchSet *ms,
+									 AnonymizeTarget *target, Relation leaf);
+extern void anonymize_probe_key(ScanKey skey, Relation index,
+								const char *canon, int len);
 
 /*
  * The same over a scan the caller began (a parallel scan's share of the

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * anonymize_normalize.c
- *	  SQL functions normalize_phone() and normalize_email(), and the
- *	  server-side wrappers every other part uses to get canonical forms.
+ *	  SQL functions normalize_phone() and normalize_email(), the index
+ *	  function canonical_phone(), and the server-side wrappers every other
+ *	  part uses to get canonical forms.
  *
  * Errors say what is wrong with a value, never the value: the text of an
  * error reaches the server log, and an identifier must not.  For the same
@@ -17,11 +18,13 @@
 #include "utils/builtins.h"
 
 #include "anonymize_compat.h"
+#include "anonymize_engine.h"
 #include "anonymize_normalize.h"
 #include "anonymize_settings.h"
 
 PG_FUNCTION_INFO_V1(anonymize_normalize_phone);
 PG_FUNCTION_INFO_V1(anonymize_normalize_email);
+PG_FUNCTION_INFO_V1(anonymize_canonical_phone);
 
 /* The errdetail of an invalid phone number. */
 static const char *
@@ -141,6 +144,28 @@ anonymize_normalize_phone(PG_FUNCTION_ARGS)
 
 	anonymize_phone_canonical(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in),
 							  false, true, out);
+	PG_RETURN_TEXT_P(cstring_to_text(out));
+}
+
+/*
+ * canonical_phone(value text, country_code text, trunk_prefix text)
+ * returns text: the canonical form the run reads in an archive value with
+ * these settings, or NULL when it reads none.  IMMUTABLE (the settings
+ * are arguments), never an error: an index over it accepts every row.
+ */
+Datum
+anonymize_canonical_phone(PG_FUNCTION_ARGS)
+{
+	text	   *in = PG_GETARG_TEXT_PP(0);
+	char	   *cc = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	char	   *tp = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	char		out[ANON_PHONE_CANON_SIZE];
+
+	/* as the run's scan: a long value is never an identifier */
+	if (VARSIZE_ANY_EXHDR(in) > ANONYMIZE_MAX_VALUE_LEN ||
+		anon_phone_canonical(VARDATA_ANY(in), VARSIZE_ANY_EXHDR(in), true,
+							 cc, tp, out) != ANON_PHONE_OK)
+		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(out));
 }
 

@@ -457,10 +457,11 @@ run_cmp_match_tid(const void *a, const void *b)
 }
 
 /*
- * Scan one leaf: with the run's workers when it is large enough
- * (anonymize_run_parallel.h), else alone.  The matches of a parallel scan
- * come in any order: sorted by TID, they are the serial scan's, and the
- * rewrite's batches the same.
+ * Scan one leaf: by its index over canonical_phone() when the engine may
+ * probe it, else with the run's workers when it is large enough
+ * (anonymize_run_parallel.h), else alone.  The matches of a probe or a
+ * parallel scan come in any order: sorted by TID, they are the serial
+ * scan's, and the rewrite's batches the same.
  */
 static void
 run_scan_leaf(RunState *st, AnonymizeMatchSet *ms, AnonymizeTarget *target,
@@ -468,15 +469,13 @@ run_scan_leaf(RunState *st, AnonymizeMatchSet *ms, AnonymizeTarget *target,
 {
 	int64		before = st->nmatches;
 
-	if (anonymize_run_parallel_scan(st->run_id, ms, st->reqs, st->nreqs,
-									target, rel, run_match, sa))
-	{
-		if (st->nmatches > before)
-			qsort(st->matches + before, st->nmatches - before, sizeof(RunMatch),
-				  run_cmp_match_tid);
-	}
-	else
+	if (anonymize_probe_possible(ms, target, rel) ||
+		!anonymize_run_parallel_scan(st->run_id, ms, st->reqs, st->nreqs,
+									 target, rel, run_match, sa))
 		anonymize_engine_scan(ms, target, rel, run_match, sa);
+	if (st->nmatches - before > 1)
+		qsort(st->matches + before, st->nmatches - before, sizeof(RunMatch),
+			  run_cmp_match_tid);
 }
 
 /* Scan the targets from index first on, collecting their matching rows. */
