@@ -55,10 +55,7 @@ start_cluster "$work/cluster" "$port" \
 export PGDATABASE=archive
 as_pg createdb archive
 
-q() { as_pg psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
-ms_now() { echo $(($(date +%s%N) / 1000000)); }
-median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f\n", a / b}'; }
+. "$TOP/bench/lib.sh"
 
 q -c 'CREATE EXTENSION anonymize'
 log "building the archive: $rows calls plus chats, emails, SMS answers and raw events"
@@ -75,9 +72,7 @@ run_ms() {
 	q -c 'CHECKPOINT'
 	t0=$(ms_now)
 	q -c 'SELECT anonymize.run()' >/dev/null
-	while [ "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'anonymize run()'")" != 0 ]; do
-		sleep 0.02
-	done
+	wait_run_gone
 	echo $(($(ms_now) - t0))
 }
 

@@ -2,7 +2,7 @@
 # bench/parallel.sh: the parallel run against the serial one, and the scan
 # phase against PostgreSQL's own parallel sequential scan.
 #
-#   bench/parallel.sh [--rows N] [--reps R] [--k K] [--workers W]
+#   bench/parallel.sh [--rows N] [--reps R] [--k K] [--workers W] [--conf 'x = y']...
 #
 # On the benchmark archive (bench/schema.sql, N calls, default 2,000,000,
 # plus chats, emails, SMS answers and the partitioned raw events: about
@@ -19,8 +19,11 @@
 #             the same number of processes (max_parallel_workers_per_gather
 #             = W - 1), a predicate over each target's column per row; and
 #             the same scan with no worker;
+#   ceiling:  the same CPU work (no I/O) by one process, then split over W
+#             processes at once: the best ratio this machine allows;
 #
-# and writes the medians and the ratios parallel/serial (target <= 0.65)
+# --conf adds a line to the cluster's postgresql.conf (to try a setting,
+# e.g. anonymize.parallel_min_table_size).  Writes the medians and the ratios parallel/serial (target <= 0.65)
 # and parallel scan phase / PostgreSQL's parallel scan (target <= 1.3) to
 # bench/RESULTS-parallel.md (bench/RESULTS.md links to it), with the load.
 set -euo pipefail
@@ -30,13 +33,15 @@ rows=2000000
 reps=3
 k=100
 workers=2
+extra_conf=()
 while [ $# -gt 0 ]; do
 	case $1 in
 		--rows) rows=$2; shift 2 ;;
 		--reps) reps=$2; shift 2 ;;
 		--k) k=$2; shift 2 ;;
 		--workers) workers=$2; shift 2 ;;
-		*) echo "usage: bench/parallel.sh [--rows N] [--reps R] [--k K] [--workers W]" >&2; exit 2 ;;
+		--conf) extra_conf+=("$2"); shift 2 ;;
+		*) echo "usage: bench/parallel.sh [--rows N] [--reps R] [--k K] [--workers W] [--conf 'setting = value']..." >&2; exit 2 ;;
 	esac
 done
 
@@ -53,15 +58,11 @@ start_cluster "$work/cluster" "$port" \
 	"timezone = 'Europe/Oslo'" "anonymize.enabled = off" "shared_buffers = 1GB" \
 	"max_wal_size = 50GB" "checkpoint_timeout = 1h" "autovacuum = off" \
 	"anonymize.rebuild_indexes = off" "anonymize.cost_delay = 0" \
-	"max_worker_processes = 16" "max_parallel_workers = 8"
+	"max_worker_processes = 16" "max_parallel_workers = 8" ${extra_conf[@]+"${extra_conf[@]}"}
 export PGDATABASE=archive
 as_pg createdb archive
 
-q() { as_pg psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
-ms_now() { echo $(($(date +%s%N) / 1000000)); }
-median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f\n", a / b}'; }
-load1() { cut -d' ' -f1 /proc/loadavg; }
+. "$TOP/bench/lib.sh"
 
 q -c 'CREATE EXTENSION anonymize'
 log "building the archive: $rows calls plus chats, emails, SMS answers and raw events"
@@ -98,14 +99,26 @@ run_ms() {
 	sampler=$!
 	t0=$(ms_now)
 	q -c 'SELECT anonymize.run()' >/dev/null
-	while [ "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'anonymize run()'")" != 0 ]; do
-		sleep 0.02
-	done
+	wait_run_gone
 	ms=$(($(ms_now) - t0))
 	kill "$sampler" 2>/dev/null || true
 	wait "$sampler" 2>/dev/null || true
 	echo "$ms $(awk -F'|' 'NF > 1 {if (!f) f = $1; l = $1} END {print (f ? l - f + 100 : 0)}' "$work/samples")" >>"$work/$2"
 }
+
+# the machine's own ceiling: the same CPU work (perl adding numbers, no
+# I/O) done by one process, then split over W at once; ms
+busy_ms() {
+	local t0 i pids=()
+	t0=$(ms_now)
+	for i in $(seq "$1"); do
+		perl -e "my \$x = 0; \$x += \$_ for 1 .. int(6e7 / $1)" &
+		pids+=($!)
+	done
+	wait "${pids[@]}"
+	echo $(($(ms_now) - t0))
+}
+: >"$work/busy1"; : >"$work/busyw"
 
 q -c "$scan_sql" >/dev/null	# warm the cache
 run_ms 1 warm; : >"$work/serial"; : >"$work/parallel"; : >"$work/pg1"; : >"$work/pgw"
@@ -120,16 +133,20 @@ for i in $(seq "$reps"); do
 	pg_scan 1 >>"$work/pg1"
 	pg_scan "$workers" >>"$work/pgw"
 	echo "rep $i: PostgreSQL's scan $(tail -1 "$work/pg1") ms alone, $(tail -1 "$work/pgw") ms with $workers processes, load $(load1)" >&2
+	busy_ms 1 >>"$work/busy1"
+	busy_ms "$workers" >>"$work/busyw"
+	echo "rep $i: the same CPU work in 1 process $(tail -1 "$work/busy1") ms, in $workers $(tail -1 "$work/busyw") ms" >&2
 done
 col() { awk -v c="$1" '{print $c}' "$work/$2"; }
 serial=$(col 1 serial | median); parallel=$(col 1 parallel | median)
 sscan=$(col 2 serial | median); pscan=$(col 2 parallel | median)
 pg1=$(median <"$work/pg1"); pgw=$(median <"$work/pgw")
+busy1=$(median <"$work/busy1"); busyw=$(median <"$work/busyw")
 res=$TOP/bench/RESULTS-parallel.md
 {
 	echo "# anonymize benchmark: the parallel run"
 	echo
-	echo "Produced by \`bench/parallel.sh --rows $rows --reps $reps --k $k --workers $workers\` on $(date -u '+%Y-%m-%d %H:%M UTC'), branch \`$(git -C "$TOP" rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?')\` at \`$(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')\`."
+	echo "Produced by \`bench/parallel.sh --rows $rows --reps $reps --k $k --workers $workers$(printf " --conf '%s'" ${extra_conf[@]+"${extra_conf[@]}"})\` on $(date -u '+%Y-%m-%d %H:%M UTC'), branch \`$(git -C "$TOP" rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?')\` at \`$(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')\`."
 	echo
 	echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo) memory, $(as_pg postgres --version), shared_buffers 1GB, autovacuum off, anonymize.rebuild_indexes off, throttle off (anonymize.cost_delay = 0); the cores are shared with other work (load average 1 min at the end: $(load1))."
 	echo
@@ -147,5 +164,6 @@ res=$TOP/bench/RESULTS-parallel.md
 	echo "| ratio: scan phase, $workers processes / 1 | $(ratio "$pscan" "$sscan") | |"
 	echo "| ratio: the run's scan phase / PostgreSQL's parallel scan, $workers processes each | $(ratio "$pscan" "$pgw") | target <= 1.3 |"
 	echo "| ratio: PostgreSQL's scan, $workers processes / 1 | $(ratio "$pgw" "$pg1") | |"
+	echo "| the machine's ceiling: the same CPU work split over $workers processes / done by 1 ($busyw / $busy1 ms) | $(ratio "$busyw" "$busy1") | the best any parallel run can reach here; 1 / $workers on idle cores |"
 } >"$res"
 cat "$res"

@@ -468,8 +468,18 @@ run_scan_leaf(RunState *st, AnonymizeMatchSet *ms, AnonymizeTarget *target,
 			  Relation rel, RunScanArg *sa)
 {
 	int64		before = st->nmatches;
+	bool		probe = anonymize_probe_possible(ms, target, rel);
 
-	if (anonymize_probe_possible(ms, target, rel) ||
+	if (probe)
+		anonymize_run_activity(st, "looking up %d identifiers in an index of %s (%s)",
+							   anonymize_matchset_size(ms), target->name,
+							   RelationGetRelationName(rel));
+	else
+		anonymize_run_activity(st, "scanning %s (%s, %ld pages) for %d identifiers",
+							   target->name, RelationGetRelationName(rel),
+							   (long) RelationGetNumberOfBlocks(rel),
+							   anonymize_matchset_size(ms));
+	if (probe ||
 		!anonymize_run_parallel_scan(st->run_id, ms, st->reqs, st->nreqs,
 									 target, rel, run_match, sa))
 		anonymize_engine_scan(ms, target, rel, run_match, sa);
@@ -528,10 +538,6 @@ run_scan_targets(RunState *st, int first)
 			}
 			if (rel != NULL)
 			{
-				anonymize_run_activity(st, "scanning %s (%s, %ld pages) for %d identifiers",
-									   target->name, RelationGetRelationName(rel),
-									   (long) RelationGetNumberOfBlocks(rel),
-									   anonymize_matchset_size(ms));
 				run_scan_leaf(st, ms, target, rel, &sa);
 				table_close(rel, AccessShareLock);
 				if (!list_member_oid(st->scanned_leaves, leafid))

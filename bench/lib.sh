@@ -1,0 +1,22 @@
+# bench/lib.sh: what the benchmark scripts share (sourced after
+# tools/lib.sh, with PGDATABASE set): psql, the clock, medians and ratios,
+# the load, and waiting for a run's process to leave.
+
+# q ARGS...: psql as the cluster's user, unaligned, stopping at an error
+q() { as_pg psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+# ms_now: the time in ms
+ms_now() { echo $(($(date +%s%N) / 1000000)); }
+# median: the median of the numbers on stdin
+median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
+# ratio A B: A / B with two decimals
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f\n", a / b}'; }
+# load1: the load average over the last minute
+load1() { cut -d' ' -f1 /proc/loadavg; }
+
+# wait_run_gone: until run()'s process (which vacuums after run() has
+# returned) has left
+wait_run_gone() {
+	while [ "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'anonymize run()'")" != 0 ]; do
+		sleep 0.02
+	done
+}
