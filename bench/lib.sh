@@ -20,3 +20,22 @@ wait_run_gone() {
 		sleep 0.02
 	done
 }
+
+# timed_run FILE: run() until its process has left, with what the process
+# reports doing sampled every 0.05 s into FILE, a line "ms step" each
+# (step: scanning, looking, rewriting, vacuuming...); prints the ms
+timed_run() {
+	local t0 ms sampler
+	q >"$1.raw" 2>/dev/null <<<"SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint,
+		split_part(split_part(query, ': ', 2), ' ', 1)
+		FROM pg_stat_activity WHERE backend_type = 'anonymize run()' \\watch 0.05" &
+	sampler=$!
+	t0=$(ms_now)
+	q -c 'SELECT anonymize.run()' >/dev/null
+	wait_run_gone
+	ms=$(($(ms_now) - t0))
+	kill "$sampler" 2>/dev/null || true
+	wait "$sampler" 2>/dev/null || true
+	awk -F'|' 'NF > 1 {print $1, $2}' "$1.raw" >"$1"
+	echo "$ms"
+}

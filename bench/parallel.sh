@@ -13,7 +13,7 @@
 #   serial:   run() of K fresh requests (default 100) with
 #             anonymize.max_parallel_workers = 1, from run() until its
 #             process has vacuumed and left, and its scan phase (the time
-#             pg_stat_activity shows it scanning, sampled every 0.1 s);
+#             pg_stat_activity shows it scanning, sampled every 0.05 s);
 #   parallel: the same with anonymize.max_parallel_workers = W (default 2);
 #   pg:       PostgreSQL's parallel sequential scan of the same tables with
 #             the same number of processes (max_parallel_workers_per_gather
@@ -89,21 +89,12 @@ pg_scan() {
 # run_ms W TAG: one run of K fresh requests with W processes, until its
 # process is gone; appends "ms scan_ms" to $work/TAG
 run_ms() {
-	local t0 ms sampler
+	local ms
 	q -c "ALTER SYSTEM SET anonymize.max_parallel_workers = $1" -c 'SELECT pg_reload_conf()' >/dev/null
 	q -c "SELECT bench.file_requests($k)" >/dev/null
 	q -c 'CHECKPOINT'
-	# what the run reports doing, every 0.1 s, with the time
-	q >"$work/samples" 2>/dev/null <<<"SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint, query
-		FROM pg_stat_activity WHERE backend_type = 'anonymize run()' AND query LIKE '%scanning%' \\watch 0.1" &
-	sampler=$!
-	t0=$(ms_now)
-	q -c 'SELECT anonymize.run()' >/dev/null
-	wait_run_gone
-	ms=$(($(ms_now) - t0))
-	kill "$sampler" 2>/dev/null || true
-	wait "$sampler" 2>/dev/null || true
-	echo "$ms $(awk -F'|' 'NF > 1 {if (!f) f = $1; l = $1} END {print (f ? l - f + 100 : 0)}' "$work/samples")" >>"$work/$2"
+	ms=$(timed_run "$work/samples")
+	echo "$ms $(awk '$2 == "scanning" {if (!f) f = $1; l = $1} END {print (f ? l - f + 50 : 0)}' "$work/samples")" >>"$work/$2"
 }
 
 # the machine's own ceiling: the same CPU work (perl adding numbers, no
@@ -150,7 +141,7 @@ res=$TOP/bench/RESULTS-parallel.md
 	echo
 	echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo) memory, $(as_pg postgres --version), shared_buffers 1GB, autovacuum off, anonymize.rebuild_indexes off, throttle off (anonymize.cost_delay = 0); the cores are shared with other work (load average 1 min at the end: $(load1))."
 	echo
-	echo "Archive: $archive_rows rows in 5 targets (bench/schema.sql; raw.events partitioned), frozen, in the cache. Each run: $k fresh requests, timed from run() until its process has vacuumed and left; its scan phase is the time pg_stat_activity shows it scanning (sampled every 0.1 s). PostgreSQL's scan: \`SELECT count(*) FROM <target> WHERE <column> LIKE '%x%'\` over the 5 targets, forced parallel. Medians of $reps, with every value."
+	echo "Archive: $archive_rows rows in 5 targets (bench/schema.sql; raw.events partitioned), frozen, in the cache. Each run: $k fresh requests, timed from run() until its process has vacuumed and left; its scan phase is the time pg_stat_activity shows it scanning (sampled every 0.05 s). PostgreSQL's scan: \`SELECT count(*) FROM <target> WHERE <column> LIKE '%x%'\` over the 5 targets, forced parallel. Medians of $reps, with every value."
 	echo
 	echo "| measurement | value | |"
 	echo "|---|---|---|"

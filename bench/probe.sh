@@ -81,23 +81,13 @@ phase_ms() {
 # run_ms: one run of K fresh requests until its process has left;
 # prints "ms matching rewriting cleanup"
 run_ms() {
-	local t0 ms sampler next=$(($(q -c "SELECT coalesce(max(id), 0) FROM anonymize.anonymize_request") + 1))
+	local ms next=$(($(q -c "SELECT coalesce(max(id), 0) FROM anonymize.anonymize_request") + 1))
 	# persons never asked for before: one in 97 from the request's id on
 	q -c "INSERT INTO anonymize.anonymize_request (phone, to_date, comment)
 		SELECT (40000000 + (($next + g) * 97) % (SELECT count(*) / 3 FROM archive.calls))::text,
 			   current_date, 'bench' FROM generate_series(1, $k) g" >/dev/null
 	q -c 'CHECKPOINT'
-	q >"$work/raw" 2>/dev/null <<<"SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint,
-		split_part(split_part(query, ': ', 2), ' ', 1)
-		FROM pg_stat_activity WHERE backend_type = 'anonymize run()' \\watch 0.05" &
-	sampler=$!
-	t0=$(ms_now)
-	q -c 'SELECT anonymize.run()' >/dev/null
-	wait_run_gone
-	ms=$(($(ms_now) - t0))
-	kill "$sampler" 2>/dev/null || true
-	wait "$sampler" 2>/dev/null || true
-	awk -F'|' 'NF > 1 {print $1, $2}' "$work/raw" >"$work/samples"
+	ms=$(timed_run "$work/samples")
 	echo "$ms $(phase_ms "$ms")"
 }
 
