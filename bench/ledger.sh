@@ -38,24 +38,8 @@ while [ $# -gt 0 ]; do
 	esac
 done
 
-ensure_deps
-work=$(mktemp -d /tmp/anonymize-bench-ledger.XXXXXX)
-chmod 755 "$work"
-trap 'stop_cluster "$work/cluster"' EXIT
-stage_tree "$work/src"
-private_pg "$work/pg"
-build_install "$work/src"
-port=$(shuf -i 56000-56999 -n 1)
-start_cluster "$work/cluster" "$port" \
-	"anonymize.database = 'archive'" "anonymize.country_code = '47'" \
-	"timezone = 'Europe/Oslo'" "anonymize.enabled = off" "shared_buffers = 1GB" \
-	"max_wal_size = 50GB" "checkpoint_timeout = 1h" \
-	"max_parallel_workers_per_gather = 0" "autovacuum = off" \
-	"anonymize.rebuild_indexes = off"
-export PGDATABASE=archive
-as_pg createdb archive
-
 . "$TOP/bench/lib.sh"
+bench_cluster ledger "max_parallel_workers_per_gather = 0" "anonymize.rebuild_indexes = off"
 
 q -c 'CREATE EXTENSION anonymize'
 log "building the archive: $rows calls plus chats, emails, SMS answers and raw events"

@@ -39,3 +39,26 @@ timed_run() {
 	awk -F'|' 'NF > 1 {print $1, $2}' "$1.raw" >"$1"
 	echo "$ms"
 }
+
+# bench_cluster NAME SETTING...: the extension built from this tree into a
+# private PostgreSQL and a throwaway cluster (settings of every benchmark,
+# then the given ones) with the database archive, stopped on exit; sets
+# work (the work directory) and port
+bench_cluster() {
+	local name=$1
+	shift
+	ensure_deps
+	work=$(mktemp -d "/tmp/anonymize-bench-$name.XXXXXX")
+	chmod 755 "$work"
+	trap 'jobs -p | xargs -r kill 2>/dev/null; stop_cluster "$work/cluster"' EXIT
+	stage_tree "$work/src"
+	private_pg "$work/pg"
+	build_install "$work/src"
+	port=$(shuf -i 56000-57999 -n 1)
+	start_cluster "$work/cluster" "$port" \
+		"anonymize.database = 'archive'" "anonymize.country_code = '47'" \
+		"timezone = 'Europe/Oslo'" "anonymize.enabled = off" "shared_buffers = 1GB" \
+		"max_wal_size = 50GB" "checkpoint_timeout = 1h" "autovacuum = off" "$@"
+	export PGDATABASE=archive
+	as_pg createdb archive
+}

@@ -45,24 +45,9 @@ while [ $# -gt 0 ]; do
 	esac
 done
 
-ensure_deps
-work=$(mktemp -d /tmp/anonymize-bench-parallel.XXXXXX)
-chmod 755 "$work"
-trap 'jobs -p | xargs -r kill 2>/dev/null; stop_cluster "$work/cluster"' EXIT
-stage_tree "$work/src"
-private_pg "$work/pg"
-build_install "$work/src"
-port=$(shuf -i 56000-56999 -n 1)
-start_cluster "$work/cluster" "$port" \
-	"anonymize.database = 'archive'" "anonymize.country_code = '47'" \
-	"timezone = 'Europe/Oslo'" "anonymize.enabled = off" "shared_buffers = 1GB" \
-	"max_wal_size = 50GB" "checkpoint_timeout = 1h" "autovacuum = off" \
-	"anonymize.rebuild_indexes = off" "anonymize.cost_delay = 0" \
-	"max_worker_processes = 16" "max_parallel_workers = 8" ${extra_conf[@]+"${extra_conf[@]}"}
-export PGDATABASE=archive
-as_pg createdb archive
-
 . "$TOP/bench/lib.sh"
+bench_cluster parallel "anonymize.rebuild_indexes = off" "anonymize.cost_delay = 0" \
+	"max_worker_processes = 16" "max_parallel_workers = 8" ${extra_conf[@]+"${extra_conf[@]}"}
 
 q -c 'CREATE EXTENSION anonymize'
 log "building the archive: $rows calls plus chats, emails, SMS answers and raw events"

@@ -36,22 +36,8 @@ while [ $# -gt 0 ]; do
 	esac
 done
 
-ensure_deps
-work=$(mktemp -d /tmp/anonymize-bench-probe.XXXXXX)
-chmod 755 "$work"
-trap 'jobs -p | xargs -r kill 2>/dev/null; stop_cluster "$work/cluster"' EXIT
-stage_tree "$work/src"
-private_pg "$work/pg"
-build_install "$work/src"
-port=$(shuf -i 57000-57999 -n 1)
-start_cluster "$work/cluster" "$port" \
-	"anonymize.database = 'archive'" "anonymize.country_code = '47'" \
-	"timezone = 'Europe/Oslo'" "anonymize.enabled = off" "shared_buffers = 1GB" \
-	"max_wal_size = 50GB" "checkpoint_timeout = 1h" "autovacuum = off" \
-	"anonymize.cost_delay = 0" "maintenance_work_mem = 256MB"
-export PGDATABASE=archive
-as_pg createdb archive
 . "$TOP/bench/lib.sh"
+bench_cluster probe "anonymize.cost_delay = 0" "maintenance_work_mem = 256MB"
 q -c 'CREATE EXTENSION anonymize'
 
 # build N: the calls table of N rows, its two indexes, registered
