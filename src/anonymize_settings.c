@@ -41,6 +41,7 @@ int			anonymize_batch_size = 10000;
 int			anonymize_rescan_interval = 60;
 int			anonymize_batch_delay = 0;
 double		anonymize_cost_delay = ANONYMIZE_COST_DELAY_DEFAULT;
+int			anonymize_run_nice = ANONYMIZE_RUN_NICE_DEFAULT;
 int			anonymize_cost_limit = ANONYMIZE_COST_LIMIT_DEFAULT;
 int			anonymize_max_parallel_workers = 2;
 int			anonymize_parallel_min_table_size = 1000;
@@ -230,6 +231,15 @@ settings_define_pace(void)
 							NULL,
 							&anonymize_cost_limit,
 							ANONYMIZE_COST_LIMIT_DEFAULT, 1, 10000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("anonymize.run_nice",
+							"CPU priority (nice value) of the processes of a run, as renice: higher yields the cores to other work first.",
+							"0 leaves it as the server's.  A process keeps the value it got, as it cannot raise its priority again.",
+							&anonymize_run_nice,
+							ANONYMIZE_RUN_NICE_DEFAULT, 0, 19,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);

@@ -25,12 +25,14 @@ extern int	anonymize_rescan_interval;
 extern int	anonymize_batch_delay;
 extern double anonymize_cost_delay;
 extern int	anonymize_cost_limit;
+extern int	anonymize_run_nice;
 extern int	anonymize_max_parallel_workers;
 extern int	anonymize_parallel_min_table_size;
 
 /* the throttle's defaults (see doc/settings.md for the measurement) */
 #define ANONYMIZE_COST_DELAY_DEFAULT	2.0
 #define ANONYMIZE_COST_LIMIT_DEFAULT	200
+#define ANONYMIZE_RUN_NICE_DEFAULT	0
 extern bool anonymize_refresh_materialized_views;
 extern bool anonymize_rebuild_indexes;
 extern int	anonymize_max_rows_per_request;

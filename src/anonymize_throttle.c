@@ -4,7 +4,8 @@
  *	  The run's cost-based throttle: like autovacuum's cost-based delay,
  *	  with anonymize.cost_delay and anonymize.cost_limit, applied to the
  *	  scan (a delay point a row), the rewrite (one a batch) and the run's
- *	  VACUUM (PostgreSQL's own, with the same two settings).
+ *	  VACUUM (PostgreSQL's own, with the same two settings); and the CPU
+ *	  priority of the processes of the run (anonymize.run_nice).
  *
  * The accounting is the buffer manager's: while VacuumCostActive is set,
  * every page the run reads from shared buffers, from the kernel, or
@@ -17,6 +18,8 @@
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <sys/resource.h>
 
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -35,12 +38,34 @@ anonymize_throttle_share(int parts)
 	anonymize_throttle_parts = Max(parts, 1);
 }
 
-/* Turn the throttle on, when anonymize.cost_delay is above 0. */
+/*
+ * Lower this process's CPU priority to anonymize.run_nice, so that the
+ * portal's backends get a core first.  Never raises it: an unprivileged
+ * process cannot, and the run's processes (run()'s, its scan workers, the
+ * scheduling worker) do nothing else that needs it.
+ */
+static void
+throttle_nice(void)
+{
+	int			current;
+
+	errno = 0;
+	current = getpriority(PRIO_PROCESS, 0);
+	if (errno != 0 || anonymize_run_nice <= current)
+		return;
+	if (setpriority(PRIO_PROCESS, 0, anonymize_run_nice) != 0)
+		ereport(DEBUG1,
+				(errmsg_internal("anonymize: could not set the run's nice value to %d: %m",
+								 anonymize_run_nice)));
+}
+
+/* Turn the throttle on, when anonymize.cost_delay is above 0; nice the process. */
 void
 anonymize_throttle_begin(void)
 {
 	VacuumCostBalance = 0;
 	VacuumCostActive = (anonymize_cost_delay > 0);
+	throttle_nice();
 }
 
 /* Turn it off (also after an error): the process's other work is not charged. */
