@@ -3,7 +3,8 @@
 # (forced on small tables by anonymize.parallel_min_table_size = 0): the
 # same statuses, rows_anonymized, Held decisions, receipts and table
 # contents, for run() and for the scheduled worker's run (wake()), with
-# the ledger's late rows; the scan workers really ran; a scan worker
+# the ledger's late rows; the scan workers really ran, at the CPU priority
+# of anonymize.run_nice; a scan worker
 # terminated in the middle fails the run with no request Done, and the
 # next run finishes exactly.
 use strict;
@@ -96,6 +97,15 @@ sub set_conf
 	$node->reload;
 }
 
+# the nice value of process pid (field 19 of /proc/pid/stat)
+sub proc_nice
+{
+	my ($pid) = @_;
+	my $stat = slurp_file("/proc/$pid/stat");
+	$stat =~ s/^.*\) //s;
+	return (split / /, $stat)[16];
+}
+
 sub wait_run_exit
 {
 	$node->poll_query_until('postgres',
@@ -158,7 +168,7 @@ set_conf('anonymize.max_parallel_workers = 1');
 $node->safe_psql('serial', 'SELECT anonymize.run()');
 wait_run_exit();
 
-set_conf('anonymize.max_parallel_workers = 3; anonymize.cost_limit = 1; anonymize.cost_delay = 20');
+set_conf('anonymize.max_parallel_workers = 3; anonymize.cost_limit = 1; anonymize.cost_delay = 20; anonymize.run_nice = 7');
 $log = -s $node->logfile;
 $node->safe_psql('postgres', 'SELECT anonymize.wake()');
 # a worker of the first, largest table (seconds at this throttle), not one
@@ -167,6 +177,22 @@ $node->poll_query_until('postgres', q{
 	SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'anonymize parallel scan'
 	AND EXISTS (SELECT FROM pg_stat_activity WHERE query LIKE 'anonymize run %: scanning public.calls %')})
   or die 'no scan worker seen';
+# anonymize.run_nice: the run's process and its scan workers yield the cores
+# (a worker just started may not have begun its scan: look again a while)
+my ($run_nice, @run_pids);
+for (1 .. 100)
+{
+	@run_pids = split /\n/, $node->safe_psql('postgres', q{
+		SELECT pid FROM pg_stat_activity
+		WHERE backend_type = 'anonymize parallel scan' OR query LIKE 'anonymize run %: scanning %'});
+	$run_nice = join(',', map { proc_nice($_) } @run_pids);
+	last if $run_nice eq join(',', (7) x @run_pids);
+	Time::HiRes::sleep(0.1);
+}
+is($run_nice, join(',', (7) x @run_pids),
+	'anonymize.run_nice = 7: the run and its ' . (@run_pids - 1) . ' scan workers at nice 7');
+cmp_ok(scalar @run_pids, '>=', 2, 'the run and at least one scan worker seen');
+isnt(proc_nice($node->safe_psql('postgres', 'SELECT pg_backend_pid()')), 7, 'a session keeps its priority');
 is($node->safe_psql('postgres', q{
 	SELECT pg_terminate_backend(pid) FROM pg_stat_activity
 	WHERE backend_type = 'anonymize parallel scan' ORDER BY pid LIMIT 1}),
@@ -185,6 +211,7 @@ $node->poll_query_until('postgres',
 
 $node->safe_psql('postgres', 'ALTER SYSTEM RESET anonymize.cost_limit');
 $node->safe_psql('postgres', 'ALTER SYSTEM RESET anonymize.cost_delay');
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET anonymize.run_nice');
 $node->reload;
 $node->safe_psql('postgres', 'SELECT anonymize.run()');
 wait_run_exit();
