@@ -8,7 +8,8 @@
 #   --portal-only measures only 6 (the portal's latency) on the archive;
 #   --throttle DELAY/LIMIT (e.g. '10ms/200', repeatable) measures 6's
 #   throttled runs at that anonymize.cost_delay / cost_limit instead of as
-#   configured, one row each.
+#   configured, one row each; --portal-secs S measures each phase of 6 for
+#   S seconds (default 40: too short for more than one run at a slow throttle).
 #
 # Starts a private throwaway cluster (tools/lib.sh), builds a synthetic
 # archive (bench/schema.sql: N calls, default 2,000,000, plus chats,
@@ -42,6 +43,7 @@ tiny=0
 profile=1
 profile_k=""
 portal_only=0
+portal_secs_opt=""
 throttles=()
 extra_conf=()
 while [ $# -gt 0 ]; do
@@ -54,7 +56,8 @@ while [ $# -gt 0 ]; do
 		--conf) extra_conf+=("$2"); shift 2 ;;
 		--portal-only) portal_only=1; shift ;;
 		--throttle) throttles+=("$2"); shift 2 ;;
-		*) echo "usage: bench/run.sh [--rows N] [--reps R] [--tiny] [--no-profile] [--profile-k K] [--conf 'setting = value']... [--portal-only] [--throttle DELAY/LIMIT]..." >&2; exit 2 ;;
+		--portal-secs) portal_secs_opt=$2; shift 2 ;;
+		*) echo "usage: bench/run.sh [--rows N] [--reps R] [--tiny] [--no-profile] [--profile-k K] [--conf 'setting = value']... [--portal-only] [--throttle DELAY/LIMIT]... [--portal-secs S]" >&2; exit 2 ;;
 	esac
 done
 for t in "${throttles[@]}"; do
@@ -70,6 +73,7 @@ else
 	ks="1 100 1000 10000"; k_mem=100000; k_portal=1000
 	portal_secs=40 portal_rate=40 shared_buffers=1GB run_timeout=1800
 fi
+portal_secs=${portal_secs_opt:-$portal_secs}
 k_ratio=$(echo $ks | awk '{print $3}')	# the K of run/scan (1,000)
 k_big=$(echo $ks | awk '{print $NF}')		# the K compared with K=1
 profile_k=${profile_k:-$k_ratio}
@@ -551,7 +555,7 @@ res=$out/RESULTS.md
 {
 	echo "# anonymize benchmark results"
 	echo
-	echo "Produced by \`bench/run.sh$([ $tiny = 1 ] && echo ' --tiny') --rows $rows --reps $reps$(for c in "${extra_conf[@]}"; do printf " --conf '%s'" "$c"; done)$([ $portal_only = 1 ] && echo ' --portal-only')$(for t in "${throttles[@]}"; do [ "$t" = on ] || printf " --throttle '%s'" "$t"; done)\` on $(date -u '+%Y-%m-%d %H:%M UTC'), branch \`$(git -C "$TOP" rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?')\` at \`$(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')\`.$patched"
+	echo "Produced by \`bench/run.sh$([ $tiny = 1 ] && echo ' --tiny') --rows $rows --reps $reps$(for c in "${extra_conf[@]}"; do printf " --conf '%s'" "$c"; done)$([ $portal_only = 1 ] && echo ' --portal-only')$([ -n "$portal_secs_opt" ] && echo " --portal-secs $portal_secs_opt")$(for t in "${throttles[@]}"; do [ "$t" = on ] || printf " --throttle '%s'" "$t"; done)\` on $(date -u '+%Y-%m-%d %H:%M UTC'), branch \`$(git -C "$TOP" rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?')\` at \`$(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')\`.$patched"
 	echo
 	echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo) memory, $(as_pg "$PG_BIN/postgres" --version), shared_buffers $shared_buffers, fsync off, parallel query off, autovacuum off (so that the WAL measured is the run's alone; the run vacuums what it touched itself), a CHECKPOINT before each measured run and peer request (so WAL includes the full-page images a nightly run writes). The cores are shared with other work: the load average (1 min) is given next to each number."
 	echo
