@@ -5,6 +5,11 @@
 #
 #   --conf 'x = y' adds a line to the cluster's postgresql.conf (to try a
 #   setting); --profile-k K profiles a run of K requests (default 1,000).
+#   --portal-only measures only 6 (the portal's latency) on the archive;
+#   --throttle DELAY/LIMIT (e.g. '10ms/200', repeatable) measures 6's
+#   throttled runs at that anonymize.cost_delay / cost_limit instead of as
+#   configured, one row each; --portal-secs S measures each phase of 6 for
+#   S seconds (default 40: too short for more than one run at a slow throttle).
 #
 # Starts a private throwaway cluster (tools/lib.sh), builds a synthetic
 # archive (bench/schema.sql: N calls, default 2,000,000, plus chats,
@@ -37,6 +42,9 @@ reps=3
 tiny=0
 profile=1
 profile_k=""
+portal_only=0
+portal_secs_opt=""
+throttles=()
 extra_conf=()
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -46,9 +54,17 @@ while [ $# -gt 0 ]; do
 		--no-profile) profile=0; shift ;;
 		--profile-k) profile_k=$2; shift 2 ;;
 		--conf) extra_conf+=("$2"); shift 2 ;;
-		*) echo "usage: bench/run.sh [--rows N] [--reps R] [--tiny] [--no-profile] [--profile-k K] [--conf 'setting = value']..." >&2; exit 2 ;;
+		--portal-only) portal_only=1; shift ;;
+		--throttle) throttles+=("$2"); shift 2 ;;
+		--portal-secs) portal_secs_opt=$2; shift 2 ;;
+		*) echo "usage: bench/run.sh [--rows N] [--reps R] [--tiny] [--no-profile] [--profile-k K] [--conf 'setting = value']... [--portal-only] [--throttle DELAY/LIMIT]... [--portal-secs S]" >&2; exit 2 ;;
 	esac
 done
+for t in "${throttles[@]}"; do
+	[[ $t =~ ^[0-9.]+(us|ms|s)?/[0-9]+$ ]] || { echo "bench/run.sh: --throttle takes DELAY/LIMIT, e.g. '10ms/200', not '$t'" >&2; exit 2; }
+done
+# without --throttle, the throttled runs of 6 use the throttle as configured
+[ ${#throttles[@]} -gt 0 ] || throttles=(on)
 if [ $tiny = 1 ]; then
 	rows=15000 reps=1 profile=0
 	ks="1 10 100 1000"; k_mem=1000; k_portal=10
@@ -57,6 +73,7 @@ else
 	ks="1 100 1000 10000"; k_mem=100000; k_portal=1000
 	portal_secs=40 portal_rate=40 shared_buffers=1GB run_timeout=1800
 fi
+portal_secs=${portal_secs_opt:-$portal_secs}
 k_ratio=$(echo $ks | awk '{print $3}')	# the K of run/scan (1,000)
 k_big=$(echo $ks | awk '{print $NF}')		# the K compared with K=1
 profile_k=${profile_k:-$k_ratio}
@@ -143,21 +160,24 @@ has_hooks=$(q -c "SELECT to_regprocedure('anonymize.is_anonymized(text)') IS NOT
 has_protect=$(q -c "SELECT to_regprocedure('anonymize.protect(regclass)') IS NOT NULL")
 
 # ---------------------------------------------------------------- 1. floor
-log "1. the floor: one sequential scan of every target"
-targets=$(q -F' ' -c 'SELECT tbl, col FROM anonymize.target ORDER BY tbl::text')
-floor_sql=""
-while read -r tbl col; do
-	floor_sql+="SELECT count(*) FROM $tbl WHERE $col LIKE '%x%';"
-done <<<"$targets"
-q -c "$floor_sql" >/dev/null	# warm the cache
-: >"$out/floor.ms"
-for i in $(seq "$reps"); do
-	t0=$(ms_now)
-	q -c "$floor_sql" >/dev/null
-	echo $(($(ms_now) - t0)) >>"$out/floor.ms"
-	echo "floor rep $i: $(tail -1 "$out/floor.ms") ms, load $(load1)" >&2
-done
-floor_ms=$(median <"$out/floor.ms")
+floor_ms=""
+if [ $portal_only = 0 ]; then
+	log "1. the floor: one sequential scan of every target"
+	targets=$(q -F' ' -c 'SELECT tbl, col FROM anonymize.target ORDER BY tbl::text')
+	floor_sql=""
+	while read -r tbl col; do
+		floor_sql+="SELECT count(*) FROM $tbl WHERE $col LIKE '%x%';"
+	done <<<"$targets"
+	q -c "$floor_sql" >/dev/null	# warm the cache
+	: >"$out/floor.ms"
+	for i in $(seq "$reps"); do
+		t0=$(ms_now)
+		q -c "$floor_sql" >/dev/null
+		echo $(($(ms_now) - t0)) >>"$out/floor.ms"
+		echo "floor rep $i: $(tail -1 "$out/floor.ms") ms, load $(load1)" >&2
+	done
+	floor_ms=$(median <"$out/floor.ms")
+fi
 
 # ----------------------------------------------- sampling the run's memory
 # rss_sampler FILE: every 0.1 s, the run's processes (the backend that
@@ -295,20 +315,25 @@ throttle_conf=""
 if [ "$has_throttle" = t ]; then
 	throttle_conf="cost_delay $(q -c 'SHOW anonymize.cost_delay'), cost_limit $(q -c 'SHOW anonymize.cost_limit')"
 fi
-# set_throttle on|off: the server's configuration, which run() reads
+# throttle_desc on|DELAY/LIMIT: the throttle, as RESULTS.md names it
+throttle_desc() { if [ "$1" = on ]; then echo "$throttle_conf"; else echo "cost_delay ${1%/*}, cost_limit ${1#*/}"; fi; }
+# set_throttle on|off|DELAY/LIMIT: the server's configuration, which run()
+# reads: as configured, full speed, or the throttle given
 set_throttle() {
 	[ "$has_throttle" = t ] || return 0
-	if [ "$1" = off ]; then
-		q -c 'ALTER SYSTEM SET anonymize.cost_delay = 0'
-	else
-		q -c 'ALTER SYSTEM RESET anonymize.cost_delay'
-	fi
+	case $1 in
+		off) q -c 'ALTER SYSTEM SET anonymize.cost_delay = 0' ;;
+		on) q -c 'ALTER SYSTEM RESET anonymize.cost_delay'; q -c 'ALTER SYSTEM RESET anonymize.cost_limit' ;;
+		*) q -c "ALTER SYSTEM SET anonymize.cost_delay = '${1%/*}'"; q -c "ALTER SYSTEM SET anonymize.cost_limit = ${1#*/}" ;;
+	esac
 	q -c 'SELECT pg_reload_conf()' >/dev/null
 	sleep 0.5
 }
 set_throttle off
 
-if [ "$has_run" = t ]; then
+if [ $portal_only = 1 ]; then
+	log "--portal-only: skipping 1 to 5, 7 and 8"
+elif [ "$has_run" = t ]; then
 	# ------------------------------------------------- 2. and 5. runs
 	log "2. run() for K = $ks ($reps times each, fresh requests each time)"
 	phase_sampler "$out/phases" &
@@ -402,21 +427,23 @@ if [ -n "$rows_big" ] && [ "$rows_big" -gt 0 ]; then
 fi
 
 # ---------------------------------------------------------------- 3. peer
-log "3. the peer: one hand-written normalizing UPDATE per request, sampled"
-first=$(q -c "SELECT bench.take_persons(5)")
-: >"$out/naive.ms"
-naive_wal=0 naive_rows=0
-for p in $(seq "$first" $((first + 4))); do
-	q -c 'CHECKPOINT'
-	lsn0=$(q -c 'SELECT pg_current_wal_insert_lsn()')
-	t0=$(ms_now)
-	n=$(q -c "SELECT bench.naive_erase($p)")
-	echo $(($(ms_now) - t0)) >>"$out/naive.ms"
-	naive_rows=$((naive_rows + n))
-	naive_wal=$((naive_wal + $(q -c "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn0')::bigint")))
-	echo "peer request $p: $(tail -1 "$out/naive.ms") ms, $n rows, load $(load1)" >&2
-done
-naive_ms=$(median <"$out/naive.ms")
+naive_ms="" naive_wal=0 naive_rows=0
+if [ $portal_only = 0 ]; then
+	log "3. the peer: one hand-written normalizing UPDATE per request, sampled"
+	first=$(q -c "SELECT bench.take_persons(5)")
+	: >"$out/naive.ms"
+	for p in $(seq "$first" $((first + 4))); do
+		q -c 'CHECKPOINT'
+		lsn0=$(q -c 'SELECT pg_current_wal_insert_lsn()')
+		t0=$(ms_now)
+		n=$(q -c "SELECT bench.naive_erase($p)")
+		echo $(($(ms_now) - t0)) >>"$out/naive.ms"
+		naive_rows=$((naive_rows + n))
+		naive_wal=$((naive_wal + $(q -c "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn0')::bigint")))
+		echo "peer request $p: $(tail -1 "$out/naive.ms") ms, $n rows, load $(load1)" >&2
+	done
+	naive_ms=$(median <"$out/naive.ms")
+fi
 
 # ---------------------------------------------------------------- 6. portal
 # pgbench_phase NAME: the portal script at a steady rate for portal_secs
@@ -469,19 +496,27 @@ portal_runs() {
 	printf -v "runms_$name" '%s' "$(awk '{print $2 - $1}' "$out/run_windows_$name" | median)"
 }
 p50_during="" p99_during="" n_during=0 load_during="" runs_during=0 runms_during=""
-p50_throttled="" p99_throttled="" n_throttled=0 load_throttled="" runs_throttled=0 runms_throttled=""
 if [ "$has_run" = t ]; then
 	portal_runs during
 	if [ "$has_throttle" = t ]; then
-		set_throttle on
-		portal_runs throttled
+		for i in "${!throttles[@]}"; do
+			set_throttle "${throttles[$i]}"
+			portal_runs "throttled$i"
+		done
 		set_throttle off
 	fi
 fi
+# tv FIELD I: FIELD (p50, p99, n, load, runs, runms) of the throttled runs
+# at throttles[I], empty if they were not measured
+tv() { local v=$1_throttled$2; echo "${!v:-}"; }
 
 # ---------------------------------------------------------------- 7. hooks
 hooks_line="is_anonymized() does not exist on this branch: skipped"
 protect_line="protect() does not exist on this branch: skipped"
+if [ $portal_only = 1 ]; then
+	hooks_line="is_anonymized(): not measured (--portal-only)" protect_line="protect(): not measured (--portal-only)"
+	has_hooks=f has_protect=f
+fi
 if [ "$has_hooks" = t ]; then
 	log "7. is_anonymized(): 20,000 calls"
 	t0=$(ms_now)
@@ -520,7 +555,7 @@ res=$out/RESULTS.md
 {
 	echo "# anonymize benchmark results"
 	echo
-	echo "Produced by \`bench/run.sh$([ $tiny = 1 ] && echo ' --tiny') --rows $rows --reps $reps$(for c in "${extra_conf[@]}"; do printf " --conf '%s'" "$c"; done)\` on $(date -u '+%Y-%m-%d %H:%M UTC'), branch \`$(git -C "$TOP" rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?')\` at \`$(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')\`.$patched"
+	echo "Produced by \`bench/run.sh$([ $tiny = 1 ] && echo ' --tiny') --rows $rows --reps $reps$(for c in "${extra_conf[@]}"; do printf " --conf '%s'" "$c"; done)$([ $portal_only = 1 ] && echo ' --portal-only')$([ -n "$portal_secs_opt" ] && echo " --portal-secs $portal_secs_opt")$(for t in "${throttles[@]}"; do [ "$t" = on ] || printf " --throttle '%s'" "$t"; done)\` on $(date -u '+%Y-%m-%d %H:%M UTC'), branch \`$(git -C "$TOP" rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?')\` at \`$(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')\`.$patched"
 	echo
 	echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo) memory, $(as_pg "$PG_BIN/postgres" --version), shared_buffers $shared_buffers, fsync off, parallel query off, autovacuum off (so that the WAL measured is the run's alone; the run vacuums what it touched itself), a CHECKPOINT before each measured run and peer request (so WAL includes the full-page images a nightly run writes). The cores are shared with other work: the load average (1 min) is given next to each number."
 	echo
@@ -530,21 +565,23 @@ res=$out/RESULTS.md
 	echo
 	echo "| measurement | value |"
 	echo "|---|---|"
-	echo "| floor: one sequential scan of every target | $(stats <"$out/floor.ms") ms |"
-	for k in $ks; do
-		if [ -n "$(runs_k "$k")" ]; then
-			echo "| run(), K = $k | $(runs_k "$k" | stats) ms (run() returned after $(awk -v k="$k" '$1 == k && $7 ~ /^k/ {print $8}' "$out/runs" | median) ms, before its vacuum); $(awk -v k="$k" '$1 == k && $7 ~ /^k/ {print $4}' "$out/runs" | median) rows rewritten; WAL $(awk -v k="$k" '$1 == k && $7 ~ /^k/ {print $3}' "$out/runs" | median) bytes; load $(awk -v k="$k" '$1 == k && $7 ~ /^k/ {printf "%s ", $6}' "$out/runs") |"
-		else
-			echo "| run(), K = $k | not measured (no run()) |"
-		fi
-	done
+	if [ $portal_only = 0 ]; then
+		echo "| floor: one sequential scan of every target | $(stats <"$out/floor.ms") ms |"
+		for k in $ks; do
+			if [ -n "$(runs_k "$k")" ]; then
+				echo "| run(), K = $k | $(runs_k "$k" | stats) ms (run() returned after $(awk -v k="$k" '$1 == k && $7 ~ /^k/ {print $8}' "$out/runs" | median) ms, before its vacuum); $(awk -v k="$k" '$1 == k && $7 ~ /^k/ {print $4}' "$out/runs" | median) rows rewritten; WAL $(awk -v k="$k" '$1 == k && $7 ~ /^k/ {print $3}' "$out/runs" | median) bytes; load $(awk -v k="$k" '$1 == k && $7 ~ /^k/ {printf "%s ", $6}' "$out/runs") |"
+			else
+				echo "| run(), K = $k | not measured (no run()) |"
+			fi
+		done
+	fi
 	if [ -n "$(runs_k 1)" ]; then
 		for k in $ks; do scrub_row "$k"; done
 	fi
 	if [ -n "$bulk_ms" ]; then
 		echo "| rewrite floor: about $bulk_rows rows (as many as K = $k_big) by one plain UPDATE per target, then VACUUM (INDEX_CLEANUP ON) | $bulk_ms ms ($bulk_upd_ms ms UPDATE); WAL $bulk_wal bytes |"
 	fi
-	echo "| peer: one hand-written UPDATE per request (5 sampled) | $(stats <"$out/naive.ms") ms a request; $naive_rows rows rewritten by the 5; WAL $((naive_wal / 5)) bytes a request |"
+	[ -z "$naive_ms" ] || echo "| peer: one hand-written UPDATE per request (5 sampled) | $(stats <"$out/naive.ms") ms a request; $naive_rows rows rewritten by the 5; WAL $((naive_wal / 5)) bytes a request |"
 	if [ -s "$out/rss" ]; then
 		echo "| run(), K = $k_mem | $(awk '$7 == "mem" {print $2 " ms; " $4 " rows rewritten; WAL " $3 " bytes; load " $6}' "$out/runs") |"
 		echo "| peak private memory (RssAnon) at K = $k_mem | $((mem_anon / 1024)) MB ($mem_who; VmHWM incl. shared buffers touched: $((mem_hwm / 1024)) MB; sampled every 0.1 s) |"
@@ -553,10 +590,11 @@ res=$out/RESULTS.md
 	if [ -n "$p99_during" ]; then
 		echo "| portal during runs at full speed: p50 / p99 | $p50_during / $p99_during ms ($n_during transactions during $runs_during runs of K = $k_portal, each $runms_during ms, load $load_during) |"
 	fi
-	if [ -n "$p99_throttled" ]; then
-		echo "| portal during throttled runs ($throttle_conf): p50 / p99 | $p50_throttled / $p99_throttled ms ($n_throttled transactions during $runs_throttled runs of K = $k_portal, each $runms_throttled ms, load $load_throttled) |"
-		echo "| the throttle's price: a run of K = $k_portal throttled / at full speed | $runms_throttled / $runms_during ms ($(ratio "$runms_throttled" "$runms_during")x) |"
-	fi
+	for i in "${!throttles[@]}"; do
+		[ -n "$(tv p99 "$i")" ] || continue
+		echo "| portal during throttled runs ($(throttle_desc "${throttles[$i]}")): p50 / p99 | $(tv p50 "$i") / $(tv p99 "$i") ms ($(tv n "$i") transactions during $(tv runs "$i") runs of K = $k_portal, each $(tv runms "$i") ms, load $(tv load "$i")) |"
+		echo "| the throttle's price ($(throttle_desc "${throttles[$i]}")): a run of K = $k_portal throttled / at full speed | $(tv runms "$i") / $runms_during ms ($(ratio "$(tv runms "$i")" "$runms_during")x) |"
+	done
 	if [ -s "$out/vacuum" ]; then
 		for k in $ks; do
 			vac=$(awk -v k="$k" 'NR == FNR {v[$1] = $2; next} $1 == k && ($7 in v) {print v[$7]}' "$out/vacuum" "$out/runs" | median)
@@ -574,7 +612,6 @@ res=$out/RESULTS.md
 	r_naive=$(ratio "$(awk -v n="$naive_ms" -v k="$k_ratio" 'BEGIN {print n * k}')" "$(run_med "$k_ratio")")
 	r_naive_big=$(ratio "$(awk -v n="$naive_ms" -v k="$k_big" 'BEGIN {print n * k}')" "$(run_med "$k_big")")
 	r_p99=$(ratio "$p99_during" "$p99_without")
-	r_p99t=$(ratio "$p99_throttled" "$p99_without")
 	r_floor=""
 	[ -n "$bulk_ms" ] && r_floor=$(ratio "$(run_med "$k_big")" "$((floor_ms + bulk_ms))")
 	wal_row=$(awk '$7 ~ /^k/ && $4 > 0 {print $3 / $4}' "$out/runs" | median)
@@ -594,7 +631,10 @@ res=$out/RESULTS.md
 	echo "| WAL bytes per row rewritten (median over runs) | ${wal_row:-n/a} | proportional to rows | see WAL of K = 1 |"
 	echo "| WAL of a K = 1 run / heap size of the targets | $r_wal_tab | ~0 (not the table) | $(verdict "$r_wal_tab" "<=" 0.05) |"
 	echo "| portal p99 during / without a run, full speed | $r_p99 | <= 1.25 | $(verdict "$r_p99" "<=" 1.25) |"
-	echo "| portal p99 during / without a run, throttled ($throttle_conf) | ${r_p99t:-n/a} | <= 1.5 | $(verdict "${r_p99t:-n/a}" "<=" 1.5) |"
+	for i in "${!throttles[@]}"; do
+		r=$(ratio "$(tv p99 "$i")" "$p99_without")
+		echo "| portal p99 during / without a run, throttled ($(throttle_desc "${throttles[$i]}")) | $r | <= 1.5 | $(verdict "$r" "<=" 1.5) |"
+	done
 	echo "| run at K = $k_big / (scan floor + rewrite floor + its vacuum) | ${r_floor:-n/a} | <= 1.2 | $(verdict "${r_floor:-n/a}" "<=" 1.2) |"
 	echo
 	if [ -s "$out/run_times" ] && [ -s "$out/phases" ]; then
@@ -603,7 +643,7 @@ res=$out/RESULTS.md
 		for k in $ks; do echo "- K = $k: $(phases "k$k.r1")"; done
 		echo
 	fi
-	for ph in without during throttled; do
+	for ph in without during $(printf 'throttled%s ' "${!throttles[@]}"); do
 		[ -s "$out/pgbench_$ph.txt" ] || continue
 		echo "Portal statements, average latency (ms) $ph a run (pgbench -r):"
 		echo
