@@ -32,7 +32,7 @@ extern int	anonymize_parallel_min_table_size;
 /* the throttle's defaults (see doc/settings.md for the measurement) */
 #define ANONYMIZE_COST_DELAY_DEFAULT	2.0
 #define ANONYMIZE_COST_LIMIT_DEFAULT	200
-#define ANONYMIZE_RUN_NICE_DEFAULT	0
+#define ANONYMIZE_RUN_NICE_DEFAULT	10
 extern bool anonymize_refresh_materialized_views;
 extern bool anonymize_rebuild_indexes;
 extern int	anonymize_max_rows_per_request;
