@@ -122,7 +122,7 @@ res=$TOP/bench/RESULTS-parallel.md
 {
 	echo "# anonymize benchmark: the parallel run"
 	echo
-	echo "Produced by \`bench/parallel.sh --rows $rows --reps $reps --k $k --workers $workers$(printf " --conf '%s'" ${extra_conf[@]+"${extra_conf[@]}"})\` on $(date -u '+%Y-%m-%d %H:%M UTC'), branch \`$(git -C "$TOP" rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?')\` at \`$(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')\`."
+	echo "Produced by \`bench/parallel.sh --rows $rows --reps $reps --k $k --workers $workers$([ ${#extra_conf[@]} -eq 0 ] || printf " --conf '%s'" "${extra_conf[@]}")\` on $(date -u '+%Y-%m-%d %H:%M UTC'), branch \`$(git -C "$TOP" rev-parse --abbrev-ref HEAD 2>/dev/null || echo '?')\` at \`$(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')\`."
 	echo
 	echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo) memory, $(as_pg postgres --version), shared_buffers 1GB, autovacuum off, anonymize.rebuild_indexes off, throttle off (anonymize.cost_delay = 0); the cores are shared with other work (load average 1 min at the end: $(load1))."
 	echo

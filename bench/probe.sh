@@ -17,7 +17,7 @@
 #   preview: preview() of one request (it always looks up).
 #
 # Each run is timed from run() until its process has vacuumed and left,
-# and split into its phases from what it reports doing (pg_stat_activity,
+# with the rows it rewrote, and split into its phases from what it reports doing (pg_stat_activity,
 # sampled every 0.05 s): matching (looking up or scanning), rewriting, and
 # cleanup (finishing, vacuuming, scrubbing, rebuilding).  Writes the
 # medians and the ratios 20M / 2M to bench/RESULTS-probe.md.
@@ -65,7 +65,7 @@ phase_ms() {
 }
 
 # run_ms: one run of K fresh requests until its process has left;
-# prints "ms matching rewriting cleanup"
+# prints "ms matching rewriting cleanup rows-rewritten"
 run_ms() {
 	local ms next=$(($(q -c "SELECT coalesce(max(id), 0) FROM anonymize.anonymize_request") + 1))
 	# persons never asked for before: one in 97 from the request's id on
@@ -74,7 +74,8 @@ run_ms() {
 			   current_date, 'bench' FROM generate_series(1, $k) g" >/dev/null
 	q -c 'CHECKPOINT'
 	ms=$(timed_run "$work/samples")
-	echo "$ms $(phase_ms "$ms")"
+	echo "$ms $(phase_ms "$ms") $(q -c "SELECT coalesce(sum(rows_anonymized), 0) FROM anonymize.anonymize_request
+		WHERE comment = 'bench' AND id >= $next")"
 }
 
 # preview_ms: preview() of one fresh request, in ms (its execution time)
@@ -120,11 +121,11 @@ res=$TOP/bench/RESULTS-probe.md
 	echo
 	echo "One target, \`archive.calls\` (3 calls a person, an index on the caller and one over \`anonymize.canonical_phone(caller, '47', '')\`), frozen. Each run: $k fresh requests, from run() until its process has vacuumed and left; its phases from pg_stat_activity every 0.05 s. *lookup*: the ledger empty, so the run looks the numbers up in the index; *scan*: the ledger holding the requests Done before, so the run scans for late rows. Medians of $reps, ms."
 	echo
-	echo "| calls | heap | run | total | matching | rewriting | cleanup | preview() of one request |"
-	echo "|---|---|---|---|---|---|---|---|"
+	echo "| calls | heap | run | total | matching | rewriting | cleanup | rows rewritten | preview() of one request |"
+	echo "|---|---|---|---|---|---|---|---|---|"
 	for n in "${size_list[@]}"; do
 		for m in lookup scan; do
-			echo "| $n | $(cat "$work/heap.$n") | $m | $(med 1 "$work/$m.$n") | $(med 2 "$work/$m.$n") | $(med 3 "$work/$m.$n") | $(med 4 "$work/$m.$n") | $([ $m = lookup ] && median <"$work/preview.$n" || echo) |"
+			echo "| $n | $(cat "$work/heap.$n") | $m | $(med 1 "$work/$m.$n") | $(med 2 "$work/$m.$n") | $(med 3 "$work/$m.$n") | $(med 4 "$work/$m.$n") | $(med 5 "$work/$m.$n") | $([ $m = lookup ] && median <"$work/preview.$n" || echo) |"
 		done
 	done
 	if [ "${#size_list[@]}" -ge 2 ]; then
@@ -137,7 +138,7 @@ res=$TOP/bench/RESULTS-probe.md
 		done
 	fi
 	echo
-	echo "Every run (calls, kind, total, matching, rewriting, cleanup):"
+	echo "Every run (calls, kind, total, matching, rewriting, cleanup, rows rewritten):"
 	echo
 	echo '```'
 	for n in "${size_list[@]}"; do
