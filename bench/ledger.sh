@@ -41,13 +41,7 @@ done
 . "$TOP/bench/lib.sh"
 bench_cluster ledger "max_parallel_workers_per_gather = 0" "anonymize.rebuild_indexes = off"
 
-q -c 'CREATE EXTENSION anonymize'
-log "building the archive: $rows calls plus chats, emails, SMS answers and raw events"
-q -v rows="$rows" -f "$work/src/bench/schema.sql" >/dev/null
-q -c 'VACUUM (FREEZE, ANALYZE)'
-q -c 'CHECKPOINT'
-archive_rows=$(q -c "SELECT sum(c) FROM (SELECT count(*) c FROM archive.calls UNION ALL SELECT count(*) FROM archive.chats
-	UNION ALL SELECT count(*) FROM archive.emails UNION ALL SELECT count(*) FROM sms.answers UNION ALL SELECT count(*) FROM raw.events) s")
+bench_archive "$rows"
 
 # one run of K fresh requests, until its process is gone; prints ms
 run_ms() {

@@ -62,3 +62,16 @@ bench_cluster() {
 	export PGDATABASE=archive
 	as_pg createdb archive
 }
+
+# bench_archive ROWS: the extension and the benchmark archive
+# (bench/schema.sql: ROWS calls plus chats, emails, SMS answers and the
+# partitioned raw events), frozen and checkpointed; sets archive_rows
+bench_archive() {
+	q -c 'CREATE EXTENSION anonymize'
+	log "building the archive: $1 calls plus chats, emails, SMS answers and raw events"
+	q -v rows="$1" -f "$work/src/bench/schema.sql" >/dev/null
+	q -c 'VACUUM (FREEZE, ANALYZE)'
+	q -c 'CHECKPOINT'
+	archive_rows=$(q -c "SELECT sum(c) FROM (SELECT count(*) c FROM archive.calls UNION ALL SELECT count(*) FROM archive.chats
+		UNION ALL SELECT count(*) FROM archive.emails UNION ALL SELECT count(*) FROM sms.answers UNION ALL SELECT count(*) FROM raw.events) s")
+}

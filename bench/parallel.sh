@@ -49,13 +49,7 @@ done
 bench_cluster parallel "anonymize.rebuild_indexes = off" "anonymize.cost_delay = 0" \
 	"max_worker_processes = 16" "max_parallel_workers = 8" ${extra_conf[@]+"${extra_conf[@]}"}
 
-q -c 'CREATE EXTENSION anonymize'
-log "building the archive: $rows calls plus chats, emails, SMS answers and raw events"
-q -v rows="$rows" -f "$work/src/bench/schema.sql" >/dev/null
-q -c 'VACUUM (FREEZE, ANALYZE)'
-q -c 'CHECKPOINT'
-archive_rows=$(q -c "SELECT sum(c) FROM (SELECT count(*) c FROM archive.calls UNION ALL SELECT count(*) FROM archive.chats
-	UNION ALL SELECT count(*) FROM archive.emails UNION ALL SELECT count(*) FROM sms.answers UNION ALL SELECT count(*) FROM raw.events) s")
+bench_archive "$rows"
 
 # the scans PostgreSQL would make: a predicate over each target's column
 scan_sql=""
