@@ -408,6 +408,7 @@ anonymize_scrub_run(List *relids, bool whole, int64 run_id,
 	if (scrub_state == NULL)
 		return true;
 	INSTR_TIME_SET_CURRENT(t0);
+	scrub_state->run_id = run_id;
 	snprintf(activity, sizeof(activity),
 			 "anonymize run %lld: scrubbing the pages of %d tables",
 			 (long long) run_id, list_length(relids));

@@ -48,6 +48,7 @@ typedef struct ScrubState
 	List	   *columns;		/* ScrubColumn *: the target column of each
 								 * target leaf */
 	List	   *rebuild;		/* indexes that may keep an erased key live */
+	int64		run_id;			/* of the scrub, for its log lines */
 } ScrubState;
 
 /* a target leaf's identifier column */
@@ -73,5 +74,22 @@ extern uint64 scrub_key_hash(Form_pg_attribute att, Datum value);
 extern void scrub_keys_check_index(Relation heap, Relation irel,
 								   ScrubRel *hsr, bool whole);
 extern void scrub_sort_blocks(ScrubRel *sr);
+
+/* Whether a pivot tuple's columns in keymask hash to a noted old key. */
+extern bool scrub_keys_tuple_matches(Relation irel, IndexTuple itup,
+									 ScrubRel *sr, uint32 keymask);
+
+/*
+ * Lock heap in SHARE mode against writers for the separators' rewrite,
+ * without queueing behind them: tried for about two seconds.
+ */
+extern bool scrub_pivot_lock(Relation heap);
+
+/*
+ * Rewrite in place each separator of btree irel (heap locked by
+ * scrub_pivot_lock()) whose top occurrence is a noted page's downlink
+ * matching a noted old key; how many were rewritten.
+ */
+extern int	scrub_pivot_rewrite(Relation irel, ScrubRel *sr, uint32 keymask);
 
 #endif							/* ANONYMIZE_SCRUB_INT_H */

@@ -28,11 +28,14 @@
 #include "access/nbtree.h"
 #include "catalog/pg_am_d.h"
 #include "storage/bufmgr.h"
+#include "storage/lmgr.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
 
 #include "anonymize_scrub.h"
 #include "anonymize_scrub_int.h"
+#include "anonymize_settings.h"
 
 /* qsort and bsearch order of key hashes. */
 static int
@@ -44,9 +47,9 @@ keys_cmp(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* Whether a pivot tuple's columns in keymask hash to a noted old key. */
-static bool
-keys_tuple_matches(Relation irel, IndexTuple itup, ScrubRel *sr,
+/* See anonymize_scrub_int.h. */
+bool
+scrub_keys_tuple_matches(Relation irel, IndexTuple itup, ScrubRel *sr,
 				   uint32 keymask)
 {
 	TupleDesc	desc = RelationGetDescr(irel);
@@ -89,13 +92,13 @@ keys_page_holds(Relation irel, BlockNumber blkno, ScrubRel *sr,
 		OffsetNumber maxoff = PageGetMaxOffsetNumber(page);
 
 		if (!P_RIGHTMOST(op) && maxoff >= P_HIKEY)
-			hit = keys_tuple_matches(irel,
+			hit = scrub_keys_tuple_matches(irel,
 									 (IndexTuple) PageGetItem(page, PageGetItemId(page, P_HIKEY)),
 									 sr, keymask);
 		/* a leaf's other tuples are entries, which the vacuum handled */
 		for (OffsetNumber off = P_FIRSTDATAKEY(op);
 			 !hit && !P_ISLEAF(op) && off <= maxoff; off++)
-			hit = keys_tuple_matches(irel,
+			hit = scrub_keys_tuple_matches(irel,
 									 (IndexTuple) PageGetItem(page, PageGetItemId(page, off)),
 									 sr, keymask);
 	}
@@ -117,6 +120,40 @@ keys_btree_holds(Relation irel, ScrubRel *sr, uint32 keymask)
 			keys_page_holds(irel, sr->blocks[i], sr, keymask))
 			return true;
 	return false;
+}
+
+/*
+ * Rewrite in place the separators of btree irel that hold a noted old key
+ * (anonymize_scrub_pivot.c), with heap locked against writers; whether one
+ * still does (left for the rebuild).
+ */
+static bool
+keys_btree_rewrite(Relation heap, Relation irel, ScrubRel *sr, uint32 keymask)
+{
+	int			n;
+	bool		held;
+
+	if (!scrub_pivot_lock(heap))
+	{
+		ereport(LOG,
+				(errmsg("anonymize run %lld: could not lock table %s.%s against writers to rewrite separators of index %s in place; rebuilding it",
+						(long long) scrub_state->run_id,
+						get_namespace_name(RelationGetNamespace(heap)),
+						RelationGetRelationName(heap),
+						RelationGetRelationName(irel))));
+		return true;
+	}
+	n = scrub_pivot_rewrite(irel, sr, keymask);
+	held = keys_btree_holds(irel, sr, keymask);
+	UnlockRelationOid(RelationGetRelid(heap), ShareLock);
+	ereport(LOG,
+			(errmsg_plural("anonymize run %lld: rewrote %d separator of index %s.%s in place: it held an erased identifier%s",
+						   "anonymize run %lld: rewrote %d separators of index %s.%s in place: they held an erased identifier%s",
+						   n, (long long) scrub_state->run_id, n,
+						   get_namespace_name(RelationGetNamespace(irel)),
+						   RelationGetRelationName(irel),
+						   held ? "; another still does, the index is rebuilt" : "")));
+	return held;
 }
 
 /* The target column of heap (a target leaf), or InvalidAttrNumber. */
@@ -143,6 +180,7 @@ keys_index_may_hold(Relation heap, Relation irel, ScrubRel *hsr, bool whole)
 	AttrNumber	attnum = hsr != NULL && hsr->attnum != InvalidAttrNumber
 		? hsr->attnum : keys_target_column(RelationGetRelid(heap));
 	ScrubRel   *sr;
+	uint32		keymask;
 
 	if (am == HASH_AM_OID || attnum == InvalidAttrNumber ||
 		!scrub_index_uses(irel, attnum))
@@ -154,8 +192,11 @@ keys_index_may_hold(Relation heap, Relation irel, ScrubRel *hsr, bool whole)
 	sr = scrub_rel(RelationGetRelid(irel), false);
 	if (sr == NULL)
 		return false;
-	return sr->whole ||
-		keys_btree_holds(irel, sr, scrub_index_key_columns(irel, attnum));
+	if (sr->whole)
+		return true;
+	keymask = scrub_index_key_columns(irel, attnum);
+	return keys_btree_holds(irel, sr, keymask) &&
+		(!anonymize_rebuild_indexes || keys_btree_rewrite(heap, irel, sr, keymask));
 }
 
 /* See anonymize_scrub.h. */

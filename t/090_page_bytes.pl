@@ -321,14 +321,15 @@ $primary->safe_psql('postgres', q{
 # the numbers (national digits) of separators of the root of calls_caller_idx
 sub separators
 {
-	return split /\n/, $primary->safe_psql('postgres', q{
+	my $idx = shift // 'calls_caller_idx';
+	return split /\n/, $primary->safe_psql('postgres', qq{
 		WITH i AS (
 			SELECT decode(replace(data, ' ', ''), 'hex') AS b
-			FROM bt_page_items('calls_caller_idx', (SELECT root FROM bt_metap('calls_caller_idx')))
+			FROM bt_page_items('$idx', (SELECT root FROM bt_metap('$idx')))
 			WHERE data <> '')
 		SELECT substr(v, 4) FROM (
 			SELECT convert_from(substring(b FROM 2 FOR (get_byte(b, 0) >> 1) - 1), 'UTF8') AS v FROM i) k
-		WHERE v ~ '^\+47[0-9]{8}$' ORDER BY v});
+		WHERE v ~ '^\\+47[0-9]{8}\$' ORDER BY v});
 }
 my @sep = separators();
 ok(@sep >= 10, 'live keys: the root of calls_caller_idx has separators (' . scalar(@sep) . ')');
@@ -354,22 +355,41 @@ ok(substr(slurp_file($primary->logfile), $log_start) =~
 	  /anonymize run \d+: 3 indexes could keep an erased identifier as a live key; not rebuilt, anonymize.rebuild_indexes is off/,
 	'... and the run says it left 3 indexes');
 
-# on (the default): the next run rebuilds them, and only them
+# on (the default): the next run rewrites the btree's separators that hold
+# P2 in place (the table locked against writers for it) and rebuilds the
+# GIN and BRIN indexes, and only them
 $primary->safe_psql('postgres', qq{
 	ALTER SYSTEM RESET anonymize.rebuild_indexes;
 	SELECT pg_reload_conf();
+	CREATE EXTENSION amcheck;
 	INSERT INTO anonymize.anonymize_request (phone, to_date, comment) VALUES ('$p2', '2024-06-30', 'P2')});
 like(hits($primary, $p2), qr/calls_caller_idx:[2-9]/, 'live keys: P2 is a separator and an entry');
 $log_start = -s $primary->logfile;
 is(run_and_wait($primary), '1', 'live keys: the run finishes P2');
 settle();
 my $log = substr(slurp_file($primary->logfile), $log_start);
-for my $idx (qw(calls_caller_idx calls_caller_gin calls_caller_brin))
+for my $idx (qw(calls_caller_gin calls_caller_brin))
 {
 	ok($log =~ /anonymize run \d+: rebuilt index public\.$idx: it could keep an erased identifier as a live key/,
 		"live keys: the run rebuilt $idx");
 	isnt($relfile->($idx), $before{$idx}, "... which has a new file");
 }
+like($log, qr/anonymize run \d+: rewrote [1-9]\d* separators? of index public\.calls_caller_idx in place: (it|they) held an erased identifier\n/,
+	'live keys: the run rewrote the btree separator that held P2 in place');
+unlike($log, qr/rebuilt index public\.calls_caller_idx/, '... and did not rebuild the btree');
+is($relfile->('calls_caller_idx'), $before{calls_caller_idx}, '... which keeps its file');
+unlike(hits($primary, $p2), qr/calls_caller_idx/, '... and no longer holds P2');
+like(hits($primary, $p1), qr/calls_caller_idx/,
+	'... while P1, left by the run with rebuild_indexes off, is still a separator (not this run\'s key)');
+is($primary->safe_psql('postgres', q{
+		SELECT bt_index_parent_check('calls_caller_idx', true, true)}),
+	'', 'live keys: amcheck finds the rewritten btree sound (every entry found again from the root)');
+is($primary->safe_psql('postgres', q{
+		SET enable_seqscan = off;
+		SELECT count(*) FROM (
+			SELECT DISTINCT caller FROM calls WHERE caller LIKE '+47%' ORDER BY 1 LIMIT 400) c
+		WHERE (SELECT count(*) FROM calls i WHERE i.caller = c.caller) = 0}),
+	'0', 'live keys: each of 400 numbers is found through the rewritten btree');
 is($relfile->('chats_lower_idx'), $before{chats_lower_idx},
 	'live keys: an index of a table the run did not rewrite is left alone');
 is($primary->safe_psql('postgres', q{
@@ -377,8 +397,8 @@ is($primary->safe_psql('postgres', q{
 	'0', 'live keys: no invalid index is left');
 is($primary->safe_psql('postgres', 'SELECT count(*) FROM anonymize.run_log WHERE vacuumed_at IS NULL'),
 	'0', 'live keys: the run recorded its vacuum');
-none($primary, $p1, $p2);
-none($standby, $p1, $p2);
+none($primary, $p2);
+none($standby, $p2);
 is($primary->safe_psql('postgres', q{
 		SET enable_seqscan = off;
 		SELECT count(*) FROM calls WHERE caller = '+4798765432' OR caller LIKE '+47%'}),
@@ -419,6 +439,33 @@ is($primary->safe_psql('postgres', 'SELECT count(*) FROM anonymize.run_log WHERE
 	'0', 'failed rebuild: the next run rebuilds and records its vacuum');
 none($primary, $p1, $p2, $p3);
 none($standby, $p1, $p2, $p3);
+
+# a deeper btree (leaves filled to 10 %: three levels): a separator of the
+# root is also the high key of a page on each level below it, all of which
+# the run rewrites alike
+$primary->safe_psql('postgres', q{
+	CREATE INDEX calls_caller_deep ON calls (caller) WITH (fillfactor = 10)});
+is($primary->safe_psql('postgres', q{SELECT level FROM bt_metap('calls_caller_deep')}),
+	'2', 'deep btree: the index has three levels');
+my @sep4 = grep { my $s = $_; !grep { $_ eq $s } ($p1, $p2, $p3) } separators('calls_caller_deep');
+ok(@sep4 >= 2, 'deep btree: its root has separators (' . scalar(@sep4) . ')');
+my $p4 = $sep4[1];
+my $deep_before = $relfile->('calls_caller_deep');
+$primary->safe_psql('postgres', qq{
+	INSERT INTO anonymize.anonymize_request (phone, to_date, comment) VALUES ('$p4', '2024-06-30', 'P4')});
+like(hits($primary, $p4), qr/calls_caller_deep:[3-9]/, 'deep btree: P4 is a separator on each level and an entry');
+$log_start = -s $primary->logfile;
+is(run_and_wait($primary), '1', 'deep btree: the run finishes P4');
+settle();
+$log = substr(slurp_file($primary->logfile), $log_start);
+like($log, qr/anonymize run \d+: rewrote [1-9]\d* separators? of index public\.calls_caller_deep in place: (it|they) held an erased identifier\n/,
+	'deep btree: the run rewrote its separators in place');
+is($relfile->('calls_caller_deep'), $deep_before, '... without a rebuild');
+is($primary->safe_psql('postgres', q{
+		SELECT bt_index_parent_check('calls_caller_deep', true, true)}),
+	'', 'deep btree: amcheck finds it sound (every high key equal to its parent\'s separator)');
+none($primary, $p4);
+none($standby, $p4);
 
 $standby->stop;
 $primary->stop;
