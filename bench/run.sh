@@ -260,6 +260,25 @@ vacuum_line() {
 	awk -v t="$1" -v a="$(date -d "$fin" +%s.%N)" -v b="$(date -d "$(echo "$scr" | awk '{print $1 " " $2}')" +%s.%N)" -v s="$ms" \
 		'BEGIN {printf "%s %d\n", t, (b - a) * 1000 - s}' >>"$out/vacuum"
 }
+# keys_line TAG: the live index keys the run that just ended cleared, from
+# its log lines: appended to $out/keys as "TAG separators indexes rebuilt"
+# (separators rewritten in place, in how many indexes; indexes rebuilt)
+keys_line() {
+	local id
+	id=$(grep -a 'anonymize run [0-9]*: scrubbed' "$work/cluster/server.log" | tail -1 |
+		sed -E 's/.*anonymize run ([0-9]+): scrubbed.*/\1/')
+	[ -n "$id" ] || return 0
+	{ grep -a "anonymize run $id: \(rewrote\|rebuilt index\)" "$work/cluster/server.log" || true; } |
+		awk -v t="$1" '/rewrote/ {for (i = 1; i <= NF; i++) if ($i == "rewrote") s += $(i + 1); n++}
+			/rebuilt index/ {r++} END {printf "%s %d %d %d\n", t, s, n, r}' >>"$out/keys"
+}
+# keys_row K: what the runs of K cleared of live index keys (medians)
+keys_row() {
+	local k=$1 f
+	[ -s "$out/keys" ] || return 0
+	f() { awk -v k="$k" -v c="$1" 'NR == FNR {if ($1 == k) t[$7] = 1; next} ($1 in t) {print $c}' "$out/runs" "$out/keys" | median; }
+	echo "| live index keys cleared in run(), K = $k | $(f 2) btree separators rewritten in place in $(f 3) indexes; $(f 4) indexes rebuilt |"
+}
 # scrub_row K: the scrub's share of the runs of K (medians), for RESULTS.md
 scrub_row() {
 	local k=$1 f
@@ -297,6 +316,7 @@ run_once() {
 	echo "$k $ms $wal $2 $1 $load $tag $cms" >>"$out/runs"
 	scrub_line "$tag"
 	vacuum_line "$tag"
+	keys_line "$tag"
 	echo "run K=$k: $ms ms ($cms ms until run() returned), $1 done, $2 rows rewritten, $wal WAL bytes, load $load" >&2
 	if [ "$1" != "$k" ]; then
 		log "run K=$k finished only $1 of $k requests"
@@ -577,6 +597,7 @@ res=$out/RESULTS.md
 	fi
 	if [ -n "$(runs_k 1)" ]; then
 		for k in $ks; do scrub_row "$k"; done
+		for k in $ks; do keys_row "$k"; done
 	fi
 	if [ -n "$bulk_ms" ]; then
 		echo "| rewrite floor: about $bulk_rows rows (as many as K = $k_big) by one plain UPDATE per target, then VACUUM (INDEX_CLEANUP ON) | $bulk_ms ms ($bulk_upd_ms ms UPDATE); WAL $bulk_wal bytes |"

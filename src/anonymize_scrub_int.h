@@ -80,6 +80,14 @@ extern bool scrub_keys_tuple_matches(Relation irel, IndexTuple itup,
 									 ScrubRel *sr, uint32 keymask);
 
 /*
+ * Forget the noted old keys that index tuple itup (a live entry) holds in
+ * its columns in keymask: rows the run did not rewrite still have them, so
+ * a separator repeating them is no leak.  Whether one was forgotten.
+ */
+extern bool scrub_keys_forget(Relation irel, IndexTuple itup, ScrubRel *sr,
+							  uint32 keymask);
+
+/*
  * Lock heap in SHARE mode against writers for the separators' rewrite,
  * without queueing behind them: tried for about two seconds.
  */
@@ -88,8 +96,10 @@ extern bool scrub_pivot_lock(Relation heap);
 /*
  * Rewrite in place each separator of btree irel (heap locked by
  * scrub_pivot_lock()) whose top occurrence is a noted page's downlink
- * matching a noted old key; how many were rewritten.
+ * matching a noted old key; how many were rewritten.  *live counts those
+ * left because an entry next to them still holds the key (forgotten).
  */
-extern int	scrub_pivot_rewrite(Relation irel, ScrubRel *sr, uint32 keymask);
+extern int	scrub_pivot_rewrite(Relation irel, ScrubRel *sr, uint32 keymask,
+								int *live);
 
 #endif							/* ANONYMIZE_SCRUB_INT_H */

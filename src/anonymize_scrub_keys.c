@@ -73,6 +73,40 @@ scrub_keys_tuple_matches(Relation irel, IndexTuple itup, ScrubRel *sr,
 	return false;
 }
 
+/* See anonymize_scrub_int.h. */
+bool
+scrub_keys_forget(Relation irel, IndexTuple itup, ScrubRel *sr,
+				  uint32 keymask)
+{
+	TupleDesc	desc = RelationGetDescr(irel);
+	int			natts = BTreeTupleGetNAtts(itup, irel);
+	bool		forgot = false;
+
+	for (int i = 0; i < natts && i < INDEX_MAX_KEYS; i++)
+	{
+		bool		isnull;
+		Datum		value;
+		uint64		hash;
+		uint64	   *hit;
+
+		if (!(keymask & ((uint32) 1 << i)))
+			continue;
+		value = index_getattr(itup, i + 1, desc, &isnull);
+		if (isnull)
+			continue;
+		hash = scrub_key_hash(TupleDescAttr(desc, i), value);
+		while ((hit = bsearch(&hash, sr->keys, sr->nkeys, sizeof(uint64),
+							  keys_cmp)) != NULL)
+		{
+			memmove(hit, hit + 1,
+					(sr->keys + sr->nkeys - (hit + 1)) * sizeof(uint64));
+			sr->nkeys--;
+			forgot = true;
+		}
+	}
+	return forgot;
+}
+
 /* Whether the high key or a separator of btree page blkno is a noted key. */
 static bool
 keys_page_holds(Relation irel, BlockNumber blkno, ScrubRel *sr,
@@ -131,28 +165,39 @@ static bool
 keys_btree_rewrite(Relation heap, Relation irel, ScrubRel *sr, uint32 keymask)
 {
 	int			n;
+	int			live = 0;
 	bool		held;
 
 	if (!scrub_pivot_lock(heap))
 	{
 		ereport(LOG,
-				(errmsg("anonymize run %lld: could not lock table %s.%s against writers to rewrite separators of index %s in place; rebuilding it",
+				(errmsg("anonymize run %lld: could not lock table %s.%s against writers to rewrite separators of index %s.%s in place; rebuilding it",
 						(long long) scrub_state->run_id,
 						get_namespace_name(RelationGetNamespace(heap)),
 						RelationGetRelationName(heap),
+						get_namespace_name(RelationGetNamespace(irel)),
 						RelationGetRelationName(irel))));
 		return true;
 	}
-	n = scrub_pivot_rewrite(irel, sr, keymask);
+	n = scrub_pivot_rewrite(irel, sr, keymask, &live);
 	held = keys_btree_holds(irel, sr, keymask);
 	UnlockRelationOid(RelationGetRelid(heap), ShareLock);
-	ereport(LOG,
-			(errmsg_plural("anonymize run %lld: rewrote %d separator of index %s.%s in place: it held an erased identifier%s",
-						   "anonymize run %lld: rewrote %d separators of index %s.%s in place: they held an erased identifier%s",
-						   n, (long long) scrub_state->run_id, n,
-						   get_namespace_name(RelationGetNamespace(irel)),
-						   RelationGetRelationName(irel),
-						   held ? "; another still does, the index is rebuilt" : "")));
+	if (n > 0 || held)
+		ereport(LOG,
+				(errmsg_plural("anonymize run %lld: rewrote %d separator of index %s.%s in place: it held an erased identifier%s",
+							   "anonymize run %lld: rewrote %d separators of index %s.%s in place: they held an erased identifier%s",
+							   n, (long long) scrub_state->run_id, n,
+							   get_namespace_name(RelationGetNamespace(irel)),
+							   RelationGetRelationName(irel),
+							   held ? "; another still does, the index is rebuilt" : "")));
+	if (live > 0)
+		ereport(LOG,
+				(errmsg_plural("anonymize run %lld: %d separator of index %s.%s repeats an erased key that rows the run kept still hold: it stays, as their entries do",
+							   "anonymize run %lld: %d separators of index %s.%s repeat an erased key that rows the run kept still hold: they stay, as their entries do",
+							   live, (long long) scrub_state->run_id, live,
+							   get_namespace_name(RelationGetNamespace(irel)),
+							   RelationGetRelationName(irel)),
+				 errdetail("Rows past a request's to-date, or Held, keep the identifier.")));
 	return held;
 }
 

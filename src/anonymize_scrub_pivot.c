@@ -48,6 +48,7 @@
 /* One separator's occurrences and the leaf entries on either side. */
 typedef struct PivotPlan
 {
+	IndexTuple	sep;			/* the separator */
 	BlockNumber top;			/* the internal page of its downlink */
 	OffsetNumber off;			/* and the downlink's offset there */
 	BlockNumber highkeys[PIVOT_MAX_LEVELS];	/* pages it is the high key of */
@@ -186,6 +187,7 @@ pivot_plan(Relation irel, BlockNumber top, OffsetNumber off, PivotPlan *plan)
 	UnlockReleaseBuffer(buf);
 	if (sep == NULL || left == NULL)
 		return false;
+	plan->sep = sep;
 	return pivot_left_edge(irel, BTreeTupleGetDownLink(left), sep, plan) &&
 		pivot_right_edge(irel, BTreeTupleGetDownLink(sep),
 						 plan->highkeys[plan->nhighkeys - 1], plan);
@@ -317,7 +319,7 @@ scrub_pivot_lock(Relation heap)
 
 /* See anonymize_scrub_int.h. */
 int
-scrub_pivot_rewrite(Relation irel, ScrubRel *sr, uint32 keymask)
+scrub_pivot_rewrite(Relation irel, ScrubRel *sr, uint32 keymask, int *live)
 {
 	List	   *found = pivot_find(irel, sr, keymask);
 	int			n = 0;
@@ -326,9 +328,15 @@ scrub_pivot_rewrite(Relation irel, ScrubRel *sr, uint32 keymask)
 	{
 		PivotPlan	plan;
 
-		if (pivot_plan(irel, list_nth_int(found, i),
-					   (OffsetNumber) list_nth_int(found, i + 1), &plan) &&
-			pivot_apply(irel, &plan))
+		if (!pivot_plan(irel, list_nth_int(found, i),
+						(OffsetNumber) list_nth_int(found, i + 1), &plan))
+			continue;
+		/* a key that kept rows still hold stays in their entries anyway */
+		scrub_keys_forget(irel, plan.lastleft, sr, keymask);
+		scrub_keys_forget(irel, plan.firstright, sr, keymask);
+		if (!scrub_keys_tuple_matches(irel, plan.sep, sr, keymask))
+			(*live)++;
+		else if (pivot_apply(irel, &plan))
 			n++;
 	}
 	list_free(found);

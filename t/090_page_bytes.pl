@@ -467,6 +467,26 @@ is($primary->safe_psql('postgres', q{
 none($primary, $p4);
 none($standby, $p4);
 
+# a separator whose key rows the run kept (past the request's to-date)
+# still hold: their entries keep the number anyway, so the separator stays
+# and the index is neither rewritten nor rebuilt for it
+my @sep5 = grep { my $s = $_; !grep { $_ eq $s } ($p1, $p2, $p3, $p4) } separators();
+my $p5 = $sep5[2];
+my $idx_before = $relfile->('calls_caller_idx');
+$primary->safe_psql('postgres', qq{
+	INSERT INTO calls VALUES (900001, '+47$p5', '2025-01-01');
+	INSERT INTO anonymize.anonymize_request (phone, to_date, comment) VALUES ('$p5', '2024-06-30', 'P5')});
+$log_start = -s $primary->logfile;
+is(run_and_wait($primary), '1', 'kept rows: the run finishes P5');
+settle();
+$log = substr(slurp_file($primary->logfile), $log_start);
+like($log, qr/anonymize run \d+: 1 separator of index public\.calls_caller_idx repeats an erased key that rows the run kept still hold: it stays, as their entries do/,
+	'kept rows: the run says the separator stays with the kept row');
+unlike($log, qr/public\.calls_caller_idx (in place|: it could)/, '... and neither rewrote nor rebuilt the index');
+is($relfile->('calls_caller_idx'), $idx_before, '... which keeps its file');
+is($primary->safe_psql('postgres', qq{SELECT string_agg(id::text, ',') FROM calls WHERE caller = '+47$p5'}),
+	'900001', 'kept rows: only the row past the to-date still holds P5');
+
 $standby->stop;
 $primary->stop;
 done_testing();
