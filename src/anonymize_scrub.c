@@ -46,6 +46,7 @@
 #include "anonymize_compat.h"
 #include "anonymize_scrub.h"
 #include "anonymize_scrub_int.h"
+#include "anonymize_throttle.h"
 
 static const char scrub_zeros[BLCKSZ];
 
@@ -146,6 +147,7 @@ scrub_block(Relation rel, BlockNumber blkno, XLogRecPtr since,
 	bool		changed;
 
 	CHECK_FOR_INTERRUPTS();
+	anonymize_throttle_point();
 	buf = ReadBufferExtended(rel, MAIN_FORKNUM, blkno, RBM_NORMAL, bas);
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
 	stats->pages_read++;
@@ -409,6 +411,8 @@ anonymize_scrub_run(List *relids, bool whole, int64 run_id,
 		return true;
 	INSTR_TIME_SET_CURRENT(t0);
 	scrub_state->run_id = run_id;
+	/* the run's throttle, as for its scan, rewrite and vacuum */
+	anonymize_throttle_begin();
 	snprintf(activity, sizeof(activity),
 			 "anonymize run %lld: scrubbing the pages of %d tables",
 			 (long long) run_id, list_length(relids));
@@ -416,6 +420,7 @@ anonymize_scrub_run(List *relids, bool whole, int64 run_id,
 	foreach(lc, relids)
 		scrub_table(lfirst_oid(lc), whole, stats);
 
+	anonymize_throttle_end();
 	INSTR_TIME_SET_CURRENT(t1);
 	INSTR_TIME_SUBTRACT(t1, t0);
 	stats->ms = INSTR_TIME_GET_MILLISEC(t1);
