@@ -803,20 +803,18 @@ anonymize_engine_scan_rows(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 	return nrows;
 }
 
-/*
- * Look up each phone key of the match set in index (anonymize_probe_*()),
- * and match each row it leads to as the scan matches it.  Returns the
- * number of rows read.
- */
-static int64
-engine_probe(AnonymizeMatchSet *ms, AnonymizeTarget *target, Relation leaf,
-			 Relation index, anonymize_match_callback callback, void *arg)
+/* See anonymize_engine.h. */
+int64
+anonymize_engine_lookup(AnonymizeMatchSet *ms, AnonymizeTarget *target,
+						Relation leaf, Relation index,
+						anonymize_match_callback callback, void *arg)
 {
 	AttrNumber	idatt;
 	AttrNumber	timeatt;
 	TupleTableSlot *slot;
 	IndexScanDesc scan;
 	ScanKeyData skey;
+	RegProcedure eqproc = anonymize_probe_eq_proc(index);
 	int64		nrows = 0;
 
 	engine_leaf_columns(target, leaf, &idatt, &timeatt);
@@ -828,7 +826,7 @@ engine_probe(AnonymizeMatchSet *ms, AnonymizeTarget *target, Relation leaf,
 
 		if (e->keylen == 0 || e->key[0] != ANONYMIZE_KIND_PHONE_CHAR)
 			continue;
-		anonymize_probe_key(&skey, index, e->key + 1, e->keylen - 1);
+		anonymize_probe_key(&skey, index, eqproc, e->key + 1, e->keylen - 1);
 		index_rescan(scan, &skey, 1, NULL, 0);
 		while (index_getnext_slot(scan, ForwardScanDirection, slot))
 		{
@@ -842,9 +840,24 @@ engine_probe(AnonymizeMatchSet *ms, AnonymizeTarget *target, Relation leaf,
 	return nrows;
 }
 
+/* See anonymize_engine.h. */
+int64
+anonymize_engine_seqscan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
+						 Relation leaf, anonymize_match_callback callback,
+						 void *arg)
+{
+	TableScanDesc scan = table_beginscan(leaf, GetActiveSnapshot(), 0, NULL);
+	int64		nrows;
+
+	nrows = anonymize_engine_scan_rows(ms, target, leaf, scan, callback,
+									   arg, NULL, NULL);
+	table_endscan(scan);
+	return nrows;
+}
+
 /*
  * Report each matching row of one leaf of a target: by the leaf's index
- * over canonical_phone() when it has one the engine may probe, else by a
+ * over canonical_phone() when it has one the engine may look up, else by a
  * sequential scan.  Rows come in TID order from a scan only.
  */
 int64
@@ -852,21 +865,13 @@ anonymize_engine_scan(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 					  Relation leaf, anonymize_match_callback callback,
 					  void *arg)
 {
-	TableScanDesc scan;
-	Relation	index;
+	Relation	index = anonymize_probe_index_open(ms, target, leaf);
 	int64		nrows;
 
-	index = anonymize_probe_index_open(ms, target, leaf);
-	if (index != NULL)
-	{
-		nrows = engine_probe(ms, target, leaf, index, callback, arg);
-		index_close(index, AccessShareLock);
-		return nrows;
-	}
-	scan = table_beginscan(leaf, GetActiveSnapshot(), 0, NULL);
-	nrows = anonymize_engine_scan_rows(ms, target, leaf, scan, callback,
-									   arg, NULL, NULL);
-	table_endscan(scan);
+	if (index == NULL)
+		return anonymize_engine_seqscan(ms, target, leaf, callback, arg);
+	nrows = anonymize_engine_lookup(ms, target, leaf, index, callback, arg);
+	index_close(index, AccessShareLock);
 	return nrows;
 }
 

@@ -166,17 +166,32 @@ extern int64 anonymize_engine_scan(AnonymizeMatchSet *ms,
 								   void *arg);
 
 /*
- * anonymize_engine_probe.c: the index of a leaf the engine may probe
- * instead of scanning (opened, AccessShareLock), or NULL; whether there is
- * one; the scan key of one lookup.
+ * The two ways of anonymize_engine_scan(), for a caller that picks one: by
+ * lookups of the match set's phone keys in index (from
+ * anonymize_probe_index_open()), or by a sequential scan.
+ */
+extern int64 anonymize_engine_lookup(AnonymizeMatchSet *ms,
+									 AnonymizeTarget *target, Relation leaf,
+									 Relation index,
+									 anonymize_match_callback callback,
+									 void *arg);
+extern int64 anonymize_engine_seqscan(AnonymizeMatchSet *ms,
+									  AnonymizeTarget *target, Relation leaf,
+									  anonymize_match_callback callback,
+									  void *arg);
+
+/*
+ * anonymize_engine_probe.c: the index of a leaf the engine may look up
+ * instead of scanning (opened, AccessShareLock), or NULL; its equality
+ * function; the scan key of one lookup.
  */
 extern Relation anonymize_probe_index_open(AnonymizeMatchSet *ms,
 										   AnonymizeTarget *target,
 										   Relation leaf);
-extern bool anonymize_probe_possible(AnonymizeMatchSet *ms,
-									 AnonymizeTarget *target, Relation leaf);
+extern RegProcedure anonymize_probe_eq_proc(Relation index);
 extern void anonymize_probe_key(ScanKey skey, Relation index,
-								const char *canon, int len);
+								RegProcedure eqproc, const char *canon,
+								int len);
 
 /*
  * The same over a scan the caller began (a parallel scan's share of the

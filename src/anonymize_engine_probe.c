@@ -156,27 +156,20 @@ anonymize_probe_index_open(AnonymizeMatchSet *ms, AnonymizeTarget *target,
 	return NULL;
 }
 
-/* Does leaf have an index the engine would probe for ms (see above)? */
-bool
-anonymize_probe_possible(AnonymizeMatchSet *ms, AnonymizeTarget *target,
-						 Relation leaf)
+/* The equality function of index's first column, text against text. */
+RegProcedure
+anonymize_probe_eq_proc(Relation index)
 {
-	Relation	index = anonymize_probe_index_open(ms, target, leaf);
-
-	if (index == NULL)
-		return false;
-	index_close(index, AccessShareLock);
-	return true;
+	return get_opcode(get_opfamily_member(index->rd_opfamily[0], TEXTOID,
+										  TEXTOID, BTEqualStrategyNumber));
 }
 
 /* The scan key of a lookup of canonical form canon[0..len) in index. */
 void
-anonymize_probe_key(ScanKey skey, Relation index, const char *canon, int len)
+anonymize_probe_key(ScanKey skey, Relation index, RegProcedure eqproc,
+					const char *canon, int len)
 {
-	Oid			eqop = get_opfamily_member(index->rd_opfamily[0], TEXTOID,
-										   TEXTOID, BTEqualStrategyNumber);
-
 	ScanKeyEntryInitialize(skey, 0, 1, BTEqualStrategyNumber, InvalidOid,
-						   index->rd_indcollation[0], get_opcode(eqop),
+						   index->rd_indcollation[0], eqproc,
 						   PointerGetDatum(cstring_to_text_with_len(canon, len)));
 }

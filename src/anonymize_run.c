@@ -19,6 +19,7 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
@@ -468,21 +469,26 @@ run_scan_leaf(RunState *st, AnonymizeMatchSet *ms, AnonymizeTarget *target,
 			  Relation rel, RunScanArg *sa)
 {
 	int64		before = st->nmatches;
-	bool		probe = anonymize_probe_possible(ms, target, rel);
+	Relation	index = anonymize_probe_index_open(ms, target, rel);
 
-	if (probe)
+	if (index != NULL)
+	{
 		anonymize_run_activity(st, "looking up %d identifiers in an index of %s (%s)",
 							   anonymize_matchset_size(ms), target->name,
 							   RelationGetRelationName(rel));
+		anonymize_engine_lookup(ms, target, rel, index, run_match, sa);
+		index_close(index, AccessShareLock);
+	}
 	else
+	{
 		anonymize_run_activity(st, "scanning %s (%s, %ld pages) for %d identifiers",
 							   target->name, RelationGetRelationName(rel),
 							   (long) RelationGetNumberOfBlocks(rel),
 							   anonymize_matchset_size(ms));
-	if (probe ||
-		!anonymize_run_parallel_scan(st->run_id, ms, st->reqs, st->nreqs,
-									 target, rel, run_match, sa))
-		anonymize_engine_scan(ms, target, rel, run_match, sa);
+		if (!anonymize_run_parallel_scan(st->run_id, ms, st->reqs, st->nreqs,
+										 target, rel, run_match, sa))
+			anonymize_engine_seqscan(ms, target, rel, run_match, sa);
+	}
 	if (st->nmatches - before > 1)
 		qsort(st->matches + before, st->nmatches - before, sizeof(RunMatch),
 			  run_cmp_match_tid);
