@@ -491,12 +491,14 @@ n_without=$(wc -l <"$out/lat_without")
 # K = k_portal; sets p50_NAME, p99_NAME, n_NAME, load_NAME, runs_NAME and
 # runms_NAME (the median run, its vacuum included)
 portal_runs() {
-	local name=$1 nruns=0 t0 bench_pid
+	local name=$1 nruns=0 t0 bench_pid sampler_pid
 	log "6. portal latency during runs of K = $k_portal, back to back ($name)"
 	printf -v "load_$name" '%s' "$(load1)"
 	pgbench_phase "$name" &
 	bench_pid=$!
 	: >"$out/run_windows_$name"
+	phase_sampler "$out/phases_$name" &
+	sampler_pid=$!
 	sleep 1
 	while kill -0 "$bench_pid" 2>/dev/null; do
 		q -c "SELECT bench.file_requests($k_portal)" >/dev/null
@@ -507,6 +509,7 @@ portal_runs() {
 		nruns=$((nruns + 1))
 	done
 	wait "$bench_pid" || true
+	kill "$sampler_pid" 2>/dev/null || true; wait "$sampler_pid" 2>/dev/null || true
 	: >"$out/lat_$name"
 	while read -r from to; do latencies "$name" "$from" "$to" >>"$out/lat_$name"; done <"$out/run_windows_$name"
 	printf -v "p50_$name" '%s' "$(pct 50 <"$out/lat_$name")"
@@ -514,6 +517,19 @@ portal_runs() {
 	printf -v "n_$name" '%s' "$(wc -l <"$out/lat_$name")"
 	printf -v "runs_$name" '%s' "$nruns"
 	printf -v "runms_$name" '%s' "$(awk '{print $2 - $1}' "$out/run_windows_$name" | median)"
+}
+# phase_p99 NAME: the portal's p99 (ms) and transaction count in each phase
+# of the runs during NAME, each transaction put in the phase the sampler
+# last saw before it ended: "phase p99 (n), ..."
+phase_p99() {
+	[ -s "$out/phases_$1" ] || return 0
+	{ awk '{print $1, "P", $2}' "$out/phases_$1"
+	  cat "$out"/pgb_"$1".* | awk '{printf "%d T %.3f\n", $5 * 1000 + $6 / 1000, $3 / 1000}'; } |
+		sort -n -k1,1 -s |
+		awk '$2 == "P" {ph = $3; next} ph != "" && ph != "-" {print ph, $3}' |
+		sort -k1,1 -k2,2g |
+		awk '{v[$1, ++n[$1]] = $2} END {for (p in n) {i = int(n[p] * 0.99 + 0.999); if (i < 1) i = 1;
+			printf "%s %s ms (%d), ", p, v[p, i], n[p]}; print ""}'
 }
 p50_during="" p99_during="" n_during=0 load_during="" runs_during=0 runms_during=""
 if [ "$has_run" = t ]; then
@@ -611,6 +627,13 @@ res=$out/RESULTS.md
 	if [ -n "$p99_during" ]; then
 		echo "| portal during runs at full speed: p50 / p99 | $p50_during / $p99_during ms ($n_during transactions during $runs_during runs of K = $k_portal, each $runms_during ms, load $load_during) |"
 	fi
+	if [ -n "$p99_during" ]; then
+		echo "| portal p99 by the run's phase at full speed (phase: p99 (transactions)) | $(phase_p99 during) |"
+	fi
+	for i in "${!throttles[@]}"; do
+		[ -n "$(tv p99 "$i")" ] || continue
+		echo "| portal p99 by the run's phase, throttled ($(throttle_desc "${throttles[$i]}")) | $(phase_p99 "throttled$i") |"
+	done
 	for i in "${!throttles[@]}"; do
 		[ -n "$(tv p99 "$i")" ] || continue
 		echo "| portal during throttled runs ($(throttle_desc "${throttles[$i]}")): p50 / p99 | $(tv p50 "$i") / $(tv p99 "$i") ms ($(tv n "$i") transactions during $(tv runs "$i") runs of K = $k_portal, each $(tv runms "$i") ms, load $(tv load "$i")) |"
