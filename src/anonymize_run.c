@@ -494,6 +494,119 @@ run_scan_leaf(RunState *st, AnonymizeMatchSet *ms, AnonymizeTarget *target,
 			  run_cmp_match_tid);
 }
 
+/* qsort() comparator of matches of several leaves: by leaf, then TID */
+static int
+run_cmp_match_leaf_tid(const void *a, const void *b)
+{
+	const RunMatch *x = (const RunMatch *) a;
+	const RunMatch *y = (const RunMatch *) b;
+
+	if (x->leaf != y->leaf)
+		return x->leaf < y->leaf ? -1 : 1;
+	return ItemPointerCompare((ItemPointer) &x->tid, (ItemPointer) &y->tid);
+}
+
+/*
+ * The leaves of a target that the run's processes scan a whole table each
+ * (anonymize_run_parallel_leaves()): of those that may match and are not
+ * looked up in an index, the ones no larger than a process's share of
+ * them all (a larger one is scanned alone, by block ranges).  Opened in
+ * rels; how many.
+ */
+static int
+run_whole_leaves(AnonymizeMatchSet *ms, AnonymizeTarget *target, List *leaves,
+				 int participants, Relation *rels)
+{
+	BlockNumber total = 0;
+	int			n = 0;
+	int			kept = 0;
+	ListCell   *lc;
+
+	foreach(lc, leaves)
+	{
+		Relation	rel = try_table_open(lfirst_oid(lc), AccessShareLock);
+		Relation	index;
+
+		if (rel == NULL)
+			continue;
+		if (!anonymize_leaf_may_match(ms, target, rel))
+		{
+			table_close(rel, AccessShareLock);
+			continue;
+		}
+		/* a leaf the run looks up in an index is not scanned */
+		if ((index = anonymize_probe_index_open(ms, target, rel)) != NULL)
+		{
+			index_close(index, AccessShareLock);
+			table_close(rel, AccessShareLock);
+			continue;
+		}
+		rels[n++] = rel;
+		total += RelationGetNumberOfBlocks(rel);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		if ((uint64) RelationGetNumberOfBlocks(rels[i]) * participants > total)
+			table_close(rels[i], AccessShareLock);
+		else
+			rels[kept++] = rels[i];
+	}
+	return kept;
+}
+
+/*
+ * Scan the small leaves of a target together, each process a whole table
+ * at a time, when it has several and parallel runs are on; the leaves the
+ * loop of run_scan_targets() still has to scan, one by one.
+ */
+static List *
+run_scan_whole_leaves(RunState *st, AnonymizeMatchSet *ms,
+					  AnonymizeTarget *target, List *leaves, RunScanArg *sa)
+{
+	int			participants = Min(anonymize_max_parallel_workers,
+								   max_worker_processes);
+	Relation   *rels;
+	int			n;
+	BlockNumber total = 0;
+	int64		before = st->nmatches;
+	List	   *rest = leaves;
+
+	if (participants < 2 || list_length(leaves) < 2)
+		return leaves;
+	anonymize_xact_begin();
+	rels = palloc(sizeof(Relation) * list_length(leaves));
+	n = run_whole_leaves(ms, target, leaves, participants, rels);
+	for (int i = 0; i < n; i++)
+		total += RelationGetNumberOfBlocks(rels[i]);
+	if (n >= 2 && total >= (BlockNumber) anonymize_parallel_min_table_size)
+	{
+		anonymize_run_activity(st, "scanning %s (%d tables, %ld pages) for %d identifiers, a whole table a process",
+							   target->name, n, (long) total,
+							   anonymize_matchset_size(ms));
+		if (anonymize_run_parallel_leaves(st->run_id, ms, st->reqs, st->nreqs,
+										  target, rels, n, run_match, sa))
+		{
+			MemoryContext old = MemoryContextSwitchTo(st->cxt);
+
+			rest = list_copy(leaves);
+			for (int i = 0; i < n; i++)
+			{
+				rest = list_delete_oid(rest, RelationGetRelid(rels[i]));
+				st->scanned_leaves = list_append_unique_oid(st->scanned_leaves,
+															RelationGetRelid(rels[i]));
+			}
+			MemoryContextSwitchTo(old);
+			if (st->nmatches - before > 1)
+				qsort(st->matches + before, st->nmatches - before,
+					  sizeof(RunMatch), run_cmp_match_leaf_tid);
+		}
+	}
+	for (int i = 0; i < n; i++)
+		table_close(rels[i], AccessShareLock);
+	anonymize_xact_commit();
+	return rest;
+}
+
 /* Scan the targets from index first on, collecting their matching rows. */
 static void
 run_scan_targets(RunState *st, int first)
@@ -528,6 +641,7 @@ run_scan_targets(RunState *st, int first)
 			MemoryContextSwitchTo(old);
 		}
 		anonymize_xact_commit();
+		leaves = run_scan_whole_leaves(st, ms, target, leaves, &sa);
 
 		foreach(lc, leaves)
 		{

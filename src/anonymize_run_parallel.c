@@ -68,7 +68,7 @@ parallel_workers_wanted(BlockNumber nblocks)
 static Size
 parallel_layout(ParallelShared *sh, AnonymizeMatchSet *ms,
 				AnonymizeRequest *reqs, int nreqs, Relation leaf,
-				Snapshot snapshot, int nworkers)
+				int nleaves, Snapshot snapshot, int nworkers)
 {
 	AnonymizeLedgerSet *ls = anonymize_matchset_ledger(ms);
 
@@ -84,7 +84,17 @@ parallel_layout(ParallelShared *sh, AnonymizeMatchSet *ms,
 	sh->ledger_off = ls ? sh->ms_off + MAXALIGN(anonymize_matchset_flat_size(ms)) : 0;
 	sh->pscan_off = sh->ms_off + MAXALIGN(anonymize_matchset_flat_size(ms)) +
 		(ls ? MAXALIGN(anonymize_ledger_set_flat_size(ls)) : 0);
-	sh->queue_off = sh->pscan_off + MAXALIGN(table_parallelscan_estimate(leaf, snapshot));
+	if (nleaves > 0)
+	{
+		/* whole tables: their OIDs and the snapshot instead of a scan */
+		sh->nleaves = nleaves;
+		sh->leaves_off = sh->pscan_off;
+		sh->snap_off = sh->leaves_off + MAXALIGN(sizeof(Oid) * nleaves);
+		sh->queue_off = sh->snap_off + MAXALIGN(EstimateSnapshotSpace(snapshot));
+		sh->pscan_off = 0;
+	}
+	else
+		sh->queue_off = sh->pscan_off + MAXALIGN(table_parallelscan_estimate(leaf, snapshot));
 	return sh->queue_off + (Size) nworkers * PARALLEL_QUEUE_SIZE;
 }
 
@@ -115,7 +125,7 @@ parallel_copy_requests(ParallelShared *sh, AnonymizeRequest *reqs, int nreqs)
 /* Fill the header: who leads, the target, the settings. */
 static void
 parallel_fill_header(ParallelShared *sh, int64 run_id, AnonymizeTarget *target,
-					 Relation leaf, int nworkers)
+					 Oid leaf, int nworkers)
 {
 	PGPROC	   *leader = MyProc->lockGroupLeader;
 
@@ -127,7 +137,7 @@ parallel_fill_header(ParallelShared *sh, int64 run_id, AnonymizeTarget *target,
 	}
 	sh->database = MyDatabaseId;
 	sh->userid = GetUserId();
-	sh->leaf = RelationGetRelid(leaf);
+	sh->leaf = leaf;
 	sh->leader_pid = leader->pid;
 	sh->participants = nworkers + 1;
 	sh->nworkers = nworkers;
@@ -209,7 +219,7 @@ parallel_message(ParallelLeader *pl, int i, Size len, void *data)
 		anonymize_matchset_fill_late(pl->ms, (const int *) msg->reqs, msg->nreqs,
 									 (const char *) &msg->reqs[msg->nreqs],
 									 msg->keylen);
-	pl->callback(pl->arg, pl->leaf, &msg->tid, (const int *) msg->reqs,
+	pl->callback(pl->arg, msg->leaf, &msg->tid, (const int *) msg->reqs,
 				 msg->nreqs);
 }
 
@@ -276,10 +286,14 @@ parallel_wait(ParallelLeader *pl)
 			(void) WaitForBackgroundWorkerShutdown(pl->handles[i]);
 }
 
-/* The segment and the leader's state for nworkers workers. */
+/*
+ * The segment and the leader's state for nworkers workers: to scan the
+ * blocks of leaf, or the whole tables leaves[0..nleaves) (leaf NULL).
+ */
 static ParallelLeader *
 parallel_setup(int64 run_id, AnonymizeMatchSet *ms, AnonymizeRequest *reqs,
-			   int nreqs, AnonymizeTarget *target, Relation leaf, int nworkers)
+			   int nreqs, AnonymizeTarget *target, Relation leaf,
+			   Relation *leaves, int nleaves, int nworkers)
 {
 	ParallelLeader *pl;
 	ParallelShared layout;
@@ -292,24 +306,33 @@ parallel_setup(int64 run_id, AnonymizeMatchSet *ms, AnonymizeRequest *reqs,
 	pl->handles = palloc0(sizeof(BackgroundWorkerHandle *) * nworkers);
 	pl->queues = palloc0(sizeof(shm_mq_handle *) * nworkers);
 	pl->finished = palloc0(sizeof(bool) * nworkers);
-	pl->leaf = RelationGetRelid(leaf);
+	pl->leaf = leaf != NULL ? RelationGetRelid(leaf) : InvalidOid;
 	pl->ms = ms;
 	MemoryContextSwitchTo(old);
 
 	memset(&layout, 0, sizeof(layout));
-	size = parallel_layout(&layout, ms, reqs, nreqs, leaf, snapshot, nworkers);
+	size = parallel_layout(&layout, ms, reqs, nreqs, leaf, nleaves, snapshot,
+						   nworkers);
 	pl->seg = dsm_create(size, 0);
 	pl->sh = dsm_segment_address(pl->seg);
 	*pl->sh = layout;
 	on_dsm_detach(pl->seg, parallel_on_detach, PointerGetDatum(pl));
-	parallel_fill_header(pl->sh, run_id, target, leaf, nworkers);
+	parallel_fill_header(pl->sh, run_id, target, pl->leaf, nworkers);
 	parallel_copy_requests(pl->sh, reqs, nreqs);
 	anonymize_matchset_flatten(ms, (char *) pl->sh + pl->sh->ms_off);
 	if (pl->sh->ledger_off != 0)
 		anonymize_ledger_set_flatten(anonymize_matchset_ledger(ms),
 									 (char *) pl->sh + pl->sh->ledger_off);
-	table_parallelscan_initialize(leaf, (ParallelTableScanDesc)
-								  ((char *) pl->sh + pl->sh->pscan_off), snapshot);
+	if (leaf != NULL)
+		table_parallelscan_initialize(leaf, (ParallelTableScanDesc)
+									  ((char *) pl->sh + pl->sh->pscan_off), snapshot);
+	else
+	{
+		for (int i = 0; i < nleaves; i++)
+			anonymize_parallel_leaves(pl->sh)[i] = RelationGetRelid(leaves[i]);
+		SerializeSnapshot(snapshot, (char *) pl->sh + pl->sh->snap_off);
+		pg_atomic_init_u32(&pl->sh->next_leaf, 0);
+	}
 	for (int i = 0; i < nworkers; i++)
 	{
 		shm_mq	   *mq = shm_mq_create(anonymize_parallel_queue(pl->sh, i),
@@ -334,7 +357,8 @@ anonymize_run_parallel_scan(int64 run_id, AnonymizeMatchSet *ms,
 
 	if (nworkers == 0 || anonymize_matchset_empty(ms))
 		return false;
-	pl = parallel_setup(run_id, ms, reqs, nreqs, target, leaf, nworkers);
+	pl = parallel_setup(run_id, ms, reqs, nreqs, target, leaf, NULL, 0,
+						nworkers);
 	pl->callback = callback;
 	pl->arg = arg;
 	launched = parallel_launch(pl);
@@ -361,5 +385,86 @@ anonymize_run_parallel_scan(int64 run_id, AnonymizeMatchSet *ms,
 	parallel_wait(pl);
 	anonymize_throttle_share(1);
 	dsm_detach(pl->seg);
+	return true;
+}
+
+/* qsort() comparator of tables: the largest first */
+static int
+parallel_cmp_size_desc(const void *a, const void *b)
+{
+	BlockNumber x = RelationGetNumberOfBlocks(*(Relation const *) a);
+	BlockNumber y = RelationGetNumberOfBlocks(*(Relation const *) b);
+
+	return (x < y) - (x > y);
+}
+
+/*
+ * The leader's part of a scan of whole tables: the next one, until none;
+ * how many it took.
+ */
+static int
+parallel_leader_leaves(ParallelLeader *pl, AnonymizeTarget *target,
+					   Relation *leaves, int nleaves)
+{
+	uint32		i;
+	int			taken = 0;
+
+	while ((i = pg_atomic_fetch_add_u32(&pl->sh->next_leaf, 1)) < (uint32) nleaves)
+	{
+		TableScanDesc scan = table_beginscan(leaves[i], GetActiveSnapshot(),
+											 0, NULL);
+
+		(void) anonymize_engine_scan_rows(pl->ms, target, leaves[i], scan,
+										  pl->callback, pl->arg,
+										  parallel_poll, pl);
+		table_endscan(scan);
+		taken++;
+	}
+	return taken;
+}
+
+/* Scan whole tables with the run's workers (see anonymize_run_parallel.h). */
+bool
+anonymize_run_parallel_leaves(int64 run_id, AnonymizeMatchSet *ms,
+							  AnonymizeRequest *reqs, int nreqs,
+							  AnonymizeTarget *target, Relation *leaves,
+							  int nleaves, anonymize_match_callback callback,
+							  void *arg)
+{
+	int			nworkers = Min(Min(anonymize_max_parallel_workers,
+								   max_worker_processes) - 1, nleaves - 1);
+	ParallelLeader *pl;
+	int			launched;
+	int			own;
+
+	if (nworkers <= 0 || anonymize_matchset_empty(ms))
+		return false;
+	qsort(leaves, nleaves, sizeof(Relation), parallel_cmp_size_desc);
+	pl = parallel_setup(run_id, ms, reqs, nreqs, target, NULL, leaves, nleaves,
+						nworkers);
+	pl->callback = callback;
+	pl->arg = arg;
+	launched = parallel_launch(pl);
+	if (launched == 0)
+	{
+		dsm_detach(pl->seg);
+		ereport(LOG,
+				(errmsg("anonymize run %lld: no background worker slot free for a parallel scan of %d tables of target \"%s\", scanning them serially",
+						(long long) run_id, nleaves, target->name),
+				 errhint("Raise max_worker_processes, or set anonymize.max_parallel_workers to 1.")));
+		return false;
+	}
+	ereport(LOG,
+			(errmsg("anonymize run %lld: parallel scan of %d tables of target \"%s\" with %d processes, each table by one",
+					(long long) run_id, nleaves, target->name, launched + 1)));
+
+	anonymize_throttle_share(launched + 1);
+	own = parallel_leader_leaves(pl, target, leaves, nleaves);
+	parallel_wait(pl);
+	anonymize_throttle_share(1);
+	dsm_detach(pl->seg);
+	ereport(LOG,
+			(errmsg("anonymize run %lld: parallel scan of %d tables of target \"%s\" done, %d of them by its workers",
+					(long long) run_id, nleaves, target->name, nleaves - own)));
 	return true;
 }

@@ -1,13 +1,15 @@
 /*-------------------------------------------------------------------------
  *
  * anonymize_run_parallel.h
- *	  The run's parallel scan of one large table: the run (the leader) and
- *	  up to anonymize.max_parallel_workers - 1 background workers of its
- *	  own scan the table's blocks together (a parallel heap scan under the
- *	  leader's snapshot); each worker rebuilds the match set from the
- *	  requests in shared memory and sends its matching rows to the leader
- *	  over a message queue; the leader reports them to the run's callback,
- *	  as its own.
+ *	  The run's parallel scan: the run (the leader) and up to
+ *	  anonymize.max_parallel_workers - 1 background workers of its own
+ *	  scan either the blocks of one large table together (a parallel heap
+ *	  scan under the leader's snapshot), or several tables of a target
+ *	  (partitions, inheritance children), each process taking the next
+ *	  whole table, largest first, under the leader's snapshot.  Each worker
+ *	  rebuilds the match set from the requests in shared memory and sends
+ *	  its matching rows to the leader over a message queue; the leader
+ *	  reports them to the run's callback, as its own.
  *
  * anonymize_run_parallel.c is the leader's side, anonymize_run_parallel_worker.c
  * the workers'.  The layout of the shared memory is here, for both.
@@ -18,6 +20,7 @@
 #define ANONYMIZE_RUN_PARALLEL_H
 
 #include "access/relscan.h"
+#include "port/atomics.h"
 #include "storage/shm_mq.h"
 #include "utils/relcache.h"
 
@@ -34,8 +37,9 @@
  * (nreqs AnonymizeRequest, email pointers cleared), their emails (an
  * offset into the email text, or -1, per request), the email text, the
  * match set and its ledger set (flattened by the engine and the ledger),
- * the parallel scan descriptor and one queue per worker, each at its
- * offset.
+ * the parallel scan descriptor of one table (or, for whole tables, their
+ * OIDs and the leader's snapshot, serialized) and one queue per worker,
+ * each at its offset.
  */
 typedef struct ParallelShared
 {
@@ -65,18 +69,24 @@ typedef struct ParallelShared
 	Size		text_off;
 	Size		ms_off;			/* the match set, flattened */
 	Size		ledger_off;		/* its ledger set, flattened, or 0 */
-	Size		pscan_off;
+	Size		pscan_off;		/* one table's blocks: its scan descriptor */
+	int			nleaves;		/* whole tables: how many, 0 otherwise */
+	Size		leaves_off;		/* their OIDs, largest first */
+	Size		snap_off;		/* the leader's snapshot */
+	pg_atomic_uint32 next_leaf; /* the next table a process takes */
 	Size		queue_off;
 } ParallelShared;
 
 /*
- * A match sent by a worker: the row and the requests it matches (as the
+ * A match sent by a worker: the row (its table and TID) and the requests
+ * it matches (as the
  * engine reports them, lowest id first), then, when one of them is a late
  * request of the ledger, the row's canonical key (keylen bytes), from
  * which the leader's late request learns its form.
  */
 typedef struct ParallelMatchMsg
 {
+	Oid			leaf;
 	ItemPointerData tid;
 	int32		nreqs;
 	int32		keylen;
@@ -96,6 +106,29 @@ extern bool anonymize_run_parallel_scan(int64 run_id, AnonymizeMatchSet *ms,
 										AnonymizeTarget *target, Relation leaf,
 										anonymize_match_callback callback,
 										void *arg);
+
+/*
+ * Scan the tables leaves[0..nleaves) of target (each open in the current
+ * transaction, with its snapshot active; none looked up in an index) with
+ * the run's workers, each process taking the next whole table, largest
+ * first, and report each matching row to callback as
+ * anonymize_engine_scan() would.  False when it scanned nothing (parallel
+ * runs are off, or no worker could be started): the caller scans them
+ * itself then.  An error of any worker is the scan's error.
+ */
+extern bool anonymize_run_parallel_leaves(int64 run_id, AnonymizeMatchSet *ms,
+										  AnonymizeRequest *reqs, int nreqs,
+										  AnonymizeTarget *target,
+										  Relation *leaves, int nleaves,
+										  anonymize_match_callback callback,
+										  void *arg);
+
+/* the OIDs of the whole tables, in the shared memory sh */
+static inline Oid *
+anonymize_parallel_leaves(ParallelShared *sh)
+{
+	return (Oid *) ((char *) sh + sh->leaves_off);
+}
 
 /* the queue of worker i, in the shared memory sh */
 static inline shm_mq *

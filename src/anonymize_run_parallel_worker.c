@@ -5,8 +5,9 @@
  *	  it maps the leader's shared memory, joins the run's lock group,
  *	  connects to the run's database as the run's user, rebuilds the match
  *	  set from the requests there, scans its share of the table's blocks
- *	  under the leader's snapshot, and sends each matching row (its TID
- *	  and the requests it matches) to the leader, then the end of its scan.
+ *	  (or the next whole table, until none is left) under the leader's
+ *	  snapshot, and sends each matching row (its table, TID and the
+ *	  requests it matches) to the leader, then the end of its scan.
  *
  * It writes nothing, and logs no identifier: an error says which table.
  *
@@ -70,6 +71,7 @@ parallel_worker_match(void *arg, Oid leaf, ItemPointer tid,
 		keylen = 0;
 	len = offsetof(ParallelMatchMsg, reqs) + sizeof(int32) * nreqs + keylen;
 	msg = palloc(len);
+	msg->leaf = leaf;
 	msg->tid = *tid;
 	msg->nreqs = nreqs;
 	msg->keylen = keylen;
@@ -155,6 +157,54 @@ parallel_worker_scan(ParallelShared *sh, shm_mq_handle *mqh)
 	CommitTransactionCommand();
 }
 
+/*
+ * Take the next whole table of the shared memory until none is left, scan
+ * each under the leader's snapshot and send its matches; then the end.
+ */
+static void
+parallel_worker_leaves(ParallelShared *sh, shm_mq_handle *mqh)
+{
+	AnonymizeRequest *reqs;
+	AnonymizeMatchSet *ms;
+	ParallelWorkerArg wa;
+	char		done = PARALLEL_MSG_DONE;
+	uint32		i;
+
+	StartTransactionCommand();
+	PushActiveSnapshot(RestoreSnapshot((char *) sh + sh->snap_off));
+	reqs = parallel_worker_requests(sh);
+	ms = anonymize_matchset_unflatten((char *) sh + sh->ms_off, reqs, sh->nreqs);
+	if (sh->ledger_off != 0)
+		anonymize_matchset_set_ledger(ms, anonymize_ledger_set_unflatten((char *) sh + sh->ledger_off));
+	wa.mqh = mqh;
+	wa.ms = ms;
+	wa.reqs = reqs;
+
+	anonymize_throttle_begin();
+	anonymize_throttle_share(sh->participants);
+	while ((i = pg_atomic_fetch_add_u32(&sh->next_leaf, 1)) < (uint32) sh->nleaves)
+	{
+		/* the leader holds its lock: the table is there */
+		Relation	leaf = table_open(anonymize_parallel_leaves(sh)[i],
+									  AccessShareLock);
+		AnonymizeTarget target;
+		TableScanDesc scan;
+
+		parallel_worker_target(sh, leaf, &target);
+		scan = table_beginscan(leaf, GetActiveSnapshot(), 0, NULL);
+		(void) anonymize_engine_scan_rows(ms, &target, leaf, scan,
+										  parallel_worker_match, &wa, NULL, NULL);
+		table_endscan(scan);
+		table_close(leaf, AccessShareLock);
+	}
+	anonymize_throttle_end();
+	parallel_worker_send(mqh, 1, &done, true);
+
+	anonymize_matchset_free(ms);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
 /* The worker's entry point (see anonymize_run_parallel.h). */
 void
 anonymize_run_parallel_main(Datum main_arg)
@@ -193,7 +243,10 @@ anonymize_run_parallel_main(Datum main_arg)
 	SetConfigOption("anonymize.trunk_prefix", sh->trunk_prefix, PGC_SUSET,
 					PGC_S_OVERRIDE);
 
-	parallel_worker_scan(sh, mqh);
+	if (sh->nleaves > 0)
+		parallel_worker_leaves(sh, mqh);
+	else
+		parallel_worker_scan(sh, mqh);
 
 	dsm_detach(seg);
 	proc_exit(0);

@@ -1,6 +1,8 @@
 # The parallel run: the same archive in two databases, one run serially
 # (anonymize.max_parallel_workers = 1), the other with three processes
-# (forced on small tables by anonymize.parallel_min_table_size = 0): the
+# (forced on small tables by anonymize.parallel_min_table_size = 0; a
+# large table by block ranges, the small partitions of a target a whole
+# table a process): the
 # same statuses, rows_anonymized, Held decisions, receipts and table
 # contents, for run() and for the scheduled worker's run (wake()), with
 # the ledger's late rows; the scan workers really ran, at the CPU priority
@@ -131,9 +133,42 @@ $node->safe_psql('postgres', 'SELECT anonymize.run()');
 wait_run_exit();
 my $lines = slurp_file($node->logfile, $log);
 like($lines, qr/parallel scan of table "calls" with 3 processes/, 'run(): calls scanned by three processes');
-like($lines, qr/parallel scan of table "events_q1" with 3 processes/, 'a partition too');
+# events: its largest partition (events_h2, 39 % of the rows, more than a
+# third) by block ranges, the three others a whole table a process; notes:
+# both children (43 % each) by block ranges
+like($lines, qr/parallel scan of table "events_h2" with 3 processes/, 'a partition larger than a process\'s share by block ranges');
+like($lines, qr/parallel scan of 3 tables of target "public.events" with 3 processes, each table by one/,
+	'the other partitions a whole table a process');
+unlike($lines, qr/parallel scan of table "events_(q1|q2|other)"/, '... and not by block ranges');
 like($lines, qr/parallel scan of table "notes_b" with 3 processes/, 'an inheritance child too');
 compare('run()');
+
+# whole partitions scanned by the workers: a request with a row in each
+# of the three, its run throttled so that each table takes long enough for
+# the workers to start and take some (the run, which starts first, took
+# all three above)
+$node->safe_psql($_, q{
+INSERT INTO events VALUES (90001, 'Whole.Table@MyTest.no', '2024-02-01'),
+	(90002, 'whole.table@mytest.no', '2024-05-01'), (90003, 'whole.table@mytest.no', NULL);
+INSERT INTO anonymize.anonymize_request (email, to_date) VALUES ('whole.table@mytest.no', '2024-12-31');
+}) for ('postgres', 'serial');
+set_conf('anonymize.max_parallel_workers = 1');
+$node->safe_psql('serial', 'SELECT anonymize.run()');
+wait_run_exit();
+set_conf('anonymize.max_parallel_workers = 3; anonymize.cost_limit = 1; anonymize.cost_delay = 5');
+$log = -s $node->logfile;
+$node->safe_psql('postgres', 'SELECT anonymize.run()');
+wait_run_exit();
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET anonymize.cost_limit');
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET anonymize.cost_delay');
+$node->reload;
+like(slurp_file($node->logfile, $log),
+	qr/parallel scan of 3 tables of target "public.events" done, [12] of them by its workers/,
+	'the workers scanned whole partitions, and the run the rest');
+is($node->safe_psql('postgres', q{
+	SELECT status || ' ' || rows_anonymized FROM anonymize.anonymize_request ORDER BY id DESC LIMIT 1}),
+	'Done 3', 'its three rows rewritten, whichever process scanned them');
+compare('whole partitions scanned by the workers');
 
 # the held request confirmed, a late row of a Done request, a new request:
 # the ledger's late rows travel from the workers to the run
