@@ -524,7 +524,7 @@ portal_runs() {
 phase_p99() {
 	[ -s "$out/phases_$1" ] || return 0
 	{ awk '{print $1, "P", $2}' "$out/phases_$1"
-	  cat "$out"/pgb_"$1".* | awk '{printf "%d T %.3f\n", $5 * 1000 + $6 / 1000, $3 / 1000}'; } |
+	  cat "$out"/pgb_"$1".* | awk '{printf "%.0f T %.3f\n", $5 * 1000 + $6 / 1000, $3 / 1000}'; } |
 		sort -n -k1,1 -s |
 		awk '$2 == "P" {ph = $3; next} ph != "" && ph != "-" {print ph, $3}' |
 		sort -k1,1 -k2,2g |
