@@ -343,6 +343,35 @@ parallel_setup(int64 run_id, AnonymizeMatchSet *ms, AnonymizeRequest *reqs,
 	return pl;
 }
 
+/*
+ * Start the workers of pl, whose matches go to callback(arg) as the
+ * leader's own; how many started (none: the segment is gone too).
+ */
+static int
+parallel_start(ParallelLeader *pl, anonymize_match_callback callback,
+			   void *arg)
+{
+	int			launched;
+
+	pl->callback = callback;
+	pl->arg = arg;
+	launched = parallel_launch(pl);
+	if (launched == 0)
+		dsm_detach(pl->seg);
+	else
+		anonymize_throttle_share(launched + 1);
+	return launched;
+}
+
+/* After the leader's share: the workers' matches, then the segment gone. */
+static void
+parallel_finish(ParallelLeader *pl)
+{
+	parallel_wait(pl);
+	anonymize_throttle_share(1);
+	dsm_detach(pl->seg);
+}
+
 /* Scan leaf with the run's workers (see anonymize_run_parallel.h). */
 bool
 anonymize_run_parallel_scan(int64 run_id, AnonymizeMatchSet *ms,
@@ -359,12 +388,9 @@ anonymize_run_parallel_scan(int64 run_id, AnonymizeMatchSet *ms,
 		return false;
 	pl = parallel_setup(run_id, ms, reqs, nreqs, target, leaf, NULL, 0,
 						nworkers);
-	pl->callback = callback;
-	pl->arg = arg;
-	launched = parallel_launch(pl);
+	launched = parallel_start(pl, callback, arg);
 	if (launched == 0)
 	{
-		dsm_detach(pl->seg);
 		ereport(LOG,
 				(errmsg("anonymize run %lld: no background worker slot free for a parallel scan of table \"%s\", scanning it serially",
 						(long long) run_id, RelationGetRelationName(leaf)),
@@ -375,16 +401,13 @@ anonymize_run_parallel_scan(int64 run_id, AnonymizeMatchSet *ms,
 			(errmsg("anonymize run %lld: parallel scan of table \"%s\" with %d processes",
 					(long long) run_id, RelationGetRelationName(leaf), launched + 1)));
 
-	/* the leader's share of the blocks, and of the throttle's limit */
-	anonymize_throttle_share(launched + 1);
+	/* the leader's share of the blocks */
 	scan = table_beginscan_parallel(leaf, (ParallelTableScanDesc)
 									((char *) pl->sh + pl->sh->pscan_off));
 	(void) anonymize_engine_scan_rows(ms, target, leaf, scan, callback, arg,
 									  parallel_poll, pl);
 	table_endscan(scan);
-	parallel_wait(pl);
-	anonymize_throttle_share(1);
-	dsm_detach(pl->seg);
+	parallel_finish(pl);
 	return true;
 }
 
@@ -442,12 +465,9 @@ anonymize_run_parallel_leaves(int64 run_id, AnonymizeMatchSet *ms,
 	qsort(leaves, nleaves, sizeof(Relation), parallel_cmp_size_desc);
 	pl = parallel_setup(run_id, ms, reqs, nreqs, target, NULL, leaves, nleaves,
 						nworkers);
-	pl->callback = callback;
-	pl->arg = arg;
-	launched = parallel_launch(pl);
+	launched = parallel_start(pl, callback, arg);
 	if (launched == 0)
 	{
-		dsm_detach(pl->seg);
 		ereport(LOG,
 				(errmsg("anonymize run %lld: no background worker slot free for a parallel scan of %d tables of target \"%s\", scanning them serially",
 						(long long) run_id, nleaves, target->name),
@@ -458,11 +478,8 @@ anonymize_run_parallel_leaves(int64 run_id, AnonymizeMatchSet *ms,
 			(errmsg("anonymize run %lld: parallel scan of %d tables of target \"%s\" with %d processes, each table by one",
 					(long long) run_id, nleaves, target->name, launched + 1)));
 
-	anonymize_throttle_share(launched + 1);
 	own = parallel_leader_leaves(pl, target, leaves, nleaves);
-	parallel_wait(pl);
-	anonymize_throttle_share(1);
-	dsm_detach(pl->seg);
+	parallel_finish(pl);
 	ereport(LOG,
 			(errmsg("anonymize run %lld: parallel scan of %d tables of target \"%s\" done, %d of them by its workers",
 					(long long) run_id, nleaves, target->name, nleaves - own)));

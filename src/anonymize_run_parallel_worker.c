@@ -115,12 +115,34 @@ parallel_worker_target(ParallelShared *sh, Relation leaf, AnonymizeTarget *t)
 	t->col_type = sh->col_type;
 }
 
+/*
+ * The match set of the shared memory, as the leader built it for the
+ * target, with the requests and the queue in *wa for the callback; the
+ * throttle on, its limit shared.
+ */
+static AnonymizeMatchSet *
+parallel_worker_begin(ParallelShared *sh, shm_mq_handle *mqh,
+					  ParallelWorkerArg *wa)
+{
+	AnonymizeRequest *reqs = parallel_worker_requests(sh);
+	AnonymizeMatchSet *ms;
+
+	ms = anonymize_matchset_unflatten((char *) sh + sh->ms_off, reqs, sh->nreqs);
+	if (sh->ledger_off != 0)
+		anonymize_matchset_set_ledger(ms, anonymize_ledger_set_unflatten((char *) sh + sh->ledger_off));
+	wa->mqh = mqh;
+	wa->ms = ms;
+	wa->reqs = reqs;
+	anonymize_throttle_begin();
+	anonymize_throttle_share(sh->participants);
+	return ms;
+}
+
 /* Scan this worker's share of the table and send its matches. */
 static void
 parallel_worker_scan(ParallelShared *sh, shm_mq_handle *mqh)
 {
 	Relation	leaf;
-	AnonymizeRequest *reqs;
 	AnonymizeMatchSet *ms;
 	AnonymizeTarget target;
 	TableScanDesc scan;
@@ -130,18 +152,8 @@ parallel_worker_scan(ParallelShared *sh, shm_mq_handle *mqh)
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	leaf = table_open(sh->leaf, AccessShareLock);
-	reqs = parallel_worker_requests(sh);
 	parallel_worker_target(sh, leaf, &target);
-	/* the leader's match set, as it was built for the target */
-	ms = anonymize_matchset_unflatten((char *) sh + sh->ms_off, reqs, sh->nreqs);
-	if (sh->ledger_off != 0)
-		anonymize_matchset_set_ledger(ms, anonymize_ledger_set_unflatten((char *) sh + sh->ledger_off));
-	wa.mqh = mqh;
-	wa.ms = ms;
-	wa.reqs = reqs;
-
-	anonymize_throttle_begin();
-	anonymize_throttle_share(sh->participants);
+	ms = parallel_worker_begin(sh, mqh, &wa);
 	/* the leader's snapshot, restored from the scan descriptor */
 	scan = table_beginscan_parallel(leaf, (ParallelTableScanDesc)
 									((char *) sh + sh->pscan_off));
@@ -164,7 +176,6 @@ parallel_worker_scan(ParallelShared *sh, shm_mq_handle *mqh)
 static void
 parallel_worker_leaves(ParallelShared *sh, shm_mq_handle *mqh)
 {
-	AnonymizeRequest *reqs;
 	AnonymizeMatchSet *ms;
 	ParallelWorkerArg wa;
 	char		done = PARALLEL_MSG_DONE;
@@ -172,16 +183,7 @@ parallel_worker_leaves(ParallelShared *sh, shm_mq_handle *mqh)
 
 	StartTransactionCommand();
 	PushActiveSnapshot(RestoreSnapshot((char *) sh + sh->snap_off));
-	reqs = parallel_worker_requests(sh);
-	ms = anonymize_matchset_unflatten((char *) sh + sh->ms_off, reqs, sh->nreqs);
-	if (sh->ledger_off != 0)
-		anonymize_matchset_set_ledger(ms, anonymize_ledger_set_unflatten((char *) sh + sh->ledger_off));
-	wa.mqh = mqh;
-	wa.ms = ms;
-	wa.reqs = reqs;
-
-	anonymize_throttle_begin();
-	anonymize_throttle_share(sh->participants);
+	ms = parallel_worker_begin(sh, mqh, &wa);
 	while ((i = pg_atomic_fetch_add_u32(&sh->next_leaf, 1)) < (uint32) sh->nleaves)
 	{
 		/* the leader holds its lock: the table is there */

@@ -47,29 +47,43 @@ keys_cmp(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* See anonymize_scrub_int.h. */
-bool
-scrub_keys_tuple_matches(Relation irel, IndexTuple itup, ScrubRel *sr,
-				   uint32 keymask)
+/*
+ * The hashes of the values of itup's columns in keymask (NULLs left out),
+ * into hashes[INDEX_MAX_KEYS]; how many.
+ */
+static int
+keys_tuple_hashes(Relation irel, IndexTuple itup, uint32 keymask,
+				  uint64 *hashes)
 {
 	TupleDesc	desc = RelationGetDescr(irel);
 	int			natts = BTreeTupleGetNAtts(itup, irel);
+	int			n = 0;
 
 	for (int i = 0; i < natts && i < INDEX_MAX_KEYS; i++)
 	{
 		bool		isnull;
 		Datum		value;
-		uint64		hash;
 
 		if (!(keymask & ((uint32) 1 << i)))
 			continue;
 		value = index_getattr(itup, i + 1, desc, &isnull);
-		if (isnull)
-			continue;
-		hash = scrub_key_hash(TupleDescAttr(desc, i), value);
-		if (bsearch(&hash, sr->keys, sr->nkeys, sizeof(uint64), keys_cmp))
-			return true;
+		if (!isnull)
+			hashes[n++] = scrub_key_hash(TupleDescAttr(desc, i), value);
 	}
+	return n;
+}
+
+/* See anonymize_scrub_int.h. */
+bool
+scrub_keys_tuple_matches(Relation irel, IndexTuple itup, ScrubRel *sr,
+						 uint32 keymask)
+{
+	uint64		hashes[INDEX_MAX_KEYS];
+	int			n = keys_tuple_hashes(irel, itup, keymask, hashes);
+
+	for (int i = 0; i < n; i++)
+		if (bsearch(&hashes[i], sr->keys, sr->nkeys, sizeof(uint64), keys_cmp))
+			return true;
 	return false;
 }
 
@@ -78,25 +92,16 @@ bool
 scrub_keys_forget(Relation irel, IndexTuple itup, ScrubRel *sr,
 				  uint32 keymask)
 {
-	TupleDesc	desc = RelationGetDescr(irel);
-	int			natts = BTreeTupleGetNAtts(itup, irel);
+	uint64		hashes[INDEX_MAX_KEYS];
+	int			n = keys_tuple_hashes(irel, itup, keymask, hashes);
 	bool		forgot = false;
 
-	for (int i = 0; i < natts && i < INDEX_MAX_KEYS; i++)
+	for (int i = 0; i < n; i++)
 	{
-		bool		isnull;
-		Datum		value;
-		uint64		hash;
 		uint64	   *hit;
 
-		if (!(keymask & ((uint32) 1 << i)))
-			continue;
-		value = index_getattr(itup, i + 1, desc, &isnull);
-		if (isnull)
-			continue;
-		hash = scrub_key_hash(TupleDescAttr(desc, i), value);
-		while ((hit = bsearch(&hash, sr->keys, sr->nkeys, sizeof(uint64),
-							  keys_cmp)) != NULL)
+		while ((hit = bsearch(&hashes[i], sr->keys, sr->nkeys,
+							  sizeof(uint64), keys_cmp)) != NULL)
 		{
 			memmove(hit, hit + 1,
 					(sr->keys + sr->nkeys - (hit + 1)) * sizeof(uint64));
