@@ -112,6 +112,7 @@ pivot_left_edge(Relation irel, BlockNumber blkno, IndexTuple sep,
 		BTPageOpaque op;
 		IndexTuple	hikey;
 		IndexTuple	last;
+		bool		leaf;
 		bool		ok;
 
 		if (page == NULL)
@@ -120,13 +121,14 @@ pivot_left_edge(Relation irel, BlockNumber blkno, IndexTuple sep,
 		hikey = P_RIGHTMOST(op) ? NULL : pivot_item(page, P_HIKEY);
 		last = PageGetMaxOffsetNumber(page) >= P_FIRSTDATAKEY(op)
 			? pivot_item(page, PageGetMaxOffsetNumber(page)) : NULL;
+		leaf = P_ISLEAF(op);
 		ok = hikey != NULL && last != NULL && pivot_identical(hikey, sep) &&
 			plan->nhighkeys < PIVOT_MAX_LEVELS;
 		UnlockReleaseBuffer(buf);
 		if (!ok)
 			return false;
 		plan->highkeys[plan->nhighkeys++] = blkno;
-		if (P_ISLEAF(op))
+		if (leaf)
 		{
 			plan->lastleft = last;
 			return true;
