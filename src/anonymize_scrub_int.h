@@ -13,6 +13,7 @@
 #include "access/itup.h"
 #include "access/xlogdefs.h"
 #include "nodes/pg_list.h"
+#include "storage/bufpage.h"
 #include "storage/itemptr.h"
 #include "utils/relcache.h"
 
@@ -82,10 +83,13 @@ extern bool scrub_keys_tuple_matches(Relation irel, IndexTuple itup,
 /*
  * Forget the noted old keys that index tuple itup (a live entry) holds in
  * its columns in keymask: rows the run did not rewrite still have them, so
- * a separator repeating them is no leak.  Whether one was forgotten.
+ * a separator repeating them is no leak.
  */
-extern bool scrub_keys_forget(Relation irel, IndexTuple itup, ScrubRel *sr,
+extern void scrub_keys_forget(Relation irel, IndexTuple itup, ScrubRel *sr,
 							  uint32 keymask);
+
+/* Whether a btree page is in use: not new, deleted, half-dead or the metapage. */
+extern bool scrub_btree_page_live(Page page);
 
 /*
  * Lock heap in SHARE mode against writers for the separators' rewrite,

@@ -88,13 +88,12 @@ scrub_keys_tuple_matches(Relation irel, IndexTuple itup, ScrubRel *sr,
 }
 
 /* See anonymize_scrub_int.h. */
-bool
+void
 scrub_keys_forget(Relation irel, IndexTuple itup, ScrubRel *sr,
 				  uint32 keymask)
 {
 	uint64		hashes[INDEX_MAX_KEYS];
 	int			n = keys_tuple_hashes(irel, itup, keymask, hashes);
-	bool		forgot = false;
 
 	for (int i = 0; i < n; i++)
 	{
@@ -106,10 +105,17 @@ scrub_keys_forget(Relation irel, IndexTuple itup, ScrubRel *sr,
 			memmove(hit, hit + 1,
 					(sr->keys + sr->nkeys - (hit + 1)) * sizeof(uint64));
 			sr->nkeys--;
-			forgot = true;
 		}
 	}
-	return forgot;
+}
+
+/* See anonymize_scrub_int.h. */
+bool
+scrub_btree_page_live(Page page)
+{
+	return !PageIsNew(page) &&
+		PageGetSpecialSize(page) == MAXALIGN(sizeof(BTPageOpaqueData)) &&
+		!P_IGNORE(BTPageGetOpaque(page)) && !P_ISMETA(BTPageGetOpaque(page));
 }
 
 /* Whether the high key or a separator of btree page blkno is a noted key. */
@@ -124,22 +130,21 @@ keys_page_holds(Relation irel, BlockNumber blkno, ScrubRel *sr,
 
 	LockBuffer(buf, BUFFER_LOCK_SHARE);
 	page = BufferGetPage(buf);
-	if (!PageIsNew(page) &&
-		PageGetSpecialSize(page) == MAXALIGN(sizeof(BTPageOpaqueData)) &&
-		!P_IGNORE(op = BTPageGetOpaque(page)) && !P_ISMETA(op))
+	if (scrub_btree_page_live(page))
 	{
 		OffsetNumber maxoff = PageGetMaxOffsetNumber(page);
 
+		op = BTPageGetOpaque(page);
 		if (!P_RIGHTMOST(op) && maxoff >= P_HIKEY)
 			hit = scrub_keys_tuple_matches(irel,
-									 (IndexTuple) PageGetItem(page, PageGetItemId(page, P_HIKEY)),
-									 sr, keymask);
+										   (IndexTuple) PageGetItem(page, PageGetItemId(page, P_HIKEY)),
+										   sr, keymask);
 		/* a leaf's other tuples are entries, which the vacuum handled */
 		for (OffsetNumber off = P_FIRSTDATAKEY(op);
 			 !hit && !P_ISLEAF(op) && off <= maxoff; off++)
 			hit = scrub_keys_tuple_matches(irel,
-									 (IndexTuple) PageGetItem(page, PageGetItemId(page, off)),
-									 sr, keymask);
+										   (IndexTuple) PageGetItem(page, PageGetItemId(page, off)),
+										   sr, keymask);
 	}
 	UnlockReleaseBuffer(buf);
 	return hit;

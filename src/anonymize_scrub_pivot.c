@@ -77,9 +77,7 @@ pivot_read(Relation irel, BlockNumber blkno, Buffer *buf)
 	*buf = ReadBuffer(irel, blkno);
 	LockBuffer(*buf, BUFFER_LOCK_SHARE);
 	page = BufferGetPage(*buf);
-	if (PageIsNew(page) ||
-		PageGetSpecialSize(page) != MAXALIGN(sizeof(BTPageOpaqueData)) ||
-		P_IGNORE(BTPageGetOpaque(page)) || P_ISMETA(BTPageGetOpaque(page)))
+	if (!scrub_btree_page_live(page))
 	{
 		UnlockReleaseBuffer(*buf);
 		return NULL;
