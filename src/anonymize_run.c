@@ -511,12 +511,13 @@ run_cmp_match_leaf_tid(const void *a, const void *b)
  * (anonymize_run_parallel_leaves()): of those that may match and are not
  * looked up in an index, the ones no larger than a process's share of
  * them all (a larger one is scanned alone, by block ranges).  Opened in
- * rels; how many.
+ * rels, their pages in *kept_pages; how many.
  */
 static int
 run_whole_leaves(AnonymizeMatchSet *ms, AnonymizeTarget *target, List *leaves,
-				 int participants, Relation *rels)
+				 int participants, Relation *rels, BlockNumber *kept_pages)
 {
+	BlockNumber *pages = palloc(sizeof(BlockNumber) * list_length(leaves));
 	BlockNumber total = 0;
 	int			n = 0;
 	int			kept = 0;
@@ -541,16 +542,22 @@ run_whole_leaves(AnonymizeMatchSet *ms, AnonymizeTarget *target, List *leaves,
 			table_close(rel, AccessShareLock);
 			continue;
 		}
+		pages[n] = RelationGetNumberOfBlocks(rel);
+		total += pages[n];
 		rels[n++] = rel;
-		total += RelationGetNumberOfBlocks(rel);
 	}
+	*kept_pages = 0;
 	for (int i = 0; i < n; i++)
 	{
-		if ((uint64) RelationGetNumberOfBlocks(rels[i]) * participants > total)
+		if ((uint64) pages[i] * participants > total)
 			table_close(rels[i], AccessShareLock);
 		else
+		{
 			rels[kept++] = rels[i];
+			*kept_pages += pages[i];
+		}
 	}
+	pfree(pages);
 	return kept;
 }
 
@@ -567,7 +574,7 @@ run_scan_whole_leaves(RunState *st, AnonymizeMatchSet *ms,
 								   max_worker_processes);
 	Relation   *rels;
 	int			n;
-	BlockNumber total = 0;
+	BlockNumber total;
 	int64		before = st->nmatches;
 	List	   *rest = leaves;
 
@@ -575,9 +582,7 @@ run_scan_whole_leaves(RunState *st, AnonymizeMatchSet *ms,
 		return leaves;
 	anonymize_xact_begin();
 	rels = palloc(sizeof(Relation) * list_length(leaves));
-	n = run_whole_leaves(ms, target, leaves, participants, rels);
-	for (int i = 0; i < n; i++)
-		total += RelationGetNumberOfBlocks(rels[i]);
+	n = run_whole_leaves(ms, target, leaves, participants, rels, &total);
 	if (n >= 2 && total >= (BlockNumber) anonymize_parallel_min_table_size)
 	{
 		anonymize_run_activity(st, "scanning %s (%d tables, %ld pages) for %d identifiers, a whole table a process",

@@ -411,14 +411,38 @@ anonymize_run_parallel_scan(int64 run_id, AnonymizeMatchSet *ms,
 	return true;
 }
 
-/* qsort() comparator of tables: the largest first */
+/* a table and its size, for sorting the tables of a scan */
+typedef struct ParallelSized
+{
+	Relation	rel;
+	BlockNumber pages;
+} ParallelSized;
+
+/* qsort() comparator of sized tables: the largest first */
 static int
 parallel_cmp_size_desc(const void *a, const void *b)
 {
-	BlockNumber x = RelationGetNumberOfBlocks(*(Relation const *) a);
-	BlockNumber y = RelationGetNumberOfBlocks(*(Relation const *) b);
+	BlockNumber x = ((const ParallelSized *) a)->pages;
+	BlockNumber y = ((const ParallelSized *) b)->pages;
 
 	return (x < y) - (x > y);
+}
+
+/* Sort leaves[0..n) largest first, each table's size read once. */
+static void
+parallel_sort_leaves(Relation *leaves, int n)
+{
+	ParallelSized *sized = palloc(sizeof(ParallelSized) * n);
+
+	for (int i = 0; i < n; i++)
+	{
+		sized[i].rel = leaves[i];
+		sized[i].pages = RelationGetNumberOfBlocks(leaves[i]);
+	}
+	qsort(sized, n, sizeof(ParallelSized), parallel_cmp_size_desc);
+	for (int i = 0; i < n; i++)
+		leaves[i] = sized[i].rel;
+	pfree(sized);
 }
 
 /*
@@ -462,7 +486,7 @@ anonymize_run_parallel_leaves(int64 run_id, AnonymizeMatchSet *ms,
 
 	if (nworkers <= 0 || anonymize_matchset_empty(ms))
 		return false;
-	qsort(leaves, nleaves, sizeof(Relation), parallel_cmp_size_desc);
+	parallel_sort_leaves(leaves, nleaves);
 	pl = parallel_setup(run_id, ms, reqs, nreqs, target, NULL, leaves, nleaves,
 						nworkers);
 	launched = parallel_start(pl, callback, arg);
