@@ -588,6 +588,15 @@ anonymize_ledger_receipts(RunState *st, AnonymizeTarget *target, Oid leaf,
 	values[3] = CStringGetTextDatum(target->col);
 	anonymize_run_leaf_detail(target, leaf, &values[4], &nulls[4]);
 	values[5] = Int64GetDatum(st->run_id);
+	/*
+	 * One batch at a time per late request, so that its receipt stays one
+	 * row per run when the run's workers rewrite batches at once: its
+	 * ledger entries locked, in order (a lock group's members wait for
+	 * each other's row locks too, by polling).
+	 */
+	anonymize_run_exec("SELECT FROM anonymize.ledger WHERE request_id = ANY($1)"
+					   " ORDER BY request_id, kind FOR NO KEY UPDATE",
+					   1, types, values, NULL, SPI_OK_SELECT);
 	anonymize_run_exec("WITH u AS (SELECT * FROM unnest($1, $2) AS u(r, n)),"
 					   " upd AS ("
 					   "  UPDATE anonymize.request_log l SET rows = l.rows + u.n,"

@@ -740,8 +740,8 @@ anonymize_run_cmp_int(const void *a, const void *b)
 }
 
 /* The distinct request indexes of matches[from..from+n), sorted. */
-static int *
-run_batch_requests(RunState *st, int64 from, int n, int *nids)
+int *
+anonymize_run_batch_requests(RunState *st, int64 from, int n, int *nids)
 {
 	int		   *ids = palloc(sizeof(int) * n);
 
@@ -821,32 +821,33 @@ run_batch_account(RunState *st, const RunMatch *first, const int *ids,
 }
 
 /*
- * The batch's UPDATE and receipts, committed.  An error about what it
- * writes (a constraint added after registration, a value too long) aborts
- * the batch and fails the target (anonymize_run_fail_target()): false.
+ * The batch's rows (noted for the scrub first when note), rewritten, and
+ * their receipts, committed: how many rows in *rewritten.  An error about
+ * what it writes (a constraint added after registration, a value too
+ * long) aborts the batch: false, with the error's message in *reason.
  * Any other error is the run's.
  */
 static bool
 run_batch_write(RunState *st, AnonymizeTarget *target, Oid leaf, int64 from,
-				int n, const int *ids, int nids, int64 *rcount)
+				int n, const int *ids, int nids, int64 *rcount,
+				int64 *rewritten, bool note, char **reason)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 
 	PG_TRY();
 	{
-		int64		rewritten;
-
-		rewritten = anonymize_run_rewrite_rows(st, target, leaf, from, n,
-											   ids, nids, rcount);
-		if (rewritten > 0)
+		if (note)
+			anonymize_run_note_rows(st, target, leaf, from, n);
+		*rewritten = anonymize_run_rewrite_rows(st, target, leaf, from, n,
+												ids, nids, rcount);
+		if (*rewritten > 0)
 			run_batch_receipts(st, target, leaf, ids, nids, rcount);
 		anonymize_xact_commit();
-		st->result->rows_rewritten += rewritten;
 	}
 	PG_CATCH();
 	{
-		anonymize_run_catch_target(st, st->matches[from].target, cxt);
-		/* out of any transaction now, as after the commit */
+		/* out of any transaction then, as after the commit */
+		*reason = anonymize_run_target_caught(st->cxt, cxt);
 		return false;
 	}
 	PG_END_TRY();
@@ -854,44 +855,96 @@ run_batch_write(RunState *st, AnonymizeTarget *target, Oid leaf, int64 from,
 }
 
 /*
- * Rewrite matches[from..to) (one target, one leaf) in one transaction,
- * with their receipts.
+ * Rewrite matches[from..from+n) (one target, one leaf; rows done + 1 to
+ * done + n of total in that leaf) in one transaction with their receipts.
+ * ids[0..nids) are the batch's requests (anonymize_run_batch_requests()),
+ * rcount[i] gets the rows rewritten of ids[i].
  */
-static void
-run_rewrite_batch(RunState *st, int64 from, int64 to, int64 done, int64 total)
+RunBatchOutcome
+anonymize_run_batch(RunState *st, int64 from, int n, int64 done, int64 total,
+					const int *ids, int nids, int64 *rcount, bool note,
+					int64 *rewritten, char **reason)
 {
 	RunMatch   *first = &st->matches[from];
 	AnonymizeTarget *target = &st->targets[first->target];
-	int			n = to - from;
-	int			nids;
-	int		   *ids;
-	int64	   *rcount;
 
-	/* allocated outside the transaction, whose memory goes with it */
-	ids = run_batch_requests(st, from, n, &nids);
-	rcount = palloc0(sizeof(int64) * nids);
-
+	*rewritten = 0;
+	*reason = NULL;
 	anonymize_xact_begin();
 	if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(first->leaf)))
 	{
 		anonymize_xact_commit();	/* dropped meanwhile: nothing to rewrite */
-		pfree(ids);
-		pfree(rcount);
-		return;
+		return RUN_BATCH_GONE;
 	}
 	anonymize_run_activity(st, "rewriting %s, rows %lld to %lld of %lld (requests %s)",
 						   target->name, (long long) done + 1, (long long) done + n,
 						   (long long) total, anonymize_run_request_ids(st, ids, nids));
-	if (!run_batch_write(st, target, first->leaf, from, n, ids, nids, rcount))
+	if (!run_batch_write(st, target, first->leaf, from, n, ids, nids, rcount,
+						 rewritten, note, reason))
+		return RUN_BATCH_FAILED;
+	return RUN_BATCH_WRITTEN;
+}
+
+/*
+ * What the run keeps of a batch at matches[from], committed: the rows it
+ * rewrote, per request, and the leaf to vacuum; or, when reason is not
+ * NULL, its target failed for that reason.
+ */
+void
+anonymize_run_batch_outcome(RunState *st, int64 from, const int *ids,
+							int nids, const int64 *rcount, int64 rewritten,
+							const char *reason)
+{
+	RunMatch   *first = &st->matches[from];
+
+	if (reason != NULL)
 	{
-		pfree(ids);
-		pfree(rcount);
+		if (st->tfailed[first->target] == NULL)
+			anonymize_run_fail_target(st, first->target, reason);
 		return;
 	}
-	/* committed with their receipts: the run's own count of them */
+	st->result->rows_rewritten += rewritten;
 	run_batch_account(st, first, ids, nids, rcount);
+}
+
+/*
+ * Rewrite matches[from..to) (one target, one leaf; rows done + 1 on of
+ * total in that leaf) in one transaction, with their receipts, noted for
+ * the scrub first when note, and keep its outcome.
+ */
+void
+anonymize_run_rewrite_batch(RunState *st, int64 from, int64 to, int64 done,
+							int64 total, bool note)
+{
+	int			n = to - from;
+	int			nids;
+	int		   *ids;
+	int64	   *rcount;
+	int64		rewritten;
+	char	   *reason;
+
+	/* allocated outside the transaction, whose memory goes with it */
+	ids = anonymize_run_batch_requests(st, from, n, &nids);
+	rcount = palloc0(sizeof(int64) * nids);
+	if (anonymize_run_batch(st, from, n, done, total, ids, nids, rcount, note,
+							&rewritten, &reason) != RUN_BATCH_GONE)
+		anonymize_run_batch_outcome(st, from, ids, nids, rcount, rewritten,
+									reason);
 	pfree(ids);
 	pfree(rcount);
+}
+
+/* The end of the (target, leaf) group of matches that starts at start. */
+int64
+anonymize_run_group_end(RunState *st, int64 start)
+{
+	int64		end = start;
+
+	while (end < st->nmatches &&
+		   st->matches[end].target == st->matches[start].target &&
+		   st->matches[end].leaf == st->matches[start].leaf)
+		end++;
+	return end;
 }
 
 /* Rewrite the matches in batches, (target, leaf) group by group. */
@@ -901,26 +954,22 @@ run_rewrite(RunState *st)
 	int64		i = 0;
 	int			batch = Max(anonymize_batch_size, 1);
 
+	/* with the run's workers, when there are batches enough to share */
+	if (anonymize_run_parallel_rewrite(st))
+		return;
 	while (i < st->nmatches)
 	{
 		int64		start = i;
-		int64		end = i;
-		int64		groupend;
+		int64		groupend = anonymize_run_group_end(st, start);
 
-		/* one (target, leaf) group */
-		while (end < st->nmatches &&
-			   st->matches[end].target == st->matches[start].target &&
-			   st->matches[end].leaf == st->matches[start].leaf)
-			end++;
-		groupend = end;
 		for (int64 b = start; b < groupend; b += batch)
 		{
 			CHECK_FOR_INTERRUPTS();
 			/* checked before its first batch; failed: its rows are left */
 			if (!anonymize_run_target_usable(st, st->matches[start].target))
 				break;
-			run_rewrite_batch(st, b, Min(b + batch, groupend), b - start,
-							  groupend - start);
+			anonymize_run_rewrite_batch(st, b, Min(b + batch, groupend),
+										b - start, groupend - start, true);
 			/* the throttle: what the batch cost, slept off at once */
 			anonymize_throttle_point();
 		}

@@ -1,11 +1,15 @@
 /*-------------------------------------------------------------------------
  *
  * anonymize_run_parallel.c
- *	  The leader's side of the run's parallel scan of one large table (see
+ *	  The leader's side of the run's parallel scan (see
  *	  anonymize_run_parallel.h): the shared memory (requests, target,
- *	  parallel scan descriptor with the leader's snapshot, one queue per
- *	  worker), the workers' start, the leader's own share of the blocks,
- *	  and the matches the workers send, reported to the run's callback.
+ *	  parallel scan descriptor with the leader's snapshot, or the whole
+ *	  tables, one queue per worker), the workers' start, the leader's own
+ *	  share of the blocks or tables, and the matches the workers send,
+ *	  reported to the run's callback.  What the parallel rewrite
+ *	  (anonymize_run_parallel_rewrite.c) shares with it is here too: the
+ *	  segment and its queues, the requests' copy, the workers' start, their
+ *	  messages and their end.
  *
  * The workers join the run's lock group (the caller of run(), or the run
  * itself when scheduled), so that a lock they wait for behind the run's
@@ -36,27 +40,18 @@
 #include "anonymize_settings.h"
 #include "anonymize_throttle.h"
 
-/* the leader's state of one parallel scan */
-typedef struct ParallelLeader
+/* How many workers the run may start besides itself. */
+int
+anonymize_parallel_workers_max(void)
 {
-	dsm_segment *seg;
-	ParallelShared *sh;
-	int			nworkers;		/* queues in the segment */
-	BackgroundWorkerHandle **handles;	/* NULL: not started */
-	shm_mq_handle **queues;
-	bool	   *finished;		/* sent the end of its scan */
-	int			nlive;			/* started and not finished */
-	Oid			leaf;
-	AnonymizeMatchSet *ms;
-	anonymize_match_callback callback;
-	void	   *arg;
-} ParallelLeader;
+	return Max(Min(anonymize_max_parallel_workers, max_worker_processes) - 1, 0);
+}
 
 /* How many workers besides the leader for a table of nblocks blocks. */
 static int
 parallel_workers_wanted(BlockNumber nblocks)
 {
-	int			n = Min(anonymize_max_parallel_workers, max_worker_processes) - 1;
+	int			n = anonymize_parallel_workers_max();
 
 	if (n <= 0 || nblocks < (BlockNumber) anonymize_parallel_min_table_size)
 		return 0;
@@ -64,7 +59,23 @@ parallel_workers_wanted(BlockNumber nblocks)
 	return Min(n, (int) Max(nblocks, 1) - 1);
 }
 
-/* The offsets of the shared memory's parts, and its size. */
+/* The offsets of the requests, their emails and the email text, from off. */
+Size
+anonymize_parallel_layout_requests(ParallelShared *sh, Size off,
+								   AnonymizeRequest *reqs, int nreqs)
+{
+	Size		text = 0;
+
+	for (int i = 0; i < nreqs; i++)
+		if (reqs[i].email != NULL)
+			text += strlen(reqs[i].email) + 1;
+	sh->reqs_off = MAXALIGN(off);
+	sh->email_off = sh->reqs_off + MAXALIGN(sizeof(AnonymizeRequest) * Max(nreqs, 1));
+	sh->text_off = sh->email_off + MAXALIGN(sizeof(int32) * Max(nreqs, 1));
+	return sh->text_off + MAXALIGN(Max(text, 1));
+}
+
+/* The offsets of a scan's parts of the shared memory, and its size. */
 static Size
 parallel_layout(ParallelShared *sh, AnonymizeMatchSet *ms,
 				AnonymizeRequest *reqs, int nreqs, Relation leaf,
@@ -72,15 +83,8 @@ parallel_layout(ParallelShared *sh, AnonymizeMatchSet *ms,
 {
 	AnonymizeLedgerSet *ls = anonymize_matchset_ledger(ms);
 
-	Size		text = 0;
-
-	for (int i = 0; i < nreqs; i++)
-		if (reqs[i].email != NULL)
-			text += strlen(reqs[i].email) + 1;
-	sh->reqs_off = MAXALIGN(sizeof(ParallelShared));
-	sh->email_off = sh->reqs_off + MAXALIGN(sizeof(AnonymizeRequest) * Max(nreqs, 1));
-	sh->text_off = sh->email_off + MAXALIGN(sizeof(int32) * Max(nreqs, 1));
-	sh->ms_off = sh->text_off + MAXALIGN(Max(text, 1));
+	sh->ms_off = anonymize_parallel_layout_requests(sh, sizeof(ParallelShared),
+													reqs, nreqs);
 	sh->ledger_off = ls ? sh->ms_off + MAXALIGN(anonymize_matchset_flat_size(ms)) : 0;
 	sh->pscan_off = sh->ms_off + MAXALIGN(anonymize_matchset_flat_size(ms)) +
 		(ls ? MAXALIGN(anonymize_ledger_set_flat_size(ls)) : 0);
@@ -99,8 +103,9 @@ parallel_layout(ParallelShared *sh, AnonymizeMatchSet *ms,
 }
 
 /* Copy the requests, with their emails, into the shared memory. */
-static void
-parallel_copy_requests(ParallelShared *sh, AnonymizeRequest *reqs, int nreqs)
+void
+anonymize_parallel_copy_requests(ParallelShared *sh, AnonymizeRequest *reqs,
+								 int nreqs)
 {
 	AnonymizeRequest *dst = (AnonymizeRequest *) ((char *) sh + sh->reqs_off);
 	int32	   *email = (int32 *) ((char *) sh + sh->email_off);
@@ -122,10 +127,10 @@ parallel_copy_requests(ParallelShared *sh, AnonymizeRequest *reqs, int nreqs)
 	}
 }
 
-/* Fill the header: who leads, the target, the settings. */
-static void
-parallel_fill_header(ParallelShared *sh, int64 run_id, AnonymizeTarget *target,
-					 Oid leaf, int nworkers)
+/* Fill the header: who leads, the target of a scan, the settings. */
+void
+anonymize_parallel_fill_header(ParallelShared *sh, int64 run_id,
+							   AnonymizeTarget *target, Oid leaf, int nworkers)
 {
 	PGPROC	   *leader = MyProc->lockGroupLeader;
 
@@ -142,19 +147,22 @@ parallel_fill_header(ParallelShared *sh, int64 run_id, AnonymizeTarget *target,
 	sh->participants = nworkers + 1;
 	sh->nworkers = nworkers;
 	sh->run_id = run_id;
-	strlcpy(sh->col, target->col, NAMEDATALEN);
-	strlcpy(sh->time_col, target->time_col, NAMEDATALEN);
-	sh->kind = target->kind;
-	sh->scope = target->scope;
-	sh->time_type = target->time_type;
-	sh->col_type = target->col_type;
+	if (target != NULL)
+	{
+		strlcpy(sh->col, target->col, NAMEDATALEN);
+		strlcpy(sh->time_col, target->time_col, NAMEDATALEN);
+		sh->kind = target->kind;
+		sh->scope = target->scope;
+		sh->time_type = target->time_type;
+		sh->col_type = target->col_type;
+	}
 	strlcpy(sh->country_code, anonymize_country_code ? anonymize_country_code : "",
 			sizeof(sh->country_code));
 	strlcpy(sh->trunk_prefix, anonymize_trunk_prefix ? anonymize_trunk_prefix : "",
 			sizeof(sh->trunk_prefix));
 }
 
-/* On the segment's detach (the scan's end, an error, an exit): stop the workers. */
+/* On the segment's detach (the work's end, an error, an exit): stop the workers. */
 static void
 parallel_on_detach(dsm_segment *seg, Datum arg)
 {
@@ -178,15 +186,15 @@ parallel_launch(ParallelLeader *pl)
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	strlcpy(worker.bgw_library_name, "anonymize", BGW_MAXLEN);
 	strlcpy(worker.bgw_function_name, "anonymize_run_parallel_main", BGW_MAXLEN);
-	strlcpy(worker.bgw_type, "anonymize parallel scan", BGW_MAXLEN);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "anonymize parallel %s", pl->what);
 	worker.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(pl->seg));
 	worker.bgw_notify_pid = MyProcPid;
 	for (int i = 0; i < pl->nworkers; i++)
 	{
 		shm_mq	   *mq = anonymize_parallel_queue(pl->sh, i);
 
-		snprintf(worker.bgw_name, BGW_MAXLEN, "anonymize run %lld scan worker %d",
-				 (long long) pl->sh->run_id, i + 1);
+		snprintf(worker.bgw_name, BGW_MAXLEN, "anonymize run %lld %s worker %d",
+				 (long long) pl->sh->run_id, pl->what, i + 1);
 		memcpy(worker.bgw_extra, &i, sizeof(int));
 		if (!RegisterDynamicBackgroundWorker(&worker, &pl->handles[i]))
 		{
@@ -200,18 +208,12 @@ parallel_launch(ParallelLeader *pl)
 	return launched;
 }
 
-/* One message of worker i: a match for the callback, or the end of its scan. */
+/* One match of a scan worker, for the run's callback. */
 static void
-parallel_message(ParallelLeader *pl, int i, Size len, void *data)
+parallel_match_message(ParallelLeader *pl, int i, Size len, void *data)
 {
 	ParallelMatchMsg *msg = (ParallelMatchMsg *) data;
 
-	if (len == 1 && *(char *) data == PARALLEL_MSG_DONE)
-	{
-		pl->finished[i] = true;
-		pl->nlive--;
-		return;
-	}
 	if (len < offsetof(ParallelMatchMsg, reqs) ||
 		len != offsetof(ParallelMatchMsg, reqs) + sizeof(int32) * msg->nreqs + msg->keylen)
 		elog(ERROR, "anonymize run: malformed message from a parallel scan worker");
@@ -224,8 +226,8 @@ parallel_message(ParallelLeader *pl, int i, Size len, void *data)
 }
 
 /* Take what the workers sent so far; false when nothing came. */
-static bool
-parallel_drain(ParallelLeader *pl)
+bool
+anonymize_parallel_drain(ParallelLeader *pl)
 {
 	bool		any = false;
 
@@ -242,7 +244,7 @@ parallel_drain(ParallelLeader *pl)
 			if (res == SHM_MQ_DETACHED &&
 				shm_mq_get_sender(anonymize_parallel_queue(pl->sh, i)) == NULL)
 			{
-				/* never started: it took no block, the others scanned them */
+				/* never started: it took no work, the others did it */
 				pl->finished[i] = true;
 				pl->nlive--;
 				break;
@@ -250,11 +252,17 @@ parallel_drain(ParallelLeader *pl)
 			if (res == SHM_MQ_DETACHED)
 				ereport(ERROR,
 						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-						 errmsg("a parallel scan worker of anonymize run %lld stopped before the end of its scan",
-								(long long) pl->sh->run_id),
-						 errhint("The server log has the worker's error.  The next run scans again; anonymize.max_parallel_workers = 1 scans serially.")));
-			parallel_message(pl, i, len, data);
+						 errmsg("a parallel %s worker of anonymize run %lld stopped before the end of its %s",
+								pl->what, (long long) pl->sh->run_id, pl->what),
+						 errhint("The server log has the worker's error.  The next run does the work again; anonymize.max_parallel_workers = 1 runs serially.")));
 			any = true;
+			if (len == 1 && *(char *) data == PARALLEL_MSG_DONE)
+			{
+				pl->finished[i] = true;
+				pl->nlive--;
+				break;
+			}
+			pl->message(pl, i, len, data);
 		}
 	}
 	return any;
@@ -264,16 +272,16 @@ parallel_drain(ParallelLeader *pl)
 static void
 parallel_poll(void *arg)
 {
-	(void) parallel_drain((ParallelLeader *) arg);
+	(void) anonymize_parallel_drain((ParallelLeader *) arg);
 }
 
-/* After the leader's share: the workers' matches until each has finished. */
+/* After the leader's share: the workers' messages until each has finished. */
 static void
 parallel_wait(ParallelLeader *pl)
 {
 	while (pl->nlive > 0)
 	{
-		if (parallel_drain(pl))
+		if (anonymize_parallel_drain(pl))
 			continue;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 100L, PG_WAIT_EXTENSION);
@@ -284,6 +292,38 @@ parallel_wait(ParallelLeader *pl)
 	for (int i = 0; i < pl->nworkers; i++)
 		if (pl->handles[i] != NULL)
 			(void) WaitForBackgroundWorkerShutdown(pl->handles[i]);
+}
+
+/*
+ * The segment of size bytes, laid out as layout says, with a queue for
+ * each of nworkers workers, and the leader's state, in the current
+ * memory context; NULL when the server has no segment free.
+ */
+ParallelLeader *
+anonymize_parallel_create(ParallelShared *layout, Size size, int nworkers,
+						  const char *what)
+{
+	ParallelLeader *pl = palloc0(sizeof(ParallelLeader));
+
+	pl->nworkers = nworkers;
+	pl->what = what;
+	pl->handles = palloc0(sizeof(BackgroundWorkerHandle *) * nworkers);
+	pl->queues = palloc0(sizeof(shm_mq_handle *) * nworkers);
+	pl->finished = palloc0(sizeof(bool) * nworkers);
+	pl->seg = dsm_create(size, DSM_CREATE_NULL_IF_MAXSEGMENTS);
+	if (pl->seg == NULL)
+		return NULL;
+	pl->sh = dsm_segment_address(pl->seg);
+	*pl->sh = *layout;
+	on_dsm_detach(pl->seg, parallel_on_detach, PointerGetDatum(pl));
+	for (int i = 0; i < nworkers; i++)
+	{
+		shm_mq	   *mq = shm_mq_create(anonymize_parallel_queue(pl->sh, i),
+									   PARALLEL_QUEUE_SIZE);
+
+		shm_mq_set_receiver(mq, MyProc);
+	}
+	return pl;
 }
 
 /*
@@ -301,24 +341,18 @@ parallel_setup(int64 run_id, AnonymizeMatchSet *ms, AnonymizeRequest *reqs,
 	Size		size;
 	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
 
-	pl = palloc0(sizeof(ParallelLeader));
-	pl->nworkers = nworkers;
-	pl->handles = palloc0(sizeof(BackgroundWorkerHandle *) * nworkers);
-	pl->queues = palloc0(sizeof(shm_mq_handle *) * nworkers);
-	pl->finished = palloc0(sizeof(bool) * nworkers);
-	pl->leaf = leaf != NULL ? RelationGetRelid(leaf) : InvalidOid;
-	pl->ms = ms;
-	MemoryContextSwitchTo(old);
-
 	memset(&layout, 0, sizeof(layout));
 	size = parallel_layout(&layout, ms, reqs, nreqs, leaf, nleaves, snapshot,
 						   nworkers);
-	pl->seg = dsm_create(size, 0);
-	pl->sh = dsm_segment_address(pl->seg);
-	*pl->sh = layout;
-	on_dsm_detach(pl->seg, parallel_on_detach, PointerGetDatum(pl));
-	parallel_fill_header(pl->sh, run_id, target, pl->leaf, nworkers);
-	parallel_copy_requests(pl->sh, reqs, nreqs);
+	pl = anonymize_parallel_create(&layout, size, nworkers, "scan");
+	MemoryContextSwitchTo(old);
+	if (pl == NULL)
+		return NULL;
+	pl->ms = ms;
+	anonymize_parallel_fill_header(pl->sh, run_id, target,
+								   leaf != NULL ? RelationGetRelid(leaf) : InvalidOid,
+								   nworkers);
+	anonymize_parallel_copy_requests(pl->sh, reqs, nreqs);
 	anonymize_matchset_flatten(ms, (char *) pl->sh + pl->sh->ms_off);
 	if (pl->sh->ledger_off != 0)
 		anonymize_ledger_set_flatten(anonymize_matchset_ledger(ms),
@@ -333,43 +367,50 @@ parallel_setup(int64 run_id, AnonymizeMatchSet *ms, AnonymizeRequest *reqs,
 		SerializeSnapshot(snapshot, (char *) pl->sh + pl->sh->snap_off);
 		pg_atomic_init_u32(&pl->sh->next_leaf, 0);
 	}
-	for (int i = 0; i < nworkers; i++)
-	{
-		shm_mq	   *mq = shm_mq_create(anonymize_parallel_queue(pl->sh, i),
-									   PARALLEL_QUEUE_SIZE);
-
-		shm_mq_set_receiver(mq, MyProc);
-	}
 	return pl;
 }
 
 /*
- * Start the workers of pl, whose matches go to callback(arg) as the
- * leader's own; how many started (none: the segment is gone too).
+ * Start the workers of pl, whose messages go to message(state); how many
+ * started (none: the segment is gone too).
  */
-static int
-parallel_start(ParallelLeader *pl, anonymize_match_callback callback,
-			   void *arg)
+int
+anonymize_parallel_start(ParallelLeader *pl,
+						 anonymize_parallel_message_fn message, void *state)
 {
 	int			launched;
 
-	pl->callback = callback;
-	pl->arg = arg;
+	pl->message = message;
+	pl->state = state;
 	launched = parallel_launch(pl);
 	if (launched == 0)
+	{
 		dsm_detach(pl->seg);
+		pl->seg = NULL;
+	}
 	else
 		anonymize_throttle_share(launched + 1);
 	return launched;
 }
 
-/* After the leader's share: the workers' matches, then the segment gone. */
-static void
-parallel_finish(ParallelLeader *pl)
+/* Start the workers of a scan, whose matches go to callback(arg). */
+static int
+parallel_start_scan(ParallelLeader *pl, anonymize_match_callback callback,
+					void *arg)
+{
+	pl->callback = callback;
+	pl->arg = arg;
+	return anonymize_parallel_start(pl, parallel_match_message, NULL);
+}
+
+/* After the leader's share: the workers' messages, then the segment gone. */
+void
+anonymize_parallel_finish(ParallelLeader *pl)
 {
 	parallel_wait(pl);
 	anonymize_throttle_share(1);
 	dsm_detach(pl->seg);
+	pl->seg = NULL;
 }
 
 /* Scan leaf with the run's workers (see anonymize_run_parallel.h). */
@@ -388,7 +429,7 @@ anonymize_run_parallel_scan(int64 run_id, AnonymizeMatchSet *ms,
 		return false;
 	pl = parallel_setup(run_id, ms, reqs, nreqs, target, leaf, NULL, 0,
 						nworkers);
-	launched = parallel_start(pl, callback, arg);
+	launched = pl != NULL ? parallel_start_scan(pl, callback, arg) : 0;
 	if (launched == 0)
 	{
 		ereport(LOG,
@@ -407,7 +448,7 @@ anonymize_run_parallel_scan(int64 run_id, AnonymizeMatchSet *ms,
 	(void) anonymize_engine_scan_rows(ms, target, leaf, scan, callback, arg,
 									  parallel_poll, pl);
 	table_endscan(scan);
-	parallel_finish(pl);
+	anonymize_parallel_finish(pl);
 	return true;
 }
 
@@ -478,8 +519,7 @@ anonymize_run_parallel_leaves(int64 run_id, AnonymizeMatchSet *ms,
 							  int nleaves, anonymize_match_callback callback,
 							  void *arg)
 {
-	int			nworkers = Min(Min(anonymize_max_parallel_workers,
-								   max_worker_processes) - 1, nleaves - 1);
+	int			nworkers = Min(anonymize_parallel_workers_max(), nleaves - 1);
 	ParallelLeader *pl;
 	int			launched;
 	int			own;
@@ -489,7 +529,7 @@ anonymize_run_parallel_leaves(int64 run_id, AnonymizeMatchSet *ms,
 	parallel_sort_leaves(leaves, nleaves);
 	pl = parallel_setup(run_id, ms, reqs, nreqs, target, NULL, leaves, nleaves,
 						nworkers);
-	launched = parallel_start(pl, callback, arg);
+	launched = pl != NULL ? parallel_start_scan(pl, callback, arg) : 0;
 	if (launched == 0)
 	{
 		ereport(LOG,
@@ -503,7 +543,7 @@ anonymize_run_parallel_leaves(int64 run_id, AnonymizeMatchSet *ms,
 					(long long) run_id, nleaves, target->name, launched + 1)));
 
 	own = parallel_leader_leaves(pl, target, leaves, nleaves);
-	parallel_finish(pl);
+	anonymize_parallel_finish(pl);
 	ereport(LOG,
 			(errmsg("anonymize run %lld: parallel scan of %d tables of target \"%s\" done, %d of them by its workers",
 					(long long) run_id, nleaves, target->name, nleaves - own)));

@@ -1,15 +1,18 @@
 /*-------------------------------------------------------------------------
  *
  * anonymize_run_parallel_worker.c
- *	  A worker of the run's parallel scan (see anonymize_run_parallel.h):
- *	  it maps the leader's shared memory, joins the run's lock group,
+ *	  A worker of the run's parallel scan (see anonymize_run_parallel.h),
+ *	  and the start of a rewrite worker: it maps the leader's shared
+ *	  memory, joins the run's lock group,
  *	  connects to the run's database as the run's user, rebuilds the match
  *	  set from the requests there, scans its share of the table's blocks
  *	  (or the next whole table, until none is left) under the leader's
  *	  snapshot, and sends each matching row (its table, TID and the
- *	  requests it matches) to the leader, then the end of its scan.
+ *	  requests it matches) to the leader, then the end of its scan.  A
+ *	  rewrite worker goes on in anonymize_run_parallel_rewrite.c.
  *
- * It writes nothing, and logs no identifier: an error says which table.
+ * A scan worker writes nothing, and logs no identifier: an error says
+ * which table.
  *
  *-------------------------------------------------------------------------
  */
@@ -34,8 +37,8 @@
 #include "anonymize_throttle.h"
 
 /* Send one message to the leader; exit when the leader has gone. */
-static void
-parallel_worker_send(shm_mq_handle *mqh, Size len, const void *data,
+void
+anonymize_parallel_worker_send(shm_mq_handle *mqh, Size len, const void *data,
 					 bool flush)
 {
 	if (shm_mq_send(mqh, len, data, false, flush) != SHM_MQ_SUCCESS)
@@ -79,13 +82,13 @@ parallel_worker_match(void *arg, Oid leaf, ItemPointer tid,
 		msg->reqs[i] = reqs[i];
 	if (keylen > 0)
 		memcpy(&msg->reqs[nreqs], key, keylen);
-	parallel_worker_send(wa->mqh, len, msg, false);
+	anonymize_parallel_worker_send(wa->mqh, len, msg, false);
 	pfree(msg);
 }
 
 /* The requests of the shared memory, in this process's memory. */
-static AnonymizeRequest *
-parallel_worker_requests(ParallelShared *sh)
+AnonymizeRequest *
+anonymize_parallel_worker_requests(ParallelShared *sh)
 {
 	AnonymizeRequest *src = (AnonymizeRequest *) ((char *) sh + sh->reqs_off);
 	int32	   *email = (int32 *) ((char *) sh + sh->email_off);
@@ -124,7 +127,7 @@ static AnonymizeMatchSet *
 parallel_worker_begin(ParallelShared *sh, shm_mq_handle *mqh,
 					  ParallelWorkerArg *wa)
 {
-	AnonymizeRequest *reqs = parallel_worker_requests(sh);
+	AnonymizeRequest *reqs = anonymize_parallel_worker_requests(sh);
 	AnonymizeMatchSet *ms;
 
 	ms = anonymize_matchset_unflatten((char *) sh + sh->ms_off, reqs, sh->nreqs);
@@ -161,7 +164,7 @@ parallel_worker_scan(ParallelShared *sh, shm_mq_handle *mqh)
 									  parallel_worker_match, &wa, NULL, NULL);
 	table_endscan(scan);
 	anonymize_throttle_end();
-	parallel_worker_send(mqh, 1, &done, true);
+	anonymize_parallel_worker_send(mqh, 1, &done, true);
 
 	anonymize_matchset_free(ms);
 	table_close(leaf, AccessShareLock);
@@ -200,7 +203,7 @@ parallel_worker_leaves(ParallelShared *sh, shm_mq_handle *mqh)
 		table_close(leaf, AccessShareLock);
 	}
 	anonymize_throttle_end();
-	parallel_worker_send(mqh, 1, &done, true);
+	anonymize_parallel_worker_send(mqh, 1, &done, true);
 
 	anonymize_matchset_free(ms);
 	PopActiveSnapshot();
@@ -238,14 +241,17 @@ anonymize_run_parallel_main(Datum main_arg)
 		proc_exit(0);			/* the run ended: the queue's detach says so */
 
 	BackgroundWorkerInitializeConnectionByOid(sh->database, sh->userid, 0);
-	pgstat_report_activity(STATE_RUNNING, "anonymize parallel scan");
+	pgstat_report_activity(STATE_RUNNING, sh->nbatches > 0 ?
+						   "anonymize parallel rewrite" : "anonymize parallel scan");
 	/* the canonical forms as the leader makes them */
 	SetConfigOption("anonymize.country_code", sh->country_code, PGC_SUSET,
 					PGC_S_OVERRIDE);
 	SetConfigOption("anonymize.trunk_prefix", sh->trunk_prefix, PGC_SUSET,
 					PGC_S_OVERRIDE);
 
-	if (sh->nleaves > 0)
+	if (sh->nbatches > 0)
+		anonymize_run_parallel_rewrite_worker(sh, mqh);
+	else if (sh->nleaves > 0)
 		parallel_worker_leaves(sh, mqh);
 	else
 		parallel_worker_scan(sh, mqh);

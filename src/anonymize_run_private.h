@@ -97,10 +97,43 @@ extern int	anonymize_run_new_targets(RunState *st);
 extern bool anonymize_run_target_error(int sqlerrcode);
 extern bool anonymize_run_target_usable(RunState *st, int t);
 extern void anonymize_run_fail_target(RunState *st, int t, const char *reason);
+extern char *anonymize_run_target_caught(MemoryContext keep, MemoryContext cxt);
 extern void anonymize_run_catch_target(RunState *st, int t, MemoryContext cxt);
 extern void anonymize_run_refresh_matviews(RunState *st, int first);
 
-/* anonymize_run_rewrite.c: one batch's rows, rewritten; how many */
+/* anonymize_run.c: one rewrite batch, in its transaction, and its outcome */
+typedef enum RunBatchOutcome
+{
+	RUN_BATCH_WRITTEN,			/* committed with its receipts */
+	RUN_BATCH_GONE,				/* its table was dropped meanwhile */
+	RUN_BATCH_FAILED			/* a target error: aborted, with the reason */
+} RunBatchOutcome;
+
+extern int64 anonymize_run_group_end(RunState *st, int64 start);
+extern int *anonymize_run_batch_requests(RunState *st, int64 from, int n,
+										 int *nids);
+extern RunBatchOutcome anonymize_run_batch(RunState *st, int64 from, int n,
+										   int64 done, int64 total,
+										   const int *ids, int nids,
+										   int64 *rcount, bool note,
+										   int64 *rewritten, char **reason);
+extern void anonymize_run_rewrite_batch(RunState *st, int64 from, int64 to,
+										int64 done, int64 total, bool note);
+extern void anonymize_run_batch_outcome(RunState *st, int64 from,
+										const int *ids, int nids,
+										const int64 *rcount, int64 rewritten,
+										const char *reason);
+
+/*
+ * anonymize_run_parallel_rewrite.c: the rewrite shared with the run's
+ * workers; false when it is not (too few batches, parallel runs off, no
+ * worker started): the caller rewrites serially then
+ */
+extern bool anonymize_run_parallel_rewrite(RunState *st);
+
+/* anonymize_run_rewrite.c: one batch's rows, noted for the scrub, rewritten */
+extern void anonymize_run_note_rows(RunState *st, AnonymizeTarget *target,
+									Oid leaf, int64 from, int n);
 extern int64 anonymize_run_rewrite_rows(RunState *st, AnonymizeTarget *target,
 										Oid leaf, int64 from, int n,
 										const int *ids, int nids,

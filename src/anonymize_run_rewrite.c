@@ -204,6 +204,24 @@ rewrite_row(RewriteState *rs, AnonymizeTarget *target, ItemPointer tid,
 }
 
 /*
+ * Note for the scrub the pages that the rows matches[from..from+n) of one
+ * target in one leaf leave behind when rewritten (their versions, index
+ * entries and TOAST values), before the rewrite, in the current
+ * transaction.
+ */
+void
+anonymize_run_note_rows(RunState *st, AnonymizeTarget *target, Oid leaf,
+						int64 from, int n)
+{
+	Datum	   *tids = palloc(sizeof(Datum) * n);
+
+	for (int i = 0; i < n; i++)
+		tids[i] = PointerGetDatum(&st->matches[from + i].tid);
+	anonymize_scrub_note_rows(leaf, target->col, tids, n);
+	pfree(tids);
+}
+
+/*
  * Rewrite matches[from..from+n) of one target in one leaf, in the current
  * transaction, counting the rows rewritten per request (ids[i], sorted ->
  * rcount[i]).  Returns how many rows it rewrote.
@@ -214,14 +232,7 @@ anonymize_run_rewrite_rows(RunState *st, AnonymizeTarget *target, Oid leaf,
 						   int64 *rcount)
 {
 	RewriteState rs;
-	Datum	   *tids = palloc(sizeof(Datum) * n);
 	int64		rewritten = 0;
-
-	/* the pages of the versions this batch leaves behind, for the scrub */
-	for (int i = 0; i < n; i++)
-		tids[i] = PointerGetDatum(&st->matches[from + i].tid);
-	anonymize_scrub_note_rows(leaf, target->col, tids, n);
-	pfree(tids);
 
 	rewrite_open(&rs, target, leaf);
 	for (int i = 0; i < n; i++)

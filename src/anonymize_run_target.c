@@ -58,19 +58,20 @@ anonymize_run_target_error(int sqlerrcode)
 }
 
 /*
- * In the PG_CATCH of a step that writes into target t: an error about
+ * In the PG_CATCH of a step that writes into a target: an error about
  * what the run writes there (anonymize_run_target_error()) aborts the
- * transaction and fails the target with its message, the run going on
- * outside any transaction; any other error is thrown again, in cxt.  The
- * copy goes in the run's context: cxt may be the step's transaction (SPI's
+ * transaction and its message is returned, copied into keep, the run
+ * going on outside any transaction; any other error is thrown again, in
+ * cxt.  keep must outlive the transaction: cxt may be the step's (SPI's
  * context), which the abort frees.
  */
-void
-anonymize_run_catch_target(RunState *st, int t, MemoryContext cxt)
+char *
+anonymize_run_target_caught(MemoryContext keep, MemoryContext cxt)
 {
 	ErrorData  *edata;
+	char	   *reason;
 
-	MemoryContextSwitchTo(st->cxt);
+	MemoryContextSwitchTo(keep);
 	edata = CopyErrorData();
 	if (!anonymize_run_target_error(edata->sqlerrcode))
 	{
@@ -80,8 +81,22 @@ anonymize_run_catch_target(RunState *st, int t, MemoryContext cxt)
 	}
 	FlushErrorState();
 	AbortCurrentTransaction();
-	anonymize_run_fail_target(st, t, edata->message);
+	reason = pstrdup(edata->message);
 	FreeErrorData(edata);
+	return reason;
+}
+
+/*
+ * In the PG_CATCH of a step that writes into target t: a target error
+ * (anonymize_run_target_caught()) fails the target with its message.
+ */
+void
+anonymize_run_catch_target(RunState *st, int t, MemoryContext cxt)
+{
+	char	   *reason = anonymize_run_target_caught(st->cxt, cxt);
+
+	anonymize_run_fail_target(st, t, reason);
+	pfree(reason);
 }
 
 /* Does the installed schema have this function (1.1 and later)? */

@@ -39,6 +39,9 @@ typedef struct AnonymizeScrubStats
  */
 extern void anonymize_scrub_begin(MemoryContext cxt);
 
+/* Is a run noting pages for the scrub in this process? */
+extern bool anonymize_scrub_noting(void);
+
 /*
  * Note the pages that hold the current versions of the rows at tids (an
  * array of Datums pointing to ItemPointerData) of relid, whose column col

@@ -72,6 +72,13 @@ anonymize_scrub_begin(MemoryContext cxt)
 	MemoryContextSwitchTo(old);
 }
 
+/* Is a run noting pages for the scrub in this process? */
+bool
+anonymize_scrub_noting(void)
+{
+	return scrub_state != NULL;
+}
+
 /* The noted pages of relid, made on first use. */
 ScrubRel *
 scrub_rel(Oid relid, bool create)
