@@ -8,7 +8,11 @@
 # the ledger's late rows; the scan workers really ran, at the CPU priority
 # of anonymize.run_nice; a scan worker
 # terminated in the middle fails the run with no request Done, and the
-# next run finishes exactly.
+# next run finishes exactly.  The rewrite is shared too: the workers
+# rewrite batches, each counted once in its receipt; a rewrite worker
+# terminated in the middle fails the run with receipts that count exactly
+# the rows rewritten; a target failed by a batch fails its request as
+# serially.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -108,10 +112,57 @@ sub proc_nice
 	return (split / /, $stat)[16];
 }
 
+# the throttle back to its defaults
+sub reset_throttle
+{
+	$node->safe_psql('postgres', "ALTER SYSTEM RESET $_") for qw(anonymize.cost_limit anonymize.cost_delay);
+	$node->reload;
+}
+
+# sql in both databases; run() in the serial one with one process, then
+# in the other with three and the given throttle settings (or ''): the
+# server log of each run
+sub serial_then_parallel
+{
+	my ($sql, $throttle) = @_;
+	$node->safe_psql($_, $sql) for ('postgres', 'serial');
+	set_conf('anonymize.max_parallel_workers = 1');
+	my $log = -s $node->logfile;
+	run_when_slot('serial');
+	wait_run_exit();
+	my $serial_log = slurp_file($node->logfile, $log);
+	set_conf("anonymize.max_parallel_workers = 3; $throttle");
+	$log = -s $node->logfile;
+	run_when_slot('postgres');
+	wait_run_exit();
+	reset_throttle();
+	return ($serial_log, slurp_file($node->logfile, $log));
+}
+
+# terminate a worker of the scheduled run, a scan or rewrite worker (what)
+# whose activity is like activity: the run fails for it, and its other
+# workers exit
+sub terminate_worker
+{
+	my ($what, $activity) = @_;
+	is($node->safe_psql('postgres', qq{
+		SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE backend_type = 'anonymize parallel $what' AND query LIKE '$activity'
+		ORDER BY pid LIMIT 1}),
+		't', "a $what worker terminated");
+	wait_status($node, "last_trigger = 'wake()' AND last_outcome = 'failed'", 'the failed run');
+	like($node->safe_psql('postgres', 'SELECT error FROM anonymize.run_log ORDER BY id DESC LIMIT 1'),
+		qr/^a parallel $what worker of anonymize run \d+ stopped before the end of its $what$/,
+		"the run failed for its $what worker");
+	$node->poll_query_until('postgres',
+		"SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'anonymize parallel $what'")
+	  or die "the $what workers did not exit";
+}
+
 sub wait_run_exit
 {
 	$node->poll_query_until('postgres',
-		"SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type IN ('anonymize run()', 'anonymize parallel scan')")
+		"SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type IN ('anonymize run()', 'anonymize parallel scan', 'anonymize parallel rewrite')")
 	  or die 'the run did not exit';
 }
 
@@ -146,29 +197,84 @@ compare('run()');
 # whole partitions scanned by the workers: a request with a row in each
 # of the three, its run throttled so that each table takes long enough for
 # the workers to start and take some (the run, which starts first, took
-# all three above)
-$node->safe_psql($_, q{
+# all three above; the parallel rewrite may have grown a partition past
+# a process's share since, which is then scanned by block ranges)
+my ($serial_log, $parallel_log) = serial_then_parallel(q{
 INSERT INTO events VALUES (90001, 'Whole.Table@MyTest.no', '2024-02-01'),
 	(90002, 'whole.table@mytest.no', '2024-05-01'), (90003, 'whole.table@mytest.no', NULL);
 INSERT INTO anonymize.anonymize_request (email, to_date) VALUES ('whole.table@mytest.no', '2024-12-31');
-}) for ('postgres', 'serial');
-set_conf('anonymize.max_parallel_workers = 1');
-$node->safe_psql('serial', 'SELECT anonymize.run()');
-wait_run_exit();
-set_conf('anonymize.max_parallel_workers = 3; anonymize.cost_limit = 1; anonymize.cost_delay = 5');
-$log = -s $node->logfile;
-$node->safe_psql('postgres', 'SELECT anonymize.run()');
-wait_run_exit();
-$node->safe_psql('postgres', 'ALTER SYSTEM RESET anonymize.cost_limit');
-$node->safe_psql('postgres', 'ALTER SYSTEM RESET anonymize.cost_delay');
-$node->reload;
-like(slurp_file($node->logfile, $log),
-	qr/parallel scan of 3 tables of target "public.events" done, [12] of them by its workers/,
+}, 'anonymize.cost_limit = 1; anonymize.cost_delay = 5');
+like($parallel_log,
+	qr/parallel scan of [23] tables of target "public.events" done, [12] of them by its workers/,
 	'the workers scanned whole partitions, and the run the rest');
 is($node->safe_psql('postgres', q{
 	SELECT status || ' ' || rows_anonymized FROM anonymize.anonymize_request ORDER BY id DESC LIMIT 1}),
 	'Done 3', 'its three rows rewritten, whichever process scanned them');
 compare('whole partitions scanned by the workers');
+
+# the rewrite shared: 2,500 rows of a new request in calls, and among
+# them 500 late rows of a Done request (in every batch, so that batches
+# write its 'late' receipt at once), cut into five batches
+# (anonymize.batch_size = 700), the run throttled so that the workers take
+# some while the run notes them for the scrub
+($serial_log, $parallel_log) = serial_then_parallel(q{
+INSERT INTO calls SELECT 50000 + g, CASE WHEN g % 6 = 0 THEN '+47 98 76 54 32' ELSE '55 55 55 55' END,
+	timestamptz '2024-03-01' + g * interval '1 minute' - CASE WHEN g % 6 = 0 THEN interval '30 days' ELSE interval '0' END
+FROM generate_series(1, 3000) g;
+INSERT INTO anonymize.anonymize_request (phone, to_date) VALUES ('55555555', '2024-12-31');
+}, 'anonymize.cost_limit = 200; anonymize.cost_delay = 5');
+unlike($serial_log, qr/parallel rewrite/, 'max_parallel_workers = 1: no parallel rewrite');
+$lines = $parallel_log;
+like($lines, qr/parallel rewrite of 3000 rows in 5 batches with 3 processes/,
+	'3,000 rows rewritten in five batches by three processes');
+like($lines, qr/parallel rewrite done, [1-5] of 5 batches by its workers/,
+	'the workers rewrote some of the batches');
+is($node->safe_psql('postgres', q{
+	SELECT status || ' ' || rows_anonymized || ' ' || (SELECT sum(rows) FROM anonymize.request_log l
+		WHERE l.request_id = r.id AND event = 'rewrite')
+	FROM anonymize.anonymize_request r ORDER BY id DESC LIMIT 1}),
+	'Done 2500 2500', 'every row rewritten once, and counted once in its receipt');
+is($node->safe_psql('postgres', q{
+	SELECT count(*) || ' ' || sum(rows) FROM anonymize.request_log
+	WHERE event = 'late' AND (detail::jsonb ->> 'run')::bigint = (SELECT max(id) FROM anonymize.run_log)}),
+	'1 500', 'the late rows of the Done request: one receipt of all 500');
+compare('the rewrite shared with the workers');
+
+# 'late' receipts written by batches at once: a session's lock on
+# request_log holds the batches back before their receipts, for 3 s after
+# the first one waits (the others reach theirs meanwhile), then lets them
+# go together: still one 'late' receipt of the run, as serially
+$node->safe_psql($_, q{
+INSERT INTO calls SELECT 70000 + g, '+47 98 76 54 32', timestamptz '2024-02-01' + g * interval '1 minute'
+FROM generate_series(1, 1500) g;
+}) for ('postgres', 'serial');
+set_conf('anonymize.max_parallel_workers = 1');
+run_when_slot('serial');
+wait_run_exit();
+set_conf('anonymize.max_parallel_workers = 3; anonymize.cost_limit = 200; anonymize.cost_delay = 5');
+my $runner = $node->background_psql('postgres');
+$runner->query_until(qr/started/, "\\echo started\nSELECT anonymize.run();\n");
+$node->poll_query_until('postgres', q{
+	SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE 'anonymize run %: rewriting public.calls, rows%'})
+  or die 'the run never rewrote';
+my $locker = $node->background_psql('postgres');
+$locker->query_safe('BEGIN');
+$locker->query_safe('LOCK TABLE anonymize.request_log IN SHARE MODE');
+$node->poll_query_until('postgres', q{
+	SELECT count(*) > 0 FROM pg_stat_activity
+	WHERE backend_type IN ('anonymize run()', 'anonymize parallel rewrite') AND wait_event_type = 'Lock'})
+  or die 'no batch waited for its receipts';
+Time::HiRes::sleep(3);
+$locker->query_safe('COMMIT');
+$locker->quit;
+$runner->quit;
+wait_run_exit();
+reset_throttle();
+is($node->safe_psql('postgres', q{
+	SELECT count(*) || ' ' || sum(rows) FROM anonymize.request_log
+	WHERE event = 'late' AND (detail::jsonb ->> 'run')::bigint = (SELECT max(id) FROM anonymize.run_log)}),
+	'1 1500', 'late rows of batches let go together: one receipt of all 1,500');
+compare('late receipts of batches let go together');
 
 # the held request confirmed, a late row of a Done request, a new request:
 # the ledger's late rows travel from the workers to the run
@@ -182,7 +288,8 @@ $node->safe_psql($_, $more) for ('postgres', 'serial');
 set_conf('anonymize.max_parallel_workers = 1');
 $node->safe_psql('serial', 'SELECT anonymize.run()');
 wait_run_exit();
-like($node->safe_psql('serial', q{SELECT string_agg(event, ',' ORDER BY event) FROM anonymize.request_log WHERE event = 'late'}),
+like($node->safe_psql('serial', q{SELECT string_agg(event, ',' ORDER BY event) FROM anonymize.request_log
+	WHERE event = 'late' AND (detail::jsonb ->> 'run')::bigint = (SELECT max(id) FROM anonymize.run_log)}),
 	qr/^late,late$/, 'the serial run erased two late rows');
 
 # the scheduled worker's run (wake()), with three processes
@@ -232,29 +339,49 @@ cmp_ok(scalar @run_pids, '>=', 2, 'the run and at least one scan worker seen');
 is(proc_nice($node->safe_psql('postgres', 'SELECT pg_backend_pid()')),
 	proc_nice($node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")),
 	'a session keeps the priority of the server');
-is($node->safe_psql('postgres', q{
-	SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-	WHERE backend_type = 'anonymize parallel scan' ORDER BY pid LIMIT 1}),
-	't', 'a scan worker terminated');
-wait_status($node, "last_trigger = 'wake()' AND last_outcome = 'failed'", 'the failed run');
-like($node->safe_psql('postgres', 'SELECT error FROM anonymize.run_log ORDER BY id DESC LIMIT 1'),
-	qr/^a parallel scan worker of anonymize run \d+ stopped before the end of its scan$/,
-	'the run failed for its worker');
+terminate_worker('scan', '%');
 is($node->safe_psql('postgres', q{
 	SELECT status || ' ' || (SELECT count(*) FROM anonymize.request_log l WHERE l.request_id = r.id AND event = 'rewrite')
 	FROM anonymize.anonymize_request r WHERE phone = '90000001'}),
 	'Running 0', 'no request Done and no row rewritten on a partial scan');
-$node->poll_query_until('postgres',
-	"SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type = 'anonymize parallel scan'")
-  or die 'the scan workers did not exit';
 
-$node->safe_psql('postgres', 'ALTER SYSTEM RESET anonymize.cost_limit');
-$node->safe_psql('postgres', 'ALTER SYSTEM RESET anonymize.cost_delay');
 $node->safe_psql('postgres', 'ALTER SYSTEM RESET anonymize.run_nice');
-$node->reload;
+reset_throttle();
 $node->safe_psql('postgres', 'SELECT anonymize.run()');
 wait_run_exit();
 compare('the run after the failed one');
+
+# a rewrite worker terminated in the middle of its batches: the run
+# fails, no request is Done, every row rewritten is in a receipt and no
+# receipt counts a row not rewritten; the next run finishes exactly
+my $many = q{
+INSERT INTO calls SELECT 60000 + g, '56 56 56 56', timestamptz '2024-03-01' + g * interval '1 minute'
+FROM generate_series(1, 2500) g;
+INSERT INTO anonymize.anonymize_request (phone, to_date) VALUES ('56565656', '2024-12-31');
+};
+$node->safe_psql($_, $many) for ('postgres', 'serial');
+set_conf('anonymize.max_parallel_workers = 1');
+$node->safe_psql('serial', 'SELECT anonymize.run()');
+wait_run_exit();
+set_conf('anonymize.max_parallel_workers = 3; anonymize.cost_limit = 100; anonymize.cost_delay = 10');
+$node->safe_psql('postgres', 'SELECT anonymize.wake()');
+$node->poll_query_until('postgres', q{
+	SELECT count(*) > 0 FROM pg_stat_activity
+	WHERE backend_type = 'anonymize parallel rewrite' AND query LIKE 'anonymize run %: rewriting public.calls%'})
+  or die 'no rewrite worker seen';
+terminate_worker('rewrite', 'anonymize run %: rewriting%');
+is($node->safe_psql('postgres', q{
+	SELECT status || ' ' || ((SELECT coalesce(sum(rows), 0) FROM anonymize.request_log l
+		WHERE l.request_id = r.id AND event = 'rewrite')
+		= 2500 - (SELECT count(*) FROM calls WHERE caller = '56 56 56 56'))
+	FROM anonymize.anonymize_request r WHERE phone = '56565656'}),
+	'Running true', 'not Done, and its receipt counts exactly the rows rewritten');
+diag('rows rewritten before the run failed: ' . $node->safe_psql('postgres',
+	q{SELECT 2500 - count(*) FROM calls WHERE caller = '56 56 56 56'}));
+reset_throttle();
+$node->safe_psql('postgres', 'SELECT anonymize.run()');
+wait_run_exit();
+compare('the run after the failed rewrite');
 
 # no background worker slot free (logical replication's launcher, ours,
 # the database's worker and run()'s take the four): the run scans alone,
@@ -277,21 +404,44 @@ sub run_when_slot
 	}
 	die "run() in $db found no background worker slot for 30 s";
 }
-$node->safe_psql($_, q{
+(undef, $lines) = serial_then_parallel(q{
 INSERT INTO anonymize.anonymize_request (phone, to_date) VALUES ('90000002', '2024-12-31');
-}) for ('postgres', 'serial');
-set_conf('anonymize.max_parallel_workers = 1');
-run_when_slot('serial');
-wait_run_exit();
-set_conf('anonymize.max_parallel_workers = 3');
-$log = -s $node->logfile;
-run_when_slot('postgres');
-wait_run_exit();
-$lines = slurp_file($node->logfile, $log);
+}, '');
 like($lines, qr/no background worker slot free for a parallel scan of table "calls", scanning it serially/,
 	'no slot free: the run says it scans alone');
 unlike($lines, qr/parallel scan of table "calls" with/, 'and does');
 compare('no slot free');
+
+# a target failed by a batch (a constraint added after its registration
+# refuses the replacement in one row of the first batch): the request
+# Failed with the serial run's error, its receipt counting exactly the
+# rows that the batches of other processes rewrote
+my $pairs = q{
+CREATE TABLE pairs (id int, num text, note text, at date);
+INSERT INTO pairs SELECT g, '57575757', CASE WHEN g = 100 THEN 'kept' END, '2024-01-01'
+FROM generate_series(1, 2000) g;
+SELECT anonymize.add_target('pairs', 'num', 'phone', 'archive', 'at');
+ALTER TABLE pairs ADD CONSTRAINT pairs_note CHECK (num <> 'Anonymized' OR note IS NULL);
+INSERT INTO anonymize.anonymize_request (phone, to_date) VALUES ('57575757', '2024-12-31');
+};
+$node->append_conf('postgresql.conf', 'max_worker_processes = 8');
+$node->restart;
+(undef, $lines) = serial_then_parallel($pairs, '');
+my $failed = q{SELECT status || ' ' || error FROM anonymize.anonymize_request ORDER BY id DESC LIMIT 1};
+like($node->safe_psql('serial', $failed), qr/^Failed target public.pairs \(column num\) cannot be rewritten: new row for relation "pairs" violates check constraint "pairs_note"$/,
+	'serially: the request Failed for its target');
+is($node->safe_psql('postgres', $failed), $node->safe_psql('serial', $failed),
+	'in parallel: the same status and error');
+is($node->safe_psql('postgres', q{
+	SELECT (SELECT coalesce(sum(rows), 0) FROM anonymize.request_log l
+		WHERE l.request_id = r.id AND event = 'rewrite')
+		= (SELECT count(*) FROM pairs WHERE num = 'Anonymized')
+	FROM anonymize.anonymize_request r ORDER BY id DESC LIMIT 1}),
+	't', 'its receipt counts exactly the rows rewritten');
+diag('rows of the failed target rewritten: ' . $node->safe_psql('postgres',
+	q{SELECT count(*) FROM pairs WHERE num = 'Anonymized'}));
+like($lines, qr/parallel rewrite of 2000 rows in 3 batches with 3 processes/,
+	'the failing target rewritten in parallel');
 
 log_has_no($node, '91234567', '98765432', '41234567', 'bob.test@mytest.no', 'eve@mytest.no');
 
