@@ -12,8 +12,9 @@
 #
 #   serial:   run() of K fresh requests (default 100) with
 #             anonymize.max_parallel_workers = 1, from run() until its
-#             process has vacuumed and left, and its scan phase (the time
-#             pg_stat_activity shows it scanning, sampled every 0.05 s);
+#             process has vacuumed and left, and its scan and rewrite
+#             phases (the times pg_stat_activity shows it scanning and
+#             rewriting, sampled every 0.05 s);
 #   parallel: the same with anonymize.max_parallel_workers = W (default 2);
 #   pg:       PostgreSQL's parallel sequential scan of the same tables with
 #             the same number of processes (max_parallel_workers_per_gather
@@ -65,15 +66,20 @@ pg_scan() {
 	echo $(($(ms_now) - t0))
 }
 
+# phase_ms STEP: ms from the first to the last sample of the run showing STEP
+phase_ms() {
+	awk -v step="$1" '$2 == step {if (!f) f = $1; l = $1} END {print (f ? l - f + 50 : 0)}' "$work/samples"
+}
+
 # run_ms W TAG: one run of K fresh requests with W processes, until its
-# process is gone; appends "ms scan_ms" to $work/TAG
+# process is gone; appends "ms scan_ms rewrite_ms" to $work/TAG
 run_ms() {
 	local ms
 	q -c "ALTER SYSTEM SET anonymize.max_parallel_workers = $1" -c 'SELECT pg_reload_conf()' >/dev/null
 	q -c "SELECT bench.file_requests($k)" >/dev/null
 	q -c 'CHECKPOINT'
 	ms=$(timed_run "$work/samples")
-	echo "$ms $(awk '$2 == "scanning" {if (!f) f = $1; l = $1} END {print (f ? l - f + 50 : 0)}' "$work/samples")" >>"$work/$2"
+	echo "$ms $(phase_ms scanning) $(phase_ms rewriting)" >>"$work/$2"
 }
 
 # the machine's own ceiling: the same CPU work (perl adding numbers, no
@@ -97,9 +103,9 @@ grep -q 'Parallel Seq Scan' <(q -c "SET max_parallel_workers_per_gather = $((wor
 	|| { echo "PostgreSQL does not scan in parallel here" >&2; exit 1; }
 for i in $(seq "$reps"); do
 	run_ms 1 serial
-	echo "rep $i: serial run $(tail -1 "$work/serial") (ms, scan ms), load $(load1)" >&2
+	echo "rep $i: serial run $(tail -1 "$work/serial") (ms, scan ms, rewrite ms), load $(load1)" >&2
 	run_ms "$workers" parallel
-	echo "rep $i: parallel run $(tail -1 "$work/parallel") (ms, scan ms), load $(load1)" >&2
+	echo "rep $i: parallel run $(tail -1 "$work/parallel") (ms, scan ms, rewrite ms), load $(load1)" >&2
 	pg_scan 1 >>"$work/pg1"
 	pg_scan "$workers" >>"$work/pgw"
 	echo "rep $i: PostgreSQL's scan $(tail -1 "$work/pg1") ms alone, $(tail -1 "$work/pgw") ms with $workers processes, load $(load1)" >&2
@@ -110,6 +116,7 @@ done
 col() { awk -v c="$1" '{print $c}' "$work/$2"; }
 serial=$(col 1 serial | median); parallel=$(col 1 parallel | median)
 sscan=$(col 2 serial | median); pscan=$(col 2 parallel | median)
+srew=$(col 3 serial | median); prew=$(col 3 parallel | median)
 pg1=$(median <"$work/pg1"); pgw=$(median <"$work/pgw")
 busy1=$(median <"$work/busy1"); busyw=$(median <"$work/busyw")
 res=$TOP/bench/RESULTS-parallel.md
@@ -120,7 +127,7 @@ res=$TOP/bench/RESULTS-parallel.md
 	echo
 	echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GB", $2 / 1048576}' /proc/meminfo) memory, $(as_pg postgres --version), shared_buffers 1GB, autovacuum off, anonymize.rebuild_indexes off, throttle off (anonymize.cost_delay = 0); the cores are shared with other work (load average 1 min at the end: $(load1))."
 	echo
-	echo "Archive: $archive_rows rows in 5 targets (bench/schema.sql; raw.events partitioned), frozen, in the cache. Each run: $k fresh requests, timed from run() until its process has vacuumed and left; its scan phase is the time pg_stat_activity shows it scanning (sampled every 0.05 s). PostgreSQL's scan: \`SELECT count(*) FROM <target> WHERE <column> LIKE '%x%'\` over the 5 targets, forced parallel. Medians of $reps, with every value."
+	echo "Archive: $archive_rows rows in 5 targets (bench/schema.sql; raw.events partitioned), frozen, in the cache. Each run: $k fresh requests, timed from run() until its process has vacuumed and left; its scan and rewrite phases are the times pg_stat_activity shows it scanning and rewriting (sampled every 0.05 s). PostgreSQL's scan: \`SELECT count(*) FROM <target> WHERE <column> LIKE '%x%'\` over the 5 targets, forced parallel. Medians of $reps, with every value."
 	echo
 	echo "| measurement | value | |"
 	echo "|---|---|---|"
@@ -128,10 +135,13 @@ res=$TOP/bench/RESULTS-parallel.md
 	echo "| run, anonymize.max_parallel_workers = $workers | $parallel ms ($(col 1 parallel | sort -g | paste -sd' ')) | |"
 	echo "| its scan phase, 1 process | $sscan ms ($(col 2 serial | sort -g | paste -sd' ')) | |"
 	echo "| its scan phase, $workers processes | $pscan ms ($(col 2 parallel | sort -g | paste -sd' ')) | |"
+	echo "| its rewrite phase, 1 process | $srew ms ($(col 3 serial | sort -g | paste -sd' ')) | |"
+	echo "| its rewrite phase, $workers processes | $prew ms ($(col 3 parallel | sort -g | paste -sd' ')) | |"
 	echo "| PostgreSQL's sequential scan, 1 process | $pg1 ms ($(sort -g "$work/pg1" | paste -sd' ')) | |"
 	echo "| PostgreSQL's parallel sequential scan, $workers processes | $pgw ms ($(sort -g "$work/pgw" | paste -sd' ')) | |"
 	echo "| ratio: run, $workers processes / 1 | $(ratio "$parallel" "$serial") | target <= 0.65 |"
 	echo "| ratio: scan phase, $workers processes / 1 | $(ratio "$pscan" "$sscan") | |"
+	echo "| ratio: rewrite phase, $workers processes / 1 | $(ratio "$prew" "$srew") | |"
 	echo "| ratio: the run's scan phase / PostgreSQL's parallel scan, $workers processes each | $(ratio "$pscan" "$pgw") | target <= 1.3 |"
 	echo "| ratio: PostgreSQL's scan, $workers processes / 1 | $(ratio "$pgw" "$pg1") | |"
 	echo "| the machine's ceiling: the same CPU work split over $workers processes / done by 1 ($busyw / $busy1 ms) | $(ratio "$busyw" "$busy1") | the best any parallel run can reach here; 1 / $workers on idle cores |"
