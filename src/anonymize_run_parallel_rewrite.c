@@ -410,7 +410,9 @@ anonymize_run_parallel_rewrite(RunState *st)
 	int			nworkers;
 	int			launched;
 
-	if (participants < 2 || st->nmatches < 2 * REWRITE_MIN_BATCH)
+	/* off (-1), or fewer rows than the setting or than two batches */
+	if (participants < 2 || anonymize_parallel_rewrite_min_rows < 0 ||
+		st->nmatches < Max(anonymize_parallel_rewrite_min_rows, 2 * REWRITE_MIN_BATCH))
 		return false;
 	cxt = AllocSetContextCreate(st->cxt, "anonymize parallel rewrite",
 								ALLOCSET_DEFAULT_SIZES);

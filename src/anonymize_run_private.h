@@ -126,8 +126,9 @@ extern void anonymize_run_batch_outcome(RunState *st, int64 from,
 
 /*
  * anonymize_run_parallel_rewrite.c: the rewrite shared with the run's
- * workers; false when it is not (too few batches, parallel runs off, no
- * worker started): the caller rewrites serially then
+ * workers; false when it is not (anonymize.parallel_rewrite_min_rows -1 or
+ * above the matches, too few batches, parallel runs off, no worker
+ * started): the caller rewrites serially then
  */
 extern bool anonymize_run_parallel_rewrite(RunState *st);
 

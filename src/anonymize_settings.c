@@ -45,6 +45,7 @@ int			anonymize_run_nice = ANONYMIZE_RUN_NICE_DEFAULT;
 int			anonymize_cost_limit = ANONYMIZE_COST_LIMIT_DEFAULT;
 int			anonymize_max_parallel_workers = 2;
 int			anonymize_parallel_min_table_size = 1000;
+int			anonymize_parallel_rewrite_min_rows = -1;
 bool		anonymize_refresh_materialized_views = true;
 bool		anonymize_rebuild_indexes = true;
 int			anonymize_max_rows_per_request = 100000;
@@ -260,6 +261,15 @@ settings_define_pace(void)
 							1000, 0, INT_MAX / 2,
 							PGC_SIGHUP,
 							GUC_UNIT_BLOCKS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("anonymize.parallel_rewrite_min_rows",
+							"Fewest matching rows for which the run shares its rewrite with its workers.",
+							"-1, the default, never: on the benchmark machine a shared rewrite was slower.",
+							&anonymize_parallel_rewrite_min_rows,
+							-1, -1, INT_MAX,
+							PGC_SIGHUP,
+							0,
 							NULL, NULL, NULL);
 
 	/* kept so that a configuration that still sets it is valid */

@@ -28,6 +28,7 @@ extern int	anonymize_cost_limit;
 extern int	anonymize_run_nice;
 extern int	anonymize_max_parallel_workers;
 extern int	anonymize_parallel_min_table_size;
+extern int	anonymize_parallel_rewrite_min_rows;
 
 /* the throttle's defaults (see doc/settings.md for the measurement) */
 #define ANONYMIZE_COST_DELAY_DEFAULT	2.0

@@ -1,6 +1,7 @@
 # The parallel run: the same archive in two databases, one run serially
 # (anonymize.max_parallel_workers = 1), the other with three processes
-# (forced on small tables by anonymize.parallel_min_table_size = 0; a
+# (forced on small tables by anonymize.parallel_min_table_size = 0, the
+# rewrite shared by anonymize.parallel_rewrite_min_rows = 0; a
 # large table by block ranges, the small partitions of a target a whole
 # table a process): the
 # same statuses, rows_anonymized, Held decisions, receipts and table
@@ -25,6 +26,7 @@ use AnonymizeTest;
 
 my $node = new_node('parallel_run', settings => q{
 anonymize.parallel_min_table_size = 0
+anonymize.parallel_rewrite_min_rows = 0
 anonymize.max_rows_per_request = 3000
 anonymize.batch_size = 700
 log_min_messages = log
