@@ -240,6 +240,9 @@ is($node->safe_psql('postgres', q{
 	SELECT count(*) || ' ' || sum(rows) FROM anonymize.request_log
 	WHERE event = 'late' AND (detail::jsonb ->> 'run')::bigint = (SELECT max(id) FROM anonymize.run_log)}),
 	'1 500', 'the late rows of the Done request: one receipt of all 500');
+# the pages that the workers' batches rewrote were noted and scrubbed too
+$node->safe_psql('postgres', 'CREATE EXTENSION IF NOT EXISTS pageinspect');
+pages_have_no($node, 'postgres', 'all', '55 55 55 55', '+47 98 76 54 32');
 compare('the rewrite shared with the workers');
 
 # 'late' receipts written by batches at once: a session's lock on
@@ -384,6 +387,7 @@ reset_throttle();
 $node->safe_psql('postgres', 'SELECT anonymize.run()');
 wait_run_exit();
 compare('the run after the failed rewrite');
+pages_have_no($node, 'postgres', 'all', '56 56 56 56');
 
 # no background worker slot free (logical replication's launcher, ours,
 # the database's worker and run()'s take the four): the run scans alone,
