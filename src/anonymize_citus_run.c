@@ -138,6 +138,7 @@ citus_run_update(RunState *st, AnonymizeTarget *target, int64 *rows)
 	bytea	   *plan = anonymize_citus_plan(st->reqs, st->nreqs, target);
 	Datum		values[6];
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	char	   *repl;
 	int64		counted = 0;
 	int64		updated = -1;
 
@@ -148,10 +149,9 @@ citus_run_update(RunState *st, AnonymizeTarget *target, int64 *rows)
 	values[2] = CStringGetTextDatum(target->time_col);
 	values[3] = BoolGetDatum(anonymize_target_numeric(target));
 	values[4] = PointerGetDatum(plan);
-	values[5] = CStringGetTextDatum(target->replacement ? target->replacement :
-									anonymize_replacement);
-	if (target->erase_null)
-		nulls[5] = 'n';
+	repl = anonymize_run_replacement(target);
+	values[5] = repl ? CStringGetTextDatum(repl) : (Datum) 0;
+	nulls[5] = repl ? ' ' : 'n';
 	anonymize_run_exec("SELECT req, n FROM anonymize._citus_rewrite($1, $2, $3, $4, $5, $6)",
 					   6, (Oid[]) {OIDOID, TEXTOID, TEXTOID, BOOLOID, BYTEAOID, TEXTOID},
 					   values, nulls, SPI_OK_SELECT);

@@ -570,8 +570,7 @@ static List *
 run_scan_whole_leaves(RunState *st, AnonymizeMatchSet *ms,
 					  AnonymizeTarget *target, List *leaves, RunScanArg *sa)
 {
-	int			participants = Min(anonymize_max_parallel_workers,
-								   max_worker_processes);
+	int			participants = anonymize_parallel_workers_max() + 1;
 	Relation   *rels;
 	int			n;
 	BlockNumber total;

@@ -98,10 +98,9 @@ typedef struct ParallelShared
 
 /*
  * A match sent by a worker: the row (its table and TID) and the requests
- * it matches (as the
- * engine reports them, lowest id first), then, when one of them is a late
- * request of the ledger, the row's canonical key (keylen bytes), from
- * which the leader's late request learns its form.
+ * it matches (as the engine reports them, lowest id first), then, when
+ * one of them is a late request of the ledger, the row's canonical key
+ * (keylen bytes), from which the leader's late request learns its form.
  */
 typedef struct ParallelMatchMsg
 {

@@ -154,15 +154,6 @@ rewrite_cut(RunState *st, int participants, int *nbatches)
 	return batches;
 }
 
-/* The bytes of the targets' strings, the replacement resolved. */
-static const char *
-rewrite_replacement(AnonymizeTarget *t)
-{
-	if (t->erase_null)
-		return NULL;
-	return t->replacement ? t->replacement : anonymize_replacement;
-}
-
 /* Copy s into text at *used: its offset, or -1 for NULL. */
 static int32
 rewrite_put(char *text, int32 *used, const char *s)
@@ -176,7 +167,10 @@ rewrite_put(char *text, int32 *used, const char *s)
 	return off;
 }
 
-/* The bytes the targets take in the shared memory, with their strings. */
+/*
+ * The bytes the targets take in the shared memory, with their strings
+ * (the replacement resolved).
+ */
 static Size
 rewrite_targets_size(RunState *st)
 {
@@ -185,7 +179,7 @@ rewrite_targets_size(RunState *st)
 	for (int t = 0; t < st->ntargets; t++)
 	{
 		AnonymizeTarget *target = &st->targets[t];
-		const char *repl = rewrite_replacement(target);
+		const char *repl = anonymize_run_replacement(target);
 
 		size += strlen(target->name) + strlen(target->col) +
 			strlen(target->time_col) + 3 + (repl ? strlen(repl) + 1 : 0);
@@ -215,7 +209,7 @@ rewrite_copy_targets(ParallelShared *sh, RunState *st)
 		dst[t].name = rewrite_put(text, &used, src->name);
 		dst[t].col = rewrite_put(text, &used, src->col);
 		dst[t].time_col = rewrite_put(text, &used, src->time_col);
-		dst[t].replacement = rewrite_put(text, &used, rewrite_replacement(src));
+		dst[t].replacement = rewrite_put(text, &used, anonymize_run_replacement(src));
 		pg_atomic_init_u32(rewrite_tfailed(sh, t), st->tfailed[t] != NULL);
 	}
 }

@@ -39,7 +39,7 @@
 /* Send one message to the leader; exit when the leader has gone. */
 void
 anonymize_parallel_worker_send(shm_mq_handle *mqh, Size len, const void *data,
-					 bool flush)
+							   bool flush)
 {
 	if (shm_mq_send(mqh, len, data, false, flush) != SHM_MQ_SUCCESS)
 		proc_exit(0);			/* the leader detached: its run ended */

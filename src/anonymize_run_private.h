@@ -132,6 +132,9 @@ extern void anonymize_run_batch_outcome(RunState *st, int64 from,
  */
 extern bool anonymize_run_parallel_rewrite(RunState *st);
 
+/* anonymize_run_rewrite.c: what a target's rows get (NULL: erased to NULL) */
+extern char *anonymize_run_replacement(AnonymizeTarget *target);
+
 /* anonymize_run_rewrite.c: one batch's rows, noted for the scrub, rewritten */
 extern void anonymize_run_note_rows(RunState *st, AnonymizeTarget *target,
 									Oid leaf, int64 from, int n);

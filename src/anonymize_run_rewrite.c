@@ -120,6 +120,18 @@ rewrite_close(RewriteState *rs)
 }
 
 /*
+ * What target's matching rows get, as text: its own replacement, else
+ * anonymize.replacement; NULL when it erases to NULL.
+ */
+char *
+anonymize_run_replacement(AnonymizeTarget *target)
+{
+	if (target->erase_null)
+		return NULL;
+	return target->replacement ? target->replacement : anonymize_replacement;
+}
+
+/*
  * What the column gets, through its type's input function as an
  * assignment would: the replacement (a varchar(n) too short, a domain's
  * CHECK: an error), or NULL (a domain's NOT NULL: an error).  Computed at
@@ -132,11 +144,9 @@ rewrite_value(RewriteState *rs, AnonymizeTarget *target)
 	Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rs->rel), rs->idatt - 1);
 	Oid			typinput;
 	Oid			typioparam;
-	char	   *str = NULL;
+	char	   *str = anonymize_run_replacement(target);
 
 	getTypeInputInfo(att->atttypid, &typinput, &typioparam);
-	if (!target->erase_null)
-		str = target->replacement ? target->replacement : anonymize_replacement;
 	rs->value = OidInputFunctionCall(typinput, str, typioparam, att->atttypmod);
 	rs->value_null = (str == NULL);
 	rs->have_value = true;
