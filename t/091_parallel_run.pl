@@ -341,9 +341,13 @@ for (1 .. 100)
 is($run_nice, join(',', (15) x @run_pids),
 	'anonymize.run_nice = 15: the run and its ' . (@run_pids - 1) . ' scan workers at nice 15');
 cmp_ok(scalar @run_pids, '>=', 2, 'the run and at least one scan worker seen');
-is(proc_nice($node->safe_psql('postgres', 'SELECT pg_backend_pid()')),
+# (a session still connected: a one-shot psql's backend may be gone, or
+# going, when its /proc entry is read)
+my $session = $node->background_psql('postgres');
+is(proc_nice($session->query_safe('SELECT pg_backend_pid()')),
 	proc_nice($node->safe_psql('postgres', "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")),
 	'a session keeps the priority of the server');
+$session->quit;
 terminate_worker('scan', '%');
 is($node->safe_psql('postgres', q{
 	SELECT status || ' ' || (SELECT count(*) FROM anonymize.request_log l WHERE l.request_id = r.id AND event = 'rewrite')
