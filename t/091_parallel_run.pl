@@ -248,7 +248,9 @@ compare('the rewrite shared with the workers');
 # 'late' receipts written by batches at once: a session's lock on
 # request_log holds the batches back before their receipts, for 3 s after
 # the first one waits (the others reach theirs meanwhile), then lets them
-# go together: still one 'late' receipt of the run, as serially
+# go together: still one 'late' receipt of the run, as serially.  The lock
+# is taken while a second session's lock on calls holds the run's scan, so
+# it is in place before any batch (racing the rewrite to it failed in CI)
 $node->safe_psql($_, q{
 INSERT INTO calls SELECT 70000 + g, '+47 98 76 54 32', timestamptz '2024-02-01' + g * interval '1 minute'
 FROM generate_series(1, 1500) g;
@@ -256,18 +258,25 @@ FROM generate_series(1, 1500) g;
 set_conf('anonymize.max_parallel_workers = 1');
 run_when_slot('serial');
 wait_run_exit();
-set_conf('anonymize.max_parallel_workers = 3; anonymize.cost_limit = 200; anonymize.cost_delay = 5');
+set_conf('anonymize.max_parallel_workers = 3');
+my $scan_holder = $node->background_psql('postgres');
+$scan_holder->query_safe('BEGIN');
+$scan_holder->query_safe('LOCK TABLE calls IN ACCESS EXCLUSIVE MODE');
 my $runner = $node->background_psql('postgres');
 $runner->query_until(qr/started/, "\\echo started\nSELECT anonymize.run();\n");
 $node->poll_query_until('postgres', q{
-	SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE 'anonymize run %: rewriting public.calls, rows%'})
-  or die 'the run never rewrote';
+	SELECT count(*) > 0 FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+	WHERE a.backend_type = 'anonymize run()' AND NOT l.granted AND l.relation = 'calls'::regclass})
+  or die 'the run never reached the scan of calls';
 my $locker = $node->background_psql('postgres');
 $locker->query_safe('BEGIN');
 $locker->query_safe('LOCK TABLE anonymize.request_log IN SHARE MODE');
+$scan_holder->query_safe('COMMIT');
+$scan_holder->quit;
 $node->poll_query_until('postgres', q{
-	SELECT count(*) > 0 FROM pg_stat_activity
-	WHERE backend_type IN ('anonymize run()', 'anonymize parallel rewrite') AND wait_event_type = 'Lock'})
+	SELECT count(*) > 0 FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+	WHERE a.backend_type IN ('anonymize run()', 'anonymize parallel rewrite') AND NOT l.granted
+	  AND l.relation = 'anonymize.request_log'::regclass})
   or die 'no batch waited for its receipts';
 Time::HiRes::sleep(3);
 $locker->query_safe('COMMIT');
