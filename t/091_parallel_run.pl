@@ -381,7 +381,9 @@ $node->safe_psql($_, $many) for ('postgres', 'serial');
 set_conf('anonymize.max_parallel_workers = 1');
 $node->safe_psql('serial', 'SELECT anonymize.run()');
 wait_run_exit();
-set_conf('anonymize.max_parallel_workers = 3; anonymize.cost_limit = 100; anonymize.cost_delay = 10');
+# (throttled to a second or more a batch: a worker seen rewriting must
+# still be there when it is terminated, on a loaded machine too)
+set_conf('anonymize.max_parallel_workers = 3; anonymize.cost_limit = 20; anonymize.cost_delay = 10');
 $node->safe_psql('postgres', 'SELECT anonymize.wake()');
 $node->poll_query_until('postgres', q{
 	SELECT count(*) > 0 FROM pg_stat_activity
