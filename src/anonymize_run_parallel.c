@@ -403,6 +403,26 @@ parallel_start_scan(ParallelLeader *pl, anonymize_match_callback callback,
 	return anonymize_parallel_start(pl, parallel_match_message, NULL);
 }
 
+/*
+ * Log why a step of the run goes on in one process: no dynamic shared
+ * memory segment was free (segment false), or no background worker slot;
+ * step names the step and how it goes on.
+ */
+void
+anonymize_parallel_log_serial(int64 run_id, bool segment, const char *step)
+{
+	if (!segment)
+		ereport(LOG,
+				(errmsg("anonymize run %lld: no dynamic shared memory segment free for %s",
+						(long long) run_id, step),
+				 errhint("Other sessions' parallel queries held every segment the server has; fewer of them at the time of the run leave some free.")));
+	else
+		ereport(LOG,
+				(errmsg("anonymize run %lld: no background worker slot free for %s",
+						(long long) run_id, step),
+				 errhint("Raise max_worker_processes, or set anonymize.max_parallel_workers to 1.")));
+}
+
 /* After the leader's share: the workers' messages, then the segment gone. */
 void
 anonymize_parallel_finish(ParallelLeader *pl)
@@ -432,10 +452,9 @@ anonymize_run_parallel_scan(int64 run_id, AnonymizeMatchSet *ms,
 	launched = pl != NULL ? parallel_start_scan(pl, callback, arg) : 0;
 	if (launched == 0)
 	{
-		ereport(LOG,
-				(errmsg("anonymize run %lld: no background worker slot free for a parallel scan of table \"%s\", scanning it serially",
-						(long long) run_id, RelationGetRelationName(leaf)),
-				 errhint("Raise max_worker_processes, or set anonymize.max_parallel_workers to 1.")));
+		anonymize_parallel_log_serial(run_id, pl != NULL,
+									  psprintf("a parallel scan of table \"%s\", scanning it serially",
+											   RelationGetRelationName(leaf)));
 		return false;
 	}
 	ereport(LOG,
@@ -532,10 +551,9 @@ anonymize_run_parallel_leaves(int64 run_id, AnonymizeMatchSet *ms,
 	launched = pl != NULL ? parallel_start_scan(pl, callback, arg) : 0;
 	if (launched == 0)
 	{
-		ereport(LOG,
-				(errmsg("anonymize run %lld: no background worker slot free for a parallel scan of %d tables of target \"%s\", scanning them serially",
-						(long long) run_id, nleaves, target->name),
-				 errhint("Raise max_worker_processes, or set anonymize.max_parallel_workers to 1.")));
+		anonymize_parallel_log_serial(run_id, pl != NULL,
+									  psprintf("a parallel scan of %d tables of target \"%s\", scanning them serially",
+											   nleaves, target->name));
 		return false;
 	}
 	ereport(LOG,

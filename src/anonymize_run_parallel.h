@@ -161,6 +161,8 @@ extern int	anonymize_parallel_start(ParallelLeader *pl,
 									 void *state);
 extern bool anonymize_parallel_drain(ParallelLeader *pl);
 extern void anonymize_parallel_finish(ParallelLeader *pl);
+extern void anonymize_parallel_log_serial(int64 run_id, bool segment,
+										  const char *step);
 
 /* How many workers the run may start besides itself. */
 extern int	anonymize_parallel_workers_max(void);

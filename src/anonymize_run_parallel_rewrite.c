@@ -426,11 +426,9 @@ anonymize_run_parallel_rewrite(RunState *st)
 	MemoryContextSwitchTo(old);
 	if (launched == 0)
 	{
-		if (pl != NULL)
-			ereport(LOG,
-					(errmsg("anonymize run %lld: no background worker slot free for a parallel rewrite, rewriting serially",
-							(long long) st->run_id),
-					 errhint("Raise max_worker_processes, or set anonymize.max_parallel_workers to 1.")));
+		if (nworkers > 0)
+			anonymize_parallel_log_serial(st->run_id, pl != NULL,
+										  "a parallel rewrite, rewriting serially");
 		MemoryContextDelete(cxt);
 		return false;
 	}
