@@ -33,6 +33,7 @@
 #include "optimizer/optimizer.h"
 #include "parser/parse_node.h"
 #include "storage/proc.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -42,6 +43,7 @@
 #include "anonymize_run_private.h"
 #include "anonymize_scrub.h"
 #include "anonymize_settings.h"
+#include "anonymize_throttle.h"
 #include "anonymize_xact.h"
 
 /* Add the leaves of every registered target to relids (in the run's cxt). */
@@ -262,26 +264,47 @@ run_vacuum_stmts(RunState *st, List *relids, VacuumStmt **stmts, int *nrels)
 }
 
 /*
+ * Set (value non-NULL) or reset (NULL) a setting of VACUUM's for this
+ * session.  The run's throttle goes to VACUUM as the settings
+ * vacuum_cost_delay and vacuum_cost_limit, not by assigning their
+ * variables: VACUUM's parallel workers restore the settings of the
+ * process that starts them, and a setting still at its default source is
+ * not passed on, so workers of a VACUUM throttled through the variables
+ * alone vacuumed their indexes at full speed.
+ */
+static void
+run_vacuum_setting(const char *name, const char *value)
+{
+	(void) set_config_option(name, value, PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SET, true, WARNING, false);
+}
+
+/*
  * Run the statement with the run's throttle (anonymize.cost_delay and
  * anonymize.cost_limit) as its cost-based delay, as autovacuum uses its
- * own settings.
+ * own settings, and at the run's CPU priority (anonymize.run_nice), in
+ * this process and in the parallel workers of its index pass.
  */
 static void
 run_vacuum_exec(ParseState *pstate, VacuumStmt *stmt)
 {
-	double		save_delay = VacuumCostDelay;
-	int			save_limit = VacuumCostLimit;
+	char		delay[32];
+	char		limit[16];
 
-	VacuumCostDelay = anonymize_cost_delay;
-	VacuumCostLimit = anonymize_cost_limit;
+	snprintf(delay, sizeof(delay), "%g", anonymize_cost_delay);
+	snprintf(limit, sizeof(limit), "%d", anonymize_cost_limit);
+	run_vacuum_setting("vacuum_cost_delay", delay);
+	run_vacuum_setting("vacuum_cost_limit", limit);
+	anonymize_throttle_nice();
 	PG_TRY();
 	{
 		ExecVacuum(pstate, stmt, true);
 	}
 	PG_FINALLY();
 	{
-		VacuumCostDelay = save_delay;
-		VacuumCostLimit = save_limit;
+		/* back to the server's: the process's other work is not throttled */
+		run_vacuum_setting("vacuum_cost_delay", NULL);
+		run_vacuum_setting("vacuum_cost_limit", NULL);
 	}
 	PG_END_TRY();
 }

@@ -30,6 +30,7 @@
 #include "anonymize_ledger.h"
 #include "anonymize_retention.h"
 #include "anonymize_settings.h"
+#include "anonymize_throttle.h"
 
 char	   *anonymize_database = NULL;
 char	   *anonymize_country_code = NULL;
@@ -42,6 +43,7 @@ int			anonymize_rescan_interval = 60;
 int			anonymize_batch_delay = 0;
 double		anonymize_cost_delay = ANONYMIZE_COST_DELAY_DEFAULT;
 int			anonymize_run_nice = ANONYMIZE_RUN_NICE_DEFAULT;
+int			anonymize_process_nice = 0;
 int			anonymize_cost_limit = ANONYMIZE_COST_LIMIT_DEFAULT;
 int			anonymize_max_parallel_workers = 2;
 int			anonymize_parallel_min_table_size = 1000;
@@ -244,6 +246,15 @@ settings_define_pace(void)
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("anonymize.process_nice",
+							"CPU priority (nice value) of this session and of the parallel workers it starts.",
+							"Set by a run for its own processes from anonymize.run_nice, so that PostgreSQL's parallel workers of its VACUUM get the same priority.  Only lowers a priority, never raises it.",
+							&anonymize_process_nice,
+							0, 0, 19,
+							PGC_SUSET,
+							GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
+							NULL, anonymize_throttle_assign_nice, NULL);
 
 	DefineCustomIntVariable("anonymize.max_parallel_workers",
 							"Processes that scan a large table of the run together, the run itself included.",

@@ -26,6 +26,7 @@ extern int	anonymize_batch_delay;
 extern double anonymize_cost_delay;
 extern int	anonymize_cost_limit;
 extern int	anonymize_run_nice;
+extern int	anonymize_process_nice;
 extern int	anonymize_max_parallel_workers;
 extern int	anonymize_parallel_min_table_size;
 extern int	anonymize_parallel_rewrite_min_rows;

@@ -5,7 +5,8 @@
  *	  with anonymize.cost_delay and anonymize.cost_limit, applied to the
  *	  scan (a delay point a row), the rewrite (one a batch) and the run's
  *	  VACUUM (PostgreSQL's own, with the same two settings); and the CPU
- *	  priority of the processes of the run (anonymize.run_nice).
+ *	  priority of the processes of the run (anonymize.run_nice), carried
+ *	  to PostgreSQL's parallel workers they start by anonymize.process_nice.
  *
  * The accounting is the buffer manager's: while VacuumCostActive is set,
  * every page the run reads from shared buffers, from the kernel, or
@@ -24,6 +25,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
+#include "utils/guc.h"
 #include "utils/wait_event.h"
 
 #include "anonymize_throttle.h"
@@ -39,23 +41,46 @@ anonymize_throttle_share(int parts)
 }
 
 /*
- * Lower this process's CPU priority to anonymize.run_nice, so that the
- * portal's backends get a core first.  Never raises it: an unprivileged
- * process cannot, and the run's processes (run()'s, its scan workers, the
- * scheduling worker) do nothing else that needs it.
+ * anonymize.process_nice's assign hook: lower this process's CPU priority
+ * to newval.  Never raises it: an unprivileged process cannot.  No error
+ * (an assign hook must not fail): a process left as it was only competes
+ * as the server's own processes do.
  */
-static void
-throttle_nice(void)
+void
+anonymize_throttle_assign_nice(int newval, void *extra)
 {
 	int			current;
 
 	errno = 0;
 	current = getpriority(PRIO_PROCESS, 0);
-	if (errno != 0 || anonymize_run_nice <= current)
+	if (errno != 0 || newval <= current)
 		return;
-	if (setpriority(PRIO_PROCESS, 0, anonymize_run_nice) != 0)
+	(void) setpriority(PRIO_PROCESS, 0, newval);
+}
+
+/*
+ * Lower this process's CPU priority to anonymize.run_nice, so that the
+ * portal's backends get a core first, by setting anonymize.process_nice
+ * for the session: PostgreSQL's parallel workers that the process starts
+ * (those of its VACUUM's index pass) restore the setting from it, and its
+ * assign hook lowers theirs too.  The run's processes (run()'s, its
+ * workers, the scheduling worker) do nothing else that needs the
+ * priority back.
+ */
+void
+anonymize_throttle_nice(void)
+{
+	char		value[12];
+
+	if (anonymize_run_nice <= 0)
+		return;
+	snprintf(value, sizeof(value), "%d", anonymize_run_nice);
+	(void) set_config_option("anonymize.process_nice", value, PGC_SUSET,
+							 PGC_S_SESSION, GUC_ACTION_SET, true, 0, false);
+	errno = 0;
+	if (getpriority(PRIO_PROCESS, 0) < anonymize_run_nice && errno == 0)
 		ereport(DEBUG1,
-				(errmsg_internal("anonymize: could not set the run's nice value to %d: %m",
+				(errmsg_internal("anonymize: could not set the run's nice value to %d",
 								 anonymize_run_nice)));
 }
 
@@ -65,7 +90,7 @@ anonymize_throttle_begin(void)
 {
 	VacuumCostBalance = 0;
 	VacuumCostActive = (anonymize_cost_delay > 0);
-	throttle_nice();
+	anonymize_throttle_nice();
 }
 
 /* Turn it off (also after an error): the process's other work is not charged. */

@@ -18,6 +18,8 @@
 extern void anonymize_throttle_begin(void);
 extern void anonymize_throttle_end(void);
 extern void anonymize_throttle_sleep(void);
+extern void anonymize_throttle_nice(void);
+extern void anonymize_throttle_assign_nice(int newval, void *extra);
 
 /*
  * The processes of a parallel scan share anonymize.cost_limit: each one

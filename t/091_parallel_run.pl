@@ -464,6 +464,73 @@ diag('rows of the failed target rewritten: ' . $node->safe_psql('postgres',
 like($lines, qr/parallel rewrite of 2000 rows in 3 batches with 3 processes/,
 	'the failing target rewritten in parallel');
 
+# the run's VACUUM throttled and at the run's priority in every process
+# of it: a table with several indexes, vacuumed with its index pass by the
+# scheduled run (run()'s own worker belongs to its caller's lock group and
+# vacuums alone), so that PostgreSQL's parallel workers take indexes of
+# it.  They sleep for the throttle (wait event VacuumDelay) and run at
+# anonymize.run_nice, as the run's process does.  (The throttle once went
+# to VACUUM by assigning the variables of vacuum_cost_delay and _limit,
+# which the workers do not get: they restore the settings, and those were
+# at their defaults; they vacuumed at full speed and nice 0.)
+$node->safe_psql('postgres', q{
+CREATE TABLE nice_calls (id int PRIMARY KEY, caller text, at date);
+CREATE INDEX nice_calls_caller ON nice_calls (caller);
+CREATE INDEX nice_calls_at ON nice_calls (at, caller);
+INSERT INTO nice_calls SELECT g, CASE WHEN g % 10 = 0 THEN '58585858' ELSE (40000000 + g)::text END,
+	'2024-01-01' FROM generate_series(1, 20000) g;
+SELECT anonymize.add_target('nice_calls', 'caller', 'phone', 'archive', 'at');
+INSERT INTO anonymize.anonymize_request (phone, to_date) VALUES ('58585858', '2024-12-31');
+});
+set_conf('anonymize.run_nice = 17; min_parallel_index_scan_size = 0; max_parallel_maintenance_workers = 2; '
+	. 'anonymize.cost_limit = 50; anonymize.cost_delay = 10');
+my $before = $node->safe_psql('postgres', 'SELECT max(id) FROM anonymize.run_log');
+my $sampler = $node->background_psql('postgres');
+$node->safe_psql('postgres', 'SELECT anonymize.wake()');
+my (%vacuum_nice, $run_slept, $worker_slept);
+my $deadline = time() + 180;
+while (time() < $deadline)
+{
+	# the run's process in its vacuum, and PostgreSQL's workers it leads
+	my $rows = $sampler->query_safe(q{
+		WITH run AS (SELECT pid FROM pg_stat_activity
+			WHERE backend_type = 'anonymize worker' AND query LIKE 'anonymize run %: vacuuming%')
+		SELECT CASE WHEN backend_type = 'parallel worker' THEN 'worker' ELSE 'run' END,
+			pid, coalesce(wait_event, '-')
+		FROM pg_stat_activity
+		WHERE pid IN (SELECT pid FROM run)
+		   OR (backend_type = 'parallel worker' AND leader_pid IN (SELECT pid FROM run))});
+	for my $row (split /\n/, $rows)
+	{
+		my ($who, $pid, $wait) = split /\|/, $row;
+		if ($who eq 'worker')
+		{
+			my $nice = eval { proc_nice($pid) };
+			$vacuum_nice{$pid} = $nice if defined $nice;
+			$worker_slept = 1 if $wait eq 'VacuumDelay';
+		}
+		else
+		{
+			$run_slept = 1 if $wait eq 'VacuumDelay';
+		}
+	}
+	last if $sampler->query_safe(qq{SELECT count(*) FROM anonymize.run_log
+		WHERE id > $before AND vacuumed_at IS NOT NULL}) eq '1';
+	Time::HiRes::usleep(10_000);
+}
+$sampler->quit;
+cmp_ok(scalar(keys %vacuum_nice), '>=', 1, "PostgreSQL's parallel workers vacuumed indexes of the run's table");
+is(join(',', sort values %vacuum_nice), join(',', (17) x scalar(keys %vacuum_nice)),
+	'they ran at anonymize.run_nice = 17, as the run does');
+ok($run_slept, "the run's process slept for the throttle in its VACUUM");
+ok($worker_slept, 'and so did the parallel workers of its VACUUM');
+is($node->safe_psql('postgres', q{
+	SELECT status || ' ' || rows_anonymized FROM anonymize.anonymize_request ORDER BY id DESC LIMIT 1}),
+	'Done 2000', 'the request of that run Done');
+$node->safe_psql('postgres', "ALTER SYSTEM RESET $_")
+  for qw(anonymize.run_nice min_parallel_index_scan_size max_parallel_maintenance_workers);
+reset_throttle();
+
 log_has_no($node, '91234567', '98765432', '41234567', 'bob.test@mytest.no', 'eve@mytest.no');
 
 done_testing();
