@@ -226,10 +226,25 @@ wait_run_process() {
 phase_sampler() {
 	local file=$1
 	while :; do
-		echo "$(ms_now) $(q -c "SELECT coalesce(string_agg(split_part(split_part(query, ': ', 2), ' ', 1), ','), '-')
-			FROM pg_stat_activity WHERE backend_type = 'anonymize run()'" 2>/dev/null || echo '-')" >>"$file"
+		# the run's phase, then what the portal's busy backends wait on
+		# (CPU: running, or waiting for a core)
+		echo "$(ms_now) $(q -c "SELECT coalesce((SELECT string_agg(split_part(split_part(query, ': ', 2), ' ', 1), ',')
+				FROM pg_stat_activity WHERE backend_type = 'anonymize run()'), '-') || ' ' ||
+			coalesce((SELECT string_agg(coalesce(wait_event_type || ':' || wait_event, 'CPU'), ',')
+				FROM pg_stat_activity WHERE application_name = 'pgbench' AND state = 'active'), '-')" 2>/dev/null || echo '- -')" >>"$file"
 		sleep 0.1
 	done
+}
+# phase_waits NAME: in each phase of the runs during NAME, the samples
+# taken and what the portal's busy backends were seen waiting on:
+# "phase samples: wait count ..., ..." (a wait seen in one sample in ten
+# lasted ~10 ms or more, or happened often)
+phase_waits() {
+	[ -s "$out/phases_$1" ] || return 0
+	awk '$2 != "-" && $2 != "" {n[$2]++; if ($3 != "-" && $3 != "") {k = split($3, w, ",");
+			for (i = 1; i <= k; i++) c[$2 " " w[i]]++}}
+		END {for (p in n) {printf "%s %d samples:", p, n[p];
+			for (x in c) {split(x, y, " "); if (y[1] == p) printf " %s %d", y[2], c[x]}; printf "; "}; print ""}' "$out/phases_$1"
 }
 # phases TAG: ms in each phase of run TAG (from the samples), "phase=ms ..."
 phases() {
@@ -629,10 +644,12 @@ res=$out/RESULTS.md
 	fi
 	if [ -n "$p99_during" ]; then
 		echo "| portal p99 by the run's phase at full speed (phase: p99 (transactions)) | $(phase_p99 during) |"
+		echo "| what the portal's busy backends waited on, by the run's phase, at full speed (0.1 s samples) | $(phase_waits during) |"
 	fi
 	for i in "${!throttles[@]}"; do
 		[ -n "$(tv p99 "$i")" ] || continue
 		echo "| portal p99 by the run's phase, throttled ($(throttle_desc "${throttles[$i]}")) | $(phase_p99 "throttled$i") |"
+		echo "| what the portal's busy backends waited on, by the run's phase, throttled ($(throttle_desc "${throttles[$i]}")) | $(phase_waits "throttled$i") |"
 	done
 	for i in "${!throttles[@]}"; do
 		[ -n "$(tv p99 "$i")" ] || continue
