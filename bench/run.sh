@@ -497,7 +497,12 @@ pct() { sort -g | awk -v p="$1" '{v[NR]=$1} END {if (NR==0) {print ""; exit}
 
 log "6. portal latency: pgbench at $portal_rate tps for ${portal_secs}s without a run"
 load_without=$(load1)
+# the sampler of the runs' phases runs here too: its psql every 0.1 s
+# costs the portal the same with a run and without
+phase_sampler "$out/phases_without" &
+wsampler=$!
 pgbench_phase without
+kill "$wsampler" 2>/dev/null || true; wait "$wsampler" 2>/dev/null || true
 latencies without 0 99999999999999 >"$out/lat_without"
 p50_without=$(pct 50 <"$out/lat_without")
 p99_without=$(pct 99 <"$out/lat_without")
