@@ -264,26 +264,15 @@ run_vacuum_stmts(RunState *st, List *relids, VacuumStmt **stmts, int *nrels)
 }
 
 /*
- * Set (value non-NULL) or reset (NULL) a setting of VACUUM's for this
- * session.  The run's throttle goes to VACUUM as the settings
- * vacuum_cost_delay and vacuum_cost_limit, not by assigning their
- * variables: VACUUM's parallel workers restore the settings of the
- * process that starts them, and a setting still at its default source is
- * not passed on, so workers of a VACUUM throttled through the variables
- * alone vacuumed their indexes at full speed.
- */
-static void
-run_vacuum_setting(const char *name, const char *value)
-{
-	(void) set_config_option(name, value, PGC_SUSET, PGC_S_SESSION,
-							 GUC_ACTION_SET, true, WARNING, false);
-}
-
-/*
  * Run the statement with the run's throttle (anonymize.cost_delay and
  * anonymize.cost_limit) as its cost-based delay, as autovacuum uses its
  * own settings, and at the run's CPU priority (anonymize.run_nice), in
- * this process and in the parallel workers of its index pass.
+ * this process and in the parallel workers of its index pass.  The
+ * throttle goes to VACUUM as this session's vacuum_cost_delay and
+ * vacuum_cost_limit, not by assigning their variables: VACUUM's parallel
+ * workers restore the settings of the process that starts them, and a
+ * setting still at its default source is not passed on, so workers of a
+ * VACUUM throttled through the variables alone vacuumed at full speed.
  */
 static void
 run_vacuum_exec(ParseState *pstate, VacuumStmt *stmt)
@@ -293,8 +282,8 @@ run_vacuum_exec(ParseState *pstate, VacuumStmt *stmt)
 
 	snprintf(delay, sizeof(delay), "%g", anonymize_cost_delay);
 	snprintf(limit, sizeof(limit), "%d", anonymize_cost_limit);
-	run_vacuum_setting("vacuum_cost_delay", delay);
-	run_vacuum_setting("vacuum_cost_limit", limit);
+	SetConfigOption("vacuum_cost_delay", delay, PGC_SUSET, PGC_S_SESSION);
+	SetConfigOption("vacuum_cost_limit", limit, PGC_SUSET, PGC_S_SESSION);
 	anonymize_throttle_nice();
 	PG_TRY();
 	{
@@ -303,8 +292,8 @@ run_vacuum_exec(ParseState *pstate, VacuumStmt *stmt)
 	PG_FINALLY();
 	{
 		/* back to the server's: the process's other work is not throttled */
-		run_vacuum_setting("vacuum_cost_delay", NULL);
-		run_vacuum_setting("vacuum_cost_limit", NULL);
+		SetConfigOption("vacuum_cost_delay", NULL, PGC_SUSET, PGC_S_SESSION);
+		SetConfigOption("vacuum_cost_limit", NULL, PGC_SUSET, PGC_S_SESSION);
 	}
 	PG_END_TRY();
 }

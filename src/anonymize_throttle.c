@@ -75,8 +75,7 @@ anonymize_throttle_nice(void)
 	if (anonymize_run_nice <= 0)
 		return;
 	snprintf(value, sizeof(value), "%d", anonymize_run_nice);
-	(void) set_config_option("anonymize.process_nice", value, PGC_SUSET,
-							 PGC_S_SESSION, GUC_ACTION_SET, true, 0, false);
+	SetConfigOption("anonymize.process_nice", value, PGC_SUSET, PGC_S_SESSION);
 	errno = 0;
 	if (getpriority(PRIO_PROCESS, 0) < anonymize_run_nice && errno == 0)
 		ereport(DEBUG1,
