@@ -511,7 +511,7 @@ while (time() < $deadline)
 			$vacuum_nice{$pid} = $nice if defined $nice;
 			$worker_slept = 1;
 		}
-		else
+		elsif ($who eq 'run')
 		{
 			$run_slept = 1 if $wait eq 'VacuumDelay';
 		}
